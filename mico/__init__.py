@@ -1,0 +1,1 @@
+"""LiRA on MICO: faithful split reconstruction, models, data, attack math and scoring."""
