@@ -239,7 +239,8 @@ def _check_margin(values: np.ndarray, name: str) -> np.ndarray:
     if values.dtype.kind not in "fiu":
         raise ValueError(f"{name} must hold real numbers, got dtype {values.dtype}")
     values = values.astype(np.float64, copy=False)
-    if values.size and not np.all(np.abs(values) <= MAX_ABS_SCORE):
+    # min/max propagate NaN, which then fails both comparisons.
+    if values.size and not (values.min() >= -MAX_ABS_SCORE and values.max() <= MAX_ABS_SCORE):
         raise ValueError(
             f"{name} holds NaN, infinite or absurdly large (> {MAX_ABS_SCORE:g}) values; "
             "margins must be finite: check the logits written by the producer"
@@ -304,9 +305,10 @@ def _centred_sums(
     values ``d`` ``[R, C]`` (0 off the mask), and the column sums of d and d**2.
     """
     n = mask.sum(axis=0)
-    centre = np.where(mask, x, 0.0).sum(axis=0) / np.maximum(n, 1)
-    d = np.where(mask, x - centre, 0.0)
-    return n, centre, d, d.sum(axis=0), np.square(d).sum(axis=0)
+    centre = np.einsum("rc,rc->c", x, mask) / np.maximum(n, 1)
+    d = x - centre
+    d *= mask
+    return n, centre, d, d.sum(axis=0), np.einsum("rc,rc->c", d, d)
 
 
 def _m2(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
@@ -370,23 +372,21 @@ def _scenario_var(
     """
     m2_total = _m2(n_p, s1_p, s2_p).sum()
     dof_total = np.maximum(n_p - 1, 0).sum()
-    var_all = _ratio(m2_total, dof_total)
-    rows = np.unique(ts[ts >= 0])
-    if rows.size == 0:
-        return np.full(ts.shape, var_all)
-    removable = mask[rows] & (n_p >= 2)
-    dev = d[rows] - s1_p / np.maximum(n_p, 1)
-    loss = np.where(removable, dev * dev * n_p / np.maximum(n_p - 1, 1), 0.0).sum(axis=1)
-    m2_rows = np.maximum(m2_total - loss, 0.0)
-    dof_rows = dof_total - removable.sum(axis=1)
-    for i in np.flatnonzero(m2_total > _DOWNDATE_COND * m2_rows):
+    # Per shadow row, for all rows at once: d is 0 off the mask and centred on the mean up
+    # to rounding (s1_p is negligible here).
+    weight = np.where(n_p >= 2, n_p / np.maximum(n_p - 1, 1), 0.0)
+    m2_rows = np.maximum(m2_total - np.einsum("sp,sp,p->s", d, d, weight), 0.0)
+    dof_rows = dof_total - (mask & (n_p >= 2)).sum(axis=1)
+    needed = np.zeros(x.shape[0], dtype=bool)
+    needed[ts[ts >= 0]] = True
+    for row in np.flatnonzero(needed & (m2_total > _DOWNDATE_COND * m2_rows)):
         keep = mask.copy()
-        keep[rows[i]] = False
+        keep[row] = False
         n_r, _, _, s1_r, s2_r = _centred_sums(x, keep)
-        m2_rows[i] = _m2(n_r, s1_r, s2_r).sum()
+        m2_rows[row] = _m2(n_r, s1_r, s2_r).sum()
 
     var_rows = _ratio(m2_rows, dof_rows)
-    return np.where(ts >= 0, var_rows[np.searchsorted(rows, np.maximum(ts, 0))], var_all)
+    return np.where(ts >= 0, var_rows[np.maximum(ts, 0)], _ratio(m2_total, dof_total))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
