@@ -2,7 +2,7 @@
 
 Shapes used throughout (one scenario and phase at a time)::
 
-    S  shadow models (MICO ``train`` models)     P  unique challenge points of the phase
+    S  shadow models (MICO ``train`` models)     P  unique challenge points (columns)
     T  target models                             K  challenge points per target (2m = 200)
 
     shadow_margin [S, P]  float64   true-label logit margin z of shadow s on point p
@@ -42,8 +42,9 @@ Fallbacks, so that the output is always finite and in [0, 1]:
   point of the target has 2 models on that side), the scenario-wide pooled std of that side
   (all P points, the target's own row excluded); where that is undefined or zero, 1.0.
 * std floor ``STD_FLOOR_REL * max(|mean|, scenario std)``: zero-variance points (saturated
-  probabilities) compare the target with the mean at float64 resolution instead of
-  dividing by zero. Below that floor a std is rounding noise of the mean anyway.
+  probabilities) compare the target with the mean instead of dividing by zero. Real score
+  spreads are orders of magnitude above it, and at it float64 rounding of the mean (~1e-16
+  relative) moves a confidence by only ~1e-9, so results do not hinge on summation order.
 * offline, 0 OUT models: confidence 0.5 (no evidence either way).
 * online, 0 IN models: the offline confidence; 0 OUT models: 0.5, as offline (a one-sided
   IN test would put those points on a different scale from the rest).
@@ -123,7 +124,7 @@ class InOutStats:
     scenario_var_out: np.ndarray
 
     def std(self, side: str, *, global_variance: bool = False) -> np.ndarray:
-        """Standard deviation ``[T, K]`` of ``side`` (``"in"`` or ``"out"``) to use in a test.
+        """Standard deviation ``[T, K]`` of ``side`` (``"in"`` or ``"out"``) to standardise with.
 
         Applies the fallback chain and floor of the module docstring, so the result is
         finite and positive everywhere, also where ``n_side`` is 0 (callers decide what a
@@ -202,7 +203,8 @@ def lira(
 
     Offline: ``Phi((x - mean_out) / std_out)``, the probability that an OUT model scores
     below the target. Online: ``sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out,
-    std_out))``. Fallbacks for points with few models are in the module docstring.
+    std_out))``, in log space so tiny densities do not underflow to 0/0. Fallbacks for
+    points with few models are in the module docstring.
     """
     x = _check_margin(np.asarray(target_margin), "target_margin")
     tp = np.asarray(target_points)
