@@ -39,7 +39,7 @@ from mico.attacks import (
     rmia_inputs,
 )
 from mico.lira import TRANSFORMS, lira
-from mico.scoring import score
+from mico.scoring import MAIN_METRIC, score
 from mico.selection import DEFAULT_FOLDS, cross_validate
 from mico.store import ScenarioScores
 
@@ -257,11 +257,19 @@ def comparison_rows(with_rmia: bool) -> dict[str, list[Config]]:
     return rows
 
 
+@dataclass
+class ScenarioComparison:
+    """Every row on one scenario, and the train solution ``[T, K]`` its estimates score."""
+
+    rows: dict[str, RowResult]
+    solution: np.ndarray
+
+
 def compare_scenario(
     scores: ScenarioScores,
     truths: Mapping[str, np.ndarray] | None = None,
     folds: int = DEFAULT_FOLDS,
-) -> dict[str, RowResult]:
+) -> ScenarioComparison:
     """Every row of the comparison on one scenario, scored on train and on ``truths``.
 
     ``truths``: ``{phase: solution [T, K]}`` for ``dev``/``final`` ground truth, if known.
@@ -269,14 +277,62 @@ def compare_scenario(
     """
     predictor = Predictor(scores)
     solution = scores.phases["train"].solution
-    results = {}
+    rows = {}
     for label, candidates in comparison_rows(has_population(scores)).items():
         row = evaluate_row(predictor, candidates, folds)
         row.metrics["train"] = score(solution, row.train)
         for phase, truth in (truths or {}).items():
             row.metrics[phase] = score(truth, predictor.predict(row.chosen, phase))
-        results[label] = row
-    return results
+        rows[label] = row
+    return ScenarioComparison(rows, solution)
+
+
+def phase_metrics(
+    results: Mapping[str, ScenarioComparison], phase: str
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{row: {scenario: score dict}}`` of the rows scored on ``phase`` in every scenario."""
+    labels = dict.fromkeys(label for result in results.values() for label in result.rows)
+    return {
+        label: {name: result.rows[label].metrics[phase] for name, result in results.items()}
+        for label in labels
+        if all(
+            label in result.rows and phase in result.rows[label].metrics
+            for result in results.values()
+        )
+    }
+
+
+def choices(results: Mapping[str, ScenarioComparison]) -> dict[str, dict[str, str]]:
+    """``{row: {scenario: "<chosen label> [n/k]"}}`` for rows that choose; n of the k CV folds
+    chose the same as the choice made on all train models."""
+    table: dict[str, dict[str, str]] = {}
+    for name, result in results.items():
+        for label, row in result.rows.items():
+            if row.fold_choices:
+                agree = row.fold_choices.count(row.chosen.label)
+                table.setdefault(label, {})[name] = (
+                    f"{row.chosen.label} [{agree}/{len(row.fold_choices)}]"
+                )
+    return table
+
+
+def roc_panels(
+    results: Mapping[str, ScenarioComparison],
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Train-phase ROC inputs per scenario: ``loss``, the submitted LiRA, the LiRA row with
+    the best train TPR at 10% FPR (if another), and every row chosen by CV but the last."""
+    panels = {}
+    for name, result in results.items():
+        rows = result.rows
+        lira_rows = [label for label in rows if label.startswith("lira ")]
+        best_lira = max(lira_rows, key=lambda label: rows[label].metrics["train"][MAIN_METRIC])
+        wanted = list(dict.fromkeys(["loss", SUBMITTED_LIRA, best_lira]))
+        wanted += [label for label in rows if label.endswith(CV_SUFFIX) and label != BEST_ROW]
+        truth = result.solution.ravel()
+        panels[name] = {
+            label: (truth, rows[label].train.ravel()) for label in dict.fromkeys(wanted)
+        }
+    return panels
 
 
 @dataclass

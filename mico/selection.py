@@ -10,6 +10,12 @@ train *target models*::
                       predictions of fold f's targets := candidate c_f's
     estimate = the official metrics of all targets' held-out predictions, pooled
 
+Folds that chose differently hand in predictions on different scales (a min-max normalised
+loss difference beside a Normal CDF), and pooling those would misstate any choice. So each
+candidate's predictions are first replaced by their quantile within the whole phase (the
+fraction of the phase's T*K predictions at or below them): label-free, monotone, ties kept,
+so a single candidate's metrics are unchanged, and all candidates share one scale.
+
 The submitted choice (for ``dev``/``final``) is made on all train targets. Candidates'
 predictions are computed beforehand, each target's leaving its own shadow row out, so no
 target's solution ever enters its own prediction or its own fold's choice. (A fold-f model
@@ -26,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from mico.scoring import FPR_LIMITS, MAIN_METRIC, roc_curve
 
@@ -60,6 +67,15 @@ def fold_assignment(n_targets: int, folds: int = DEFAULT_FOLDS) -> np.ndarray:
             "too few to choose a variant honestly"
         )
     return np.arange(n_targets) % min(folds, n_targets)
+
+
+def phase_quantiles(predictions: np.ndarray) -> np.ndarray:
+    """Each candidate's ``[T, K]`` predictions (stacked ``[C, T, K]``) as quantiles in (0, 1]
+    of that candidate's whole phase: ``#{predictions <= v} / (T * K)``."""
+    preds = np.asarray(predictions, dtype=np.float64)
+    flat = preds.reshape(preds.shape[0], -1)
+    ranks = rankdata(flat, method="max", axis=1) / max(flat.shape[1], 1)
+    return ranks.reshape(preds.shape)
 
 
 def criterion(solution: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
@@ -104,7 +120,7 @@ def cross_validate(
     fold_choice = np.array(
         [best_candidate(preds, sol, fold_of != f) for f in range(n_folds)], dtype=np.int64
     )
-    held_out = preds[fold_choice[fold_of], np.arange(sol.shape[0])]
+    held_out = phase_quantiles(preds)[fold_choice[fold_of], np.arange(sol.shape[0])]
     return Selection(
         chosen=best_candidate(preds, sol),
         fold_of=fold_of,

@@ -7,6 +7,7 @@ against constructed cases that would expose a look at the held-out fold.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import run_lira_mia
 from mico.attacks import (
     HARDNESS_SCORES,
     HARDNESS_VARIANTS,
@@ -24,8 +26,23 @@ from mico.attacks import (
     minmax,
     rmia,
 )
+from mico.bundle import write_solution
+from mico.compare import (
+    BEST_ROW,
+    RECOMMENDED_POPULATION,
+    SUBMITTED_LIRA,
+    Predictor,
+    compare_scenario,
+    hardness_configs,
+    lira_configs,
+    rmia_configs,
+    run_attack,
+)
 from mico.lira import STD_FLOOR_REL, Z_CAP
-from mico.selection import criterion, cross_validate, fold_assignment
+from mico.scoring import score as official_score
+from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
+from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
+from mico.tasks import get_task
 from tests.test_lira import ref_pooled_var, ref_sigmoid, scenarios
 
 HARDNESS_COMBOS = [(s, v) for s in HARDNESS_SCORES for v in HARDNESS_VARIANTS]
@@ -347,10 +364,30 @@ def test_cv_choice_ignores_the_held_out_fold():
     selection = cross_validate([a, b], solution)
     assert selection.chosen == 0
     assert selection.fold_choice[0] == 1
-    np.testing.assert_array_equal(selection.held_out[[0, 5]], b[[0, 5]])
+    quantiles = phase_quantiles(np.stack([a, b]))
+    np.testing.assert_array_equal(selection.held_out[[0, 5]], quantiles[1, [0, 5]])
     for t in range(n_targets):
         choice = selection.fold_choice[selection.fold_of[t]]
-        np.testing.assert_array_equal(selection.held_out[t], [a, b][choice][t])
+        np.testing.assert_array_equal(selection.held_out[t], quantiles[choice, t])
+
+
+def test_phase_quantiles_keep_order_ties_and_metrics():
+    rng = np.random.default_rng(4)
+    solution = _two_classes(rng, 6, 20)
+    preds = np.round(rng.random((2, 6, 20)) + 0.5 * solution, 1)  # many ties
+    preds[1] = np.exp(30 * preds[1])  # another scale entirely
+    quantiles = phase_quantiles(preds)
+    for c in range(2):
+        assert official_score(solution, quantiles[c]) == official_score(solution, preds[c])
+        flat_p, flat_q = preds[c].ravel(), quantiles[c].ravel()
+        order = np.argsort(flat_p)
+        assert np.all(np.diff(flat_q[order]) >= 0)
+        assert np.array_equal(np.diff(flat_p[order]) == 0, np.diff(flat_q[order]) == 0)
+    assert quantiles.max() == 1.0 and quantiles.min() > 0
+    # Every fold choosing the same candidate: the CV estimate is that candidate's score.
+    same = cross_validate([preds[1], preds[1] - 1.0], solution)
+    assert set(same.fold_choice) == {0}
+    assert official_score(solution, same.held_out) == official_score(solution, preds[1])
 
 
 @settings(max_examples=40, deadline=None)
@@ -370,3 +407,182 @@ def test_cv_choice_is_unchanged_by_anything_in_its_fold(seed, n_targets, folds):
         preds2[:, inside] = rng.random((n_candidates, inside.sum(), k))
         solution2[inside] = _two_classes(rng, int(inside.sum()), k)
         assert cross_validate(preds2, solution2, folds).fold_choice[f] == base.fold_choice[f]
+
+
+# --- comparison and CLI on synthetic stored outputs ---------------------------------------
+
+
+def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, population=True):
+    """A ``ScenarioScores`` where IN raises a point's margin by 2 over its own difficulty.
+
+    Returns the scores and ``{phase: (ids, solution)}`` for dev and final.
+    """
+    difficulty = rng.normal(0, 2, n_points)
+    pop_difficulty = rng.normal(0, 2, n_pop)
+
+    def models(n):
+        trained = rng.random((n, n_points)) < 0.6
+        margin = difficulty + 2.0 * trained + rng.normal(0, 1, (n, n_points))
+        pop = pop_difficulty + 2.0 * (rng.random((n, n_pop)) < 0.6) + rng.normal(0, 1, (n, n_pop))
+        return trained, margin, pop
+
+    def challenge(trained):
+        cols, sols = [], []
+        for row in trained:
+            members = rng.choice(np.flatnonzero(row), k // 2, replace=False)
+            others = rng.choice(np.flatnonzero(~row), k // 2, replace=False)
+            order = rng.permutation(k)
+            cols.append(np.concatenate([members, others])[order])
+            sols.append(np.repeat([1, 0], k // 2)[order])
+        return np.array(cols), np.array(sols, dtype=np.int8)
+
+    shadow_in, shadow_margin, shadow_pop = models(n_train)
+    cols, sol = challenge(shadow_in)
+    rows = np.arange(n_train)
+    phases = {
+        "train": PhaseScores(rows, cols, shadow_margin[rows[:, None], cols], rows, sol, shadow_pop)
+    }
+    truths = {}
+    for j, phase in enumerate(("dev", "final")):
+        trained, margin, pop = models(n_eval)
+        cols, sol = challenge(trained)
+        ids = n_train + j * n_eval + np.arange(n_eval)
+        phases[phase] = PhaseScores(
+            ids,
+            cols,
+            margin[np.arange(n_eval)[:, None], cols],
+            np.full(n_eval, -1),
+            None,
+            pop if population else None,
+        )
+        truths[phase] = (ids, sol)
+    if not population:
+        phases["train"].population = None
+    scores = ScenarioScores(
+        points=np.arange(n_points) * 3,
+        labels=np.zeros(n_points, dtype=np.int64),
+        shadow_ids=rows,
+        shadow_margin=shadow_margin,
+        shadow_in=shadow_in,
+        phases=phases,
+        population=np.arange(n_pop if population else 0) * 3 + 1,
+        shadow_population=shadow_pop if population else None,
+    )
+    return scores, truths
+
+
+def write_synthetic_root(root, population=True, seed=0):
+    """A ``--root`` with empty scenario folders, a ``bundle.json`` for 2m = 20, stored
+    outputs under ``preds/`` and dev/final solutions under ``reference/``."""
+    rng = np.random.default_rng(seed)
+    task = get_task(CHALLENGE)
+    (root / CHALLENGE).mkdir(parents=True)
+    config = {"dataset_len": 1000, "len_training": 500, "len_challenge": 10}
+    (root / CHALLENGE / "bundle.json").write_text(json.dumps(config))
+    for scenario in task.scenarios:
+        (root / CHALLENGE / scenario).mkdir()
+        scores, truths = synthetic_scores(rng, population=population)
+        (root / "preds" / CHALLENGE / scenario).mkdir(parents=True)
+        scores.save(root / "preds" / CHALLENGE / scenario / SCORES_FILE)
+        for phase, (ids, sol) in truths.items():
+            for model, values in zip(ids, sol, strict=True):
+                folder = root / "reference" / CHALLENGE / scenario / phase / f"model_{model}"
+                folder.mkdir(parents=True)
+                write_solution(folder / "solution.csv", values)
+    return root
+
+
+CHALLENGE = "purchase100"
+
+
+def test_compare_scenario_rows_and_choices():
+    scores, truths = synthetic_scores(np.random.default_rng(1))
+    result = compare_scenario(scores, {p: sol for p, (_, sol) in truths.items()})
+    labels = list(result.rows)
+    assert labels[0] == "loss" and labels[-1] == BEST_ROW
+    assert len([label for label in labels if label.startswith("lira ")]) == 12
+    assert {"hardness (CV)", "rmia (CV)"} <= set(labels)
+    every = {c.label for c in hardness_configs() + rmia_configs() + lira_configs()} | {"loss"}
+    for label, row in result.rows.items():
+        assert set(row.metrics) == {"train", "dev", "final"}
+        for metrics in row.metrics.values():
+            assert all(0.0 <= v <= 1.0 for v in metrics.values())
+        if label.endswith("(CV)"):
+            assert len(row.fold_choices) == 5 and row.chosen.label in every
+            assert set(row.fold_choices) <= every
+        else:
+            assert row.fold_choices == [] and row.chosen.label == label
+    # No population: RMIA is left out, everything else still compared.
+    scores, _ = synthetic_scores(np.random.default_rng(1), population=False)
+    assert "rmia (CV)" not in compare_scenario(scores).rows
+
+
+def test_run_attack_uses_the_choice_made_on_all_train_models():
+    scores, _ = synthetic_scores(np.random.default_rng(2))
+    for attack in ("hardness", "rmia", "loss"):
+        run = run_attack(scores, attack)
+        predictor = Predictor(scores)
+        for phase, predictions in run.predictions.items():
+            np.testing.assert_array_equal(predictions, predictor.predict(run.row.chosen, phase))
+            assert np.all((predictions >= 0) & (predictions <= 1))
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return write_synthetic_root(tmp_path_factory.mktemp("synthetic"))
+
+
+def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
+    plot = synthetic_root / "compare.png"
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--compare", "-q"]
+    args += ["--reference", str(synthetic_root / "reference"), "--plot", str(plot)]
+    assert run_lira_mia.main(args) == 0
+    out = capsys.readouterr().out
+    for text in ("loss", SUBMITTED_LIRA, "lira online stable_logit gv", "hardness (CV)"):
+        assert text in out
+    assert "rmia (CV)" in out and BEST_ROW in out and "track averages" in out
+    assert "final phase against the reference" in out and "[" in out  # fold agreement
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_lira_mia.main([*args[:-4], "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| attack | TPR@10% inf |" in out and "| loss |" in out
+
+
+@pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
+def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--attack", attack]
+    args += ["--no-write", "-q", "--reference", str(synthetic_root / "reference")]
+    assert run_lira_mia.main(args) == 0
+    out = capsys.readouterr().out
+    assert "TPR@10%" in out and "purchase100_lo final" in out
+    assert ("CV estimate" in out) == (attack != "loss")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--attack", "hardness", "--global_variance"], "--global_variance apply to --attack lira"),
+        (["--attack", "loss", "--logit_scaling"], "apply to --attack lira only"),
+        (["--compare", "--online_attack"], "not to --compare"),
+        (["--compare", "--attack", "rmia"], "drop --attack"),
+        (["--attack", "hardness", "--folds", "1"], "--folds"),
+    ],
+)
+def test_cli_refuses_flags_that_would_be_ignored(synthetic_root, extra, message, capsys):
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--no-write", *extra]
+    assert run_lira_mia.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_rmia_without_population_is_one_line_error(tmp_path, capsys):
+    root = write_synthetic_root(tmp_path / "r", population=False)
+    args = ["--challenge", CHALLENGE, "--root", str(root), "--attack", "rmia", "--no-write"]
+    assert run_lira_mia.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert f"save_preds.py --challenge {CHALLENGE} --population {RECOMMENDED_POPULATION}" in err
+    # --compare goes on without RMIA and says why.
+    assert run_lira_mia.main(["--challenge", CHALLENGE, "--root", str(root), "--compare"]) == 0
+    captured = capsys.readouterr()
+    assert "rmia (CV)" not in captured.out and "rmia left out" in captured.err
