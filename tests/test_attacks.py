@@ -35,6 +35,7 @@ from mico.compare import (
     compare_scenario,
     hardness_configs,
     lira_configs,
+    loss_config,
     rmia_configs,
     run_attack,
 )
@@ -495,14 +496,20 @@ def write_synthetic_root(root, population=True, seed=0):
 CHALLENGE = "purchase100"
 
 
+def every_config():
+    return [loss_config(), *lira_configs(), *hardness_configs(), *rmia_configs()]
+
+
 def test_compare_scenario_rows_and_choices():
     scores, truths = synthetic_scores(np.random.default_rng(1))
     result = compare_scenario(scores, {p: sol for p, (_, sol) in truths.items()})
     labels = list(result.rows)
     assert labels[0] == "loss" and labels[-1] == BEST_ROW
-    assert len([label for label in labels if label.startswith("lira ")]) == 12
-    assert {"hardness (CV)", "rmia (CV)"} <= set(labels)
-    every = {c.label for c in hardness_configs() + rmia_configs() + lira_configs()} | {"loss"}
+    assert labels[1:13] == [c.label for c in lira_configs()]
+    assert {"lira (CV)", "hardness (CV)", "rmia (CV)"} <= set(labels)
+    assert len(result.rows[BEST_ROW].fold_choices) == 5
+    assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == 55
+    every = {c.label for c in every_config()}
     for label, row in result.rows.items():
         assert set(row.metrics) == {"train", "dev", "final"}
         for metrics in row.metrics.values():
