@@ -170,6 +170,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(given)} apply to --attack lira only, not to {what}")
     if args.folds < 2:
         raise ValueError("--folds must be at least 2")
+    if args.markdown and not args.compare:
+        raise ValueError("--markdown formats the --compare tables: add --compare")
     if args.attack is None:
         args.attack = "lira"
 
@@ -217,12 +219,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _attack_scenario(
     scores: ScenarioScores, path: Path, task: Task, args: argparse.Namespace
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """The train-phase predictions to score (a CV estimate where a choice is made) and the
     predictions to write, ``{phase: [T, K]}``."""
     if args.attack == "lira":
         predictions = {phase: attack_phase(scores, phase, args) for phase in scores.phases}
-        return predictions["train"], predictions
+        return predictions.get("train"), predictions
     if args.attack == "rmia" and not has_population(scores):
         raise ValueError(population_error(str(path), task.name))
     if "train" not in scores.phases or scores.phases["train"].solution is None:

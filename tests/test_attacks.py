@@ -573,6 +573,7 @@ def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
         (["--compare", "--online_attack"], "not to --compare"),
         (["--compare", "--attack", "rmia"], "drop --attack"),
         (["--attack", "hardness", "--folds", "1"], "--folds"),
+        (["--markdown"], "add --compare"),
     ],
 )
 def test_cli_refuses_flags_that_would_be_ignored(synthetic_root, extra, message, capsys):
