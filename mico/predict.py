@@ -22,7 +22,7 @@ from mico.bundle import model_dirs, model_id, model_splits
 from mico.data import TensorPairDataset
 from mico.inference import Counter, model_outputs
 from mico.models import load_model
-from mico.splits import Splits
+from mico.splits import Splits, challenge_indices, read_seed
 from mico.store import (
     SCORES_FILE,
     PhaseScores,
@@ -52,7 +52,8 @@ class PredictOptions:
 class _Model:
     phase: str
     folder: Path
-    splits: Splits
+    challenge: np.ndarray
+    splits: Splits | None = None  # full splits, train models only
 
     @property
     def id(self) -> int:
@@ -60,13 +61,23 @@ class _Model:
 
 
 def _scenario_models(scenario: Path, task: Task) -> list[_Model]:
+    """Every model of the scenario with its challenge points; train models with full splits.
+
+    Only a train (shadow) model needs the full split tree (its training set decides IN/OUT);
+    a dev/final target needs its 2m challenge points, 200 steps of one shuffle.
+    """
     models = []
     folders = [(phase, f) for phase in PHASES for f in model_dirs(scenario, phase)]
     for phase, folder in tqdm(folders, desc=f"{scenario.name} splits", leave=False, disable=None):
-        splits = model_splits(folder, task)
-        if phase == "train" and splits.solution is None:
-            raise ValueError(f"{folder}: train models need seed_training and seed_membership")
-        models.append(_Model(phase, folder, splits))
+        if phase == "train":
+            splits = model_splits(folder, task)
+            if splits.solution is None:
+                raise ValueError(f"{folder}: train models need seed_training and seed_membership")
+            models.append(_Model(phase, folder, splits.challenge, splits))
+        else:
+            seed = read_seed(folder / "seed_challenge")
+            challenge = challenge_indices(task.dataset_len, task.len_challenge, seed)
+            models.append(_Model(phase, folder, challenge))
     if not any(m.phase == "train" for m in models):
         raise ValueError(f"{scenario}/train: no train models, so no shadow models for the attack")
     return models
@@ -145,7 +156,7 @@ def save_scenario(
     everything came from the per-model caches).
     """
     models = _scenario_models(scenario, task)
-    points = np.unique(np.concatenate([m.splits.challenge for m in models]))
+    points = np.unique(np.concatenate([m.challenge for m in models]))
     population = choose_population(
         task.dataset_len, points, options.population, options.population_seed
     )
@@ -171,7 +182,7 @@ def save_scenario(
         else:
             key = (model.phase, model.id)
             target_margin[key] = runner.margins(
-                model, folder / f"model_{model.id}.npz", model.splits.challenge
+                model, folder / f"model_{model.id}.npz", model.challenge
             )
         if len(population):
             values = runner.margins(
@@ -189,7 +200,7 @@ def save_scenario(
         members = [m for m in models if m.phase == phase]
         if not members:
             continue
-        cols = np.array([[column[int(p)] for p in m.splits.challenge] for m in members])
+        cols = np.array([[column[int(p)] for p in m.challenge] for m in members])
         if phase == "train":
             rows = np.array([shadows.index(m) for m in members], dtype=np.int64)
             margin = shadow_margin[rows[:, None], cols]

@@ -11,15 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-from fake_hub import (
-    CDN_PREFIX,
-    make_tar,
-    make_zip,
-    purchase_text,
-    start_server,
-    tiny_bundle,
-)
-from fake_hub import hub_path as hub
 from hypothesis import given
 from hypothesis import strategies as st
 from tqdm import tqdm
@@ -30,6 +21,15 @@ from mico.bundle import check_layout
 from mico.data import load_purchase100
 from mico.models import load_model
 from mico.tasks import load_task
+from tests.fake_hub import (
+    CDN_PREFIX,
+    make_tar,
+    make_zip,
+    purchase_text,
+    start_server,
+    tiny_bundle,
+)
+from tests.fake_hub import hub_path as hub
 
 NAME = "purchase100"
 PUBLISHED_MD5 = {"purchase100.zip": "67eba1f88d112932fe722fef85fb95fd"}
