@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import download_files
 import run_lira_mia
+import save_preds
 from mico.attacks import (
     HARDNESS_SCORES,
     HARDNESS_VARIANTS,
@@ -26,7 +28,7 @@ from mico.attacks import (
     minmax,
     rmia,
 )
-from mico.bundle import write_solution
+from mico.bundle import model_dirs, read_prediction, write_solution
 from mico.compare import (
     BEST_ROW,
     RECOMMENDED_POPULATION,
@@ -39,11 +41,11 @@ from mico.compare import (
     rmia_configs,
     run_attack,
 )
-from mico.lira import STD_FLOOR_REL, Z_CAP
+from mico.lira import STD_FLOOR_REL, Z_CAP, lira
 from mico.scoring import score as official_score
 from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
 from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
-from mico.tasks import get_task
+from mico.tasks import get_task, load_task
 from tests.test_lira import ref_pooled_var, ref_sigmoid, scenarios
 
 HARDNESS_COMBOS = [(s, v) for s in HARDNESS_SCORES for v in HARDNESS_VARIANTS]
@@ -594,3 +596,80 @@ def test_rmia_without_population_is_one_line_error(tmp_path, capsys):
     assert run_lira_mia.main(["--challenge", CHALLENGE, "--root", str(root), "--compare"]) == 0
     captured = capsys.readouterr()
     assert "rmia (CV)" not in captured.out and "rmia left out" in captured.err
+
+
+# --- the tiny offline demo, end to end ----------------------------------------------------
+
+DEMO_POPULATION = 100  # the tiny demo has a few hundred non-challenge records
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A tiny purchase100 demo with population outputs, built once for this module."""
+    root = tmp_path_factory.mktemp("demo")
+    assert (
+        download_files.main(["--challenge", CHALLENGE, "--demo", "tiny", "--root", str(root)]) == 0
+    )
+    args = ["--challenge", CHALLENGE, "--root", str(root), "-q"]
+    assert save_preds.main([*args, "--population", str(DEMO_POPULATION)]) == 0
+    return root
+
+
+def test_demo_compare_table(demo, capsys):
+    plot = demo / "compare.png"
+    args = ["--challenge", CHALLENGE, "--root", str(demo), "--compare", "-q"]
+    args += ["--reference", str(demo / "reference"), "--plot", str(plot)]
+    assert run_lira_mia.main(args) == 0
+    out = capsys.readouterr().out
+    rows = ["loss", *(c.label for c in lira_configs()), "lira (CV)", "hardness (CV)"]
+    rows += ["rmia (CV)", BEST_ROW]
+    train_table = out.split("dev phase")[0]
+    for row in rows:
+        assert f"\n{row} " in train_table
+    assert "final phase against the reference" in out and "track averages" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((demo / CHALLENGE).glob("*/*/model_*/prediction.csv"))  # wrote nothing
+
+    # The table's fixed rows are the plain attacks on the stored outputs.
+    task = load_task(demo, CHALLENGE)
+    for scenario in task.scenarios:
+        scores = ScenarioScores.load(demo / "preds" / CHALLENGE / scenario / SCORES_FILE)
+        train = scores.phases["train"]
+        result = compare_scenario(scores)
+        assert result.rows["loss"].metrics["train"] == official_score(
+            train.solution, loss_attack(train.margin)
+        )
+        submitted = lira(
+            scores.shadow_margin,
+            scores.shadow_in,
+            train.margin,
+            train.points,
+            train.shadow,
+            global_variance=True,
+        )
+        assert result.rows[SUBMITTED_LIRA].metrics["train"] == official_score(
+            train.solution, submitted
+        )
+
+
+@pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
+def test_demo_attack_writes_valid_predictions(demo, attack, capsys):
+    args = ["--challenge", CHALLENGE, "--root", str(demo), "--attack", attack, "-q"]
+    assert run_lira_mia.main(args) == 0
+    assert "TPR@10%" in capsys.readouterr().out
+    task = load_task(demo, CHALLENGE)
+    for scenario in task.scenarios:
+        for phase in ("train", "dev", "final"):
+            for model in model_dirs(demo / CHALLENGE / scenario, phase):
+                values = read_prediction(model, task.num_challenges)  # 2m values in [0, 1]
+                assert values.shape == (task.num_challenges,)
+                (model / "prediction.csv").unlink()
+
+
+def test_demo_rmia_without_population(demo, tmp_path, capsys):
+    preds = tmp_path / "preds"
+    args = ["--challenge", CHALLENGE, "--root", str(demo), "--preds-dir", str(preds), "-q"]
+    assert save_preds.main(args) == 0
+    assert run_lira_mia.main([*args, "--attack", "rmia"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "--population" in err
