@@ -113,7 +113,9 @@ def main() -> None:
         _write_bundle(scenario, task, args.shadows, args.targets, rng)
         # Warm-up (kernel selection, allocator) on one model, outside both timings.
         warm = load_model(task, scenario / "train" / "model_0" / "model.pt", options.device)
-        model_outputs(warm, dataset.x[:512].to(options.device), dataset.y[:512], 256)
+        model_outputs(
+            warm, dataset.x[:512].to(options.device), dataset.y[:512].to(options.device), 256
+        )
         bare_s, bare_records = _bare(scenario, task, dataset, options)
         start = time.perf_counter()
         scores, records = save_scenario(scenario, Path(tmp) / "preds", task, dataset, options)

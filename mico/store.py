@@ -82,7 +82,7 @@ def save_cached_margin(
     arrays = {"margin": np.asarray(margin, dtype=np.float64), "meta": np.array(meta)}
     if logits is not None:
         arrays["logits"] = np.asarray(logits, dtype=np.float32)
-    save_npz_atomic(path, **arrays)
+    save_npz_atomic(path, durable=False, **arrays)  # validated on every read
 
 
 @dataclass
