@@ -106,11 +106,19 @@ def format_frame(frame: pd.DataFrame, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _draw_roc(ax, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+def _draw_roc(
+    ax,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    colors: Mapping[str, str] | None = None,
+) -> None:
     floor = 1e-3
     for label, (solutions, predictions) in curves.items():
         fpr, tpr = roc_curve(solutions, predictions)
-        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=label, linewidth=1.4)
+        color = None if colors is None else colors[label]
+        ax.plot(
+            np.maximum(fpr, floor), np.maximum(tpr, floor), label=label, linewidth=1.4, color=color
+        )
     ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", linewidth=1, label="chance")
     ax.axvline(0.1, color="grey", linewidth=0.6, alpha=0.6)
     ax.set_xscale("log")
@@ -152,9 +160,12 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
 def plot_roc_panels(
     panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], path: Path, title: str
 ) -> None:
-    """One log-log ROC subplot per panel (``{panel title: {label: (solutions, predictions)}}``)."""
+    """One log-log ROC subplot per panel (``{panel title: {label: (solutions, predictions)}}``);
+    a label keeps its colour in every panel."""
+    labels = dict.fromkeys(label for curves in panels.values() for label in curves)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items(), strict=True):
-        _draw_roc(ax, curves, name)
+        _draw_roc(ax, curves, name, colors)
     fig.suptitle(title)
     _save(fig, path)
