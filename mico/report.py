@@ -96,10 +96,9 @@ def format_frame(frame: pd.DataFrame, markdown: bool = False) -> str:
         " ".join(str(part) for part in col) if isinstance(col, tuple) else str(col)
         for col in frame.columns
     ]
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|",
-    ]
+    numeric = [pd.api.types.is_numeric_dtype(frame[col]) for col in frame.columns]
+    align = ["---"] + ["---:" if is_number else "---" for is_number in numeric]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
     for label, values in frame.iterrows():
         cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
         lines.append("| " + " | ".join([str(label), *cells]) + " |")
