@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="also evaluate every model on N non-challenge records (needed by --attack rmia)",
+        help="also evaluate every model on N non-challenge records, which run_lira_mia.py "
+        "--attack rmia needs (5000 recommended; 0, the default, skips them)",
     )
     parser.add_argument("--population-seed", type=int, default=0, help="seed for those records")
     parser.add_argument(

@@ -90,7 +90,10 @@ def choose_population(dataset_len: int, exclude: np.ndarray, count: int, seed: i
     candidates = np.setdiff1d(np.arange(dataset_len, dtype=np.int64), exclude)
     if count > len(candidates):
         available = len(candidates)
-        raise ValueError(f"--population {count} exceeds the {available} non-challenge records")
+        raise ValueError(
+            f"--population {count} exceeds the {available} non-challenge records of this "
+            f"bundle: pass --population {available} or fewer"
+        )
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=count, replace=False))
 
