@@ -36,6 +36,7 @@ from mico.compare import (
     population_error,
     roc_panels,
     run_attack,
+    small_population_warning,
 )
 from mico.lira import lira
 from mico.report import (
@@ -227,6 +228,8 @@ def _attack_scenario(
         return predictions.get("train"), predictions
     if args.attack == "rmia" and not has_population(scores):
         raise ValueError(population_error(str(path), task.name))
+    if args.attack == "rmia" and (warning := small_population_warning(scores)):
+        log.warning("%s: %s", path.parent.name, warning)
     if "train" not in scores.phases or scores.phases["train"].solution is None:
         raise ValueError(f"{path}: no train phase with solutions to run {args.attack} with")
     run = run_attack(scores, args.attack, args.folds)
@@ -251,6 +254,8 @@ def _compare(args: argparse.Namespace, task: Task) -> int:
             raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
         if not has_population(scores):
             log.warning("rmia left out: %s", population_error(str(path), task.name))
+        elif warning := small_population_warning(scores):
+            log.warning("%s: %s", scenario.name, warning)
         truths = {}
         if args.reference is not None:
             for phase in ("dev", "final"):

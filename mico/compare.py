@@ -149,6 +149,21 @@ def population_error(where: str, challenge: str) -> str:
     )
 
 
+#: Below this many population records RMIA's score (a fraction of them) is too coarse.
+MIN_USEFUL_POPULATION = 100
+
+
+def small_population_warning(scores: ScenarioScores) -> str | None:
+    """A warning when RMIA's score, a fraction of Q records, can take only Q + 1 values."""
+    q = len(scores.population)
+    if 0 < q < MIN_USEFUL_POPULATION:
+        return (
+            f"only {q} population records: RMIA's score takes {q + 1} values, so its "
+            "low-FPR metrics mostly measure ties (the bundle has no more non-challenge records)"
+        )
+    return None
+
+
 class Predictor:
     """Runs configurations on one scenario's stored outputs, sharing work between them.
 

@@ -553,8 +553,9 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
     assert "final phase against the reference" in out and "[" in out  # fold agreement
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_lira_mia.main([*args[:-4], "--markdown"]) == 0
-    out = capsys.readouterr().out
-    assert "| attack | TPR@10% inf |" in out and "| loss |" in out
+    captured = capsys.readouterr()
+    assert "| attack | TPR@10% inf |" in captured.out and "| loss |" in captured.out
+    assert "RMIA's score takes 31 values" in captured.err  # 30 population records
 
 
 @pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
