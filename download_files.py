@@ -1,7 +1,7 @@
 """Step 1: get a challenge bundle and its base dataset, or build the offline demo.
 
-    python download_files.py --challenge purchase100            # real bundle + base data
-    python download_files.py --challenge purchase100 --demo     # offline demo, no network
+python download_files.py --challenge purchase100            # real bundle + base data
+python download_files.py --challenge purchase100 --demo     # offline demo, no network
 """
 
 from __future__ import annotations

@@ -45,6 +45,22 @@ def data_dir(args: argparse.Namespace) -> Path:
     return args.data_dir if args.data_dir is not None else args.root / "data"
 
 
+def add_preds_dir_arg(parser: argparse.ArgumentParser) -> None:
+    """``--preds-dir``, shared by save_preds.py (writes) and run_lira_mia.py (reads)."""
+    parser.add_argument(
+        "--preds-dir",
+        type=Path,
+        default=None,
+        help="where model outputs are stored (default: <root>/preds)",
+    )
+
+
+def preds_dir(args: argparse.Namespace) -> Path:
+    """``<preds-dir>/<challenge>``, defaulting to ``<root>/preds/<challenge>``."""
+    base = args.preds_dir if args.preds_dir is not None else args.root / "preds"
+    return base / args.challenge
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``, with a clear error when CUDA is absent."""
     if name == "auto":

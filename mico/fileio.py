@@ -17,8 +17,13 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""
+def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds.
+
+    ``durable`` also flushes the data to disk before the rename, so a power cut cannot leave an
+    empty file under the final name.  Caches that are validated on every read skip it: an fsync
+    costs milliseconds, and ``save_preds.py`` writes one cache file per model.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,7 +31,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,7 +51,7 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:
+def save_npz_atomic(path: str | Path, *, durable: bool = True, **arrays: np.ndarray) -> None:
     """``np.savez`` to ``path`` atomically (uncompressed: these files are read often)."""
-    with atomic_write(path, "wb") as handle:
+    with atomic_write(path, "wb", durable=durable) as handle:
         np.savez(handle, **arrays)

@@ -4,10 +4,12 @@ Definitions (MICO.md section 7), over all predictions of a scenario and phase co
 ``TPR_FPR_x`` is the largest TPR among ROC points whose FPR is *strictly* below ``x/10000``;
 ``AUC`` the trapezoidal area; ``MIA`` = max(TPR - FPR); ``accuracy`` = max(1 - (FPR + 1 - TPR)/2).
 
-The ROC here keeps every threshold, while scikit-learn's ``roc_curve`` drops collinear points by
-default.  A dropped point lies on a horizontal or vertical run between two kept points, so none of
-these maxima or the area change: the numbers are identical (the tests check this against
-scikit-learn, ties included).
+The scoring program called scikit-learn's ``roc_curve`` with its default
+``drop_intermediate=True``, which removes every ROC point whose neighbours make equal steps on
+both axes.  On a diagonal run (several thresholds each adding one member and one non-member) that
+removes points *below* the FPR limit, so ``TPR_FPR_x`` can come out lower than on the full curve.
+:func:`roc_curve` applies the same rule, so the numbers are identical to the official ones (the
+tests check this against scikit-learn, heavy ties included).
 """
 
 from __future__ import annotations
@@ -43,13 +45,21 @@ def _validate(solutions: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarra
 
 
 def roc_curve(solutions: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and TPR at every distinct threshold, starting at (0, 0), as scikit-learn orders them."""
+    """FPR and TPR as scikit-learn's ``roc_curve`` (default settings) returns them.
+
+    One point per distinct score, minus the interior points of equal-step runs (scikit-learn's
+    ``drop_intermediate``), then (0, 0) prepended.
+    """
     y, s = _validate(solutions, predictions)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     last_of_run = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]  # one ROC point per distinct score
     tps = np.cumsum(y)[last_of_run]
     fps = (last_of_run + 1) - tps
+    if tps.size > 2:
+        bends = np.diff(tps, 2).astype(bool) | np.diff(fps, 2).astype(bool)
+        keep = np.r_[True, bends, True]
+        tps, fps = tps[keep], fps[keep]
     tpr = np.r_[0.0, tps / tps[-1]]
     fpr = np.r_[0.0, fps / fps[-1]]
     return fpr, tpr

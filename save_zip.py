@@ -1,0 +1,99 @@
+"""Step 4: the submission zip, after checking every prediction it must hold.
+
+    python save_zip.py --challenge purchase100
+
+Writes ``predictions_<challenge>.zip`` with the CodaLab layout
+``<challenge>/<scenario>/<phase>/model_N/prediction.csv`` for every dev and final model of the
+three scenarios, or refuses and lists every problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mico.bundle import challenge_dir, model_dirs, read_prediction
+from mico.cli import add_common_args, run_cli, setup_logging
+from mico.fileio import atomic_write
+from mico.tasks import Task, load_task
+
+log = logging.getLogger("save_zip")
+
+#: The phases a submission covers; train predictions are for local scoring only.
+SUBMITTED_PHASES = ("dev", "final")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Check every dev/final prediction.csv and zip them for submission."
+    )
+    add_common_args(parser)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="zip file to write (default: predictions_<challenge>.zip in the current folder)",
+    )
+    return parser
+
+
+def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
+    """Every prediction file a submission needs, and every problem that blocks it."""
+    files, problems = [], []
+    base = challenge_dir(root, task)
+    for scenario in task.scenarios:
+        folder = base / scenario
+        if not folder.is_dir():
+            problems.append(f"{folder}: scenario folder missing")
+            continue
+        for phase in SUBMITTED_PHASES:
+            models = model_dirs(folder, phase)
+            expected = task.expected_models(phase)
+            if len(models) != expected:
+                problems.append(f"{folder / phase}: {len(models)} models, expected {expected}")
+            for model in models:
+                path = model / "prediction.csv"
+                try:
+                    read_prediction(path, task.num_challenges)
+                except (FileNotFoundError, ValueError) as exc:
+                    problems.append(str(exc))
+                    continue
+                files.append(path)
+    return files, problems
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    task = load_task(args.root, args.challenge)
+    files, problems = collect_predictions(args.root, task)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        print(f"{len(problems)} problems:\n{shown}{more}", file=sys.stderr)
+        raise ValueError(
+            f"not writing a submission: {len(problems)} problems listed above "
+            "(run run_lira_mia.py first)"
+        )
+    output = args.output or Path(f"predictions_{task.name}.zip")
+    with (
+        atomic_write(output, "wb") as handle,
+        zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        for path in files:
+            archive.write(path, path.relative_to(args.root).as_posix())
+    log.info("wrote %s: %d prediction files", output, len(files))
+    print(output)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
