@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tqdm import tqdm
 
 import download_files
+import save_preds
 from mico import download, extract
 from mico.bundle import check_layout
 from mico.data import load_purchase100
@@ -106,6 +107,9 @@ def test_full_fetch_gives_a_verified_bundle_and_base_data(server, root, bundle):
     assert not (root / "data" / "dataset_purchase.tgz").exists()  # deleted once extracted
     load_model(NAME, root / NAME / "purchase100_lo/final/model_3/model.pt")
     assert all(request.authorization is None for request in server.log)
+    # The next step of the pipeline accepts what was downloaded.
+    assert save_preds.main(["--challenge", NAME, "--root", str(root), "-q"]) == 0
+    assert (root / "preds" / NAME / "purchase100_lo" / "scores.npz").is_file()
 
 
 def test_rerun_transfers_nothing(server, root):
