@@ -28,17 +28,18 @@ from mico.cli import add_common_args, add_preds_dir_arg, preds_dir, run_cli, set
 from mico.compare import (
     ATTACKS,
     RECOMMENDED_POPULATION,
+    Predictor,
     ScenarioComparison,
     choices,
     compare_scenario,
     has_population,
+    lira_config,
     phase_metrics,
     population_error,
     roc_panels,
     run_attack,
     small_population_warning,
 )
-from mico.lira import lira
 from mico.report import (
     comparison_frame,
     format_frame,
@@ -138,17 +139,8 @@ def transform_name(args: argparse.Namespace) -> str:
 
 def attack_phase(scores: ScenarioScores, phase: str, args: argparse.Namespace) -> np.ndarray:
     """Membership confidences [T, K] in [0, 1] for every target of one phase."""
-    data = scores.phases[phase]
-    return lira(
-        scores.shadow_margin,
-        scores.shadow_in,
-        data.margin,
-        data.points,
-        data.shadow_or_none,
-        transform=transform_name(args),
-        global_variance=args.global_variance,
-        online=args.online_attack,
-    )
+    config = lira_config(transform_name(args), args.global_variance, args.online_attack)
+    return Predictor(scores).predict(config, phase)
 
 
 def _reference_solutions(

@@ -82,14 +82,19 @@ def lira_label(transform: str, global_variance: bool, online: bool) -> str:
     return " ".join([*parts, "gv"] if global_variance else parts)
 
 
+def lira_config(transform: str, global_variance: bool, online: bool) -> Config:
+    """The LiRA configuration of one combination of the original flags."""
+    return Config(
+        "lira",
+        lira_label(transform, global_variance, online),
+        (("transform", transform), ("global_variance", global_variance), ("online", online)),
+    )
+
+
 def lira_configs() -> list[Config]:
     """The 12 flag combinations of the original ``run_lira_mia.py``, offline ones first."""
     return [
-        Config(
-            "lira",
-            lira_label(transform, global_variance, online),
-            (("transform", transform), ("global_variance", global_variance), ("online", online)),
-        )
+        lira_config(transform, global_variance, online)
         for online in (False, True)
         for transform in TRANSFORMS
         for global_variance in (False, True)

@@ -67,7 +67,7 @@ from mico.data import (
 )
 from mico.fileio import atomic_write, write_text_atomic
 from mico.models import build_model, strip_opacus_prefix
-from mico.splits import split_indices
+from mico.splits import Splits, split_indices
 from mico.tasks import BUNDLE_CONFIG, PHASES, SCENARIO_SUFFIXES, Task, get_task
 from mico.training import (
     DELTA,
@@ -495,6 +495,17 @@ class ModelJob:
     folder: Path
     reference: Path | None  # dev/final: where the hidden seeds and solution go
 
+    def splits(self, task: Task) -> Splits:
+        """The model's MICO splits, reconstructed from its three seeds."""
+        return split_indices(
+            task.dataset_len,
+            task.len_training,
+            task.len_challenge,
+            self.seed_challenge,
+            self.seed_training,
+            self.seed_membership,
+        )
+
 
 def model_seeds(seed: int, scenario_index: int, model_id: int) -> tuple[int, int, int, int]:
     """``(seed_challenge, seed_training, seed_membership, train_seed)`` of one model.
@@ -569,14 +580,7 @@ def build_model_folder(
     Everything goes to ``<phase>/.model_N.tmp`` first, which is renamed to ``model_N`` once
     complete; a leftover temporary folder from an interrupted run is discarded.
     """
-    splits = split_indices(
-        task.dataset_len,
-        task.len_training,
-        task.len_challenge,
-        job.seed_challenge,
-        job.seed_training,
-        job.seed_membership,
-    )
+    splits = job.splits(task)
     assert splits.member is not None and splits.training is not None
     assert splits.evaluation is not None and splits.solution is not None
     # MICO trains on ConcatDataset([member, training]) with a shuffled loader.
@@ -700,14 +704,7 @@ def build_models(
             shutil.rmtree(tmp)
         if job.folder.is_dir() and _is_complete(job):
             if job.reference is not None and not (job.reference / "solution.csv").is_file():
-                splits = split_indices(
-                    task.dataset_len,
-                    task.len_training,
-                    task.len_challenge,
-                    job.seed_challenge,
-                    job.seed_training,
-                    job.seed_membership,
-                )
+                splits = job.splits(task)
                 assert splits.solution is not None
                 _write_reference(job, splits.solution)
             continue
