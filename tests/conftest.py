@@ -1,21 +1,68 @@
-"""Shared test helpers: where the reference fixtures live."""
+"""Shared test fixtures: the split reference cases and the tiny demos, each built once.
+
+Everything a test reads lives inside the repository (``tests/fixtures``, ``tests/golden``), so
+a clone with nothing beside it passes the suite.
+
+The tiny demo of each track (bundle, reference and ``save_preds.py`` outputs with population
+records) is built once per session: about 10-20 s each on 2 cores.  Tests must treat it as
+read-only; a test that writes into a bundle takes its own copy with :func:`tiny_copy`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MICO_SHARED_DIR", REPO.parent / "shared"))
+import download_files
+import save_preds
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"
+GOLDEN = TESTS / "golden"
+
+#: Population records evaluated in the tiny demos (the cifar10 tiny bundle has only 13).
+TINY_POPULATION = {"purchase100": 100, "cifar10": 13}
+
+#: The session fixture holding each track's tiny demo.
+TINY_FIXTURE = {"purchase100": "tiny_purchase", "cifar10": "tiny_cifar"}
 
 
 @pytest.fixture(scope="session")
 def split_cases() -> list[dict]:
     """Reference splits made by an independent C++ std::mt19937 implementation."""
-    path = SHARED / "fixtures" / "mico_splits.json"
-    if not path.is_file():
-        pytest.fail(f"{path} missing: the shared fixtures must sit beside the repository")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / "mico_splits.json").read_text())
+
+
+def build_tiny(root: Path, challenge: str) -> Path:
+    """``download_files.py --demo tiny`` then ``save_preds.py --population`` into ``root``."""
+    args = ["--challenge", challenge, "--root", str(root), "-q"]
+    assert download_files.main([*args, "--demo", "tiny"]) == 0
+    assert save_preds.main([*args, "--population", str(TINY_POPULATION[challenge])]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_purchase(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny purchase100 demo with its outputs; read-only (copy it to write)."""
+    return build_tiny(tmp_path_factory.mktemp("tiny_purchase100"), "purchase100")
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny cifar10 demo with its outputs; read-only (copy it to write)."""
+    return build_tiny(tmp_path_factory.mktemp("tiny_cifar10"), "cifar10")
+
+
+@pytest.fixture
+def tiny_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Path]:
+    """``tiny_copy(challenge)``: a private copy of that track's tiny demo root."""
+
+    def copy(challenge: str) -> Path:
+        source = request.getfixturevalue(TINY_FIXTURE[challenge])
+        return Path(shutil.copytree(source, tmp_path / f"copy_{challenge}", symlinks=True))
+
+    return copy
