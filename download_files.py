@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mico import demo, download
 from mico.cli import add_common_args, run_cli, setup_logging
@@ -20,17 +21,114 @@ def build_parser() -> argparse.ArgumentParser:
         "or build a small offline demo bundle in the same format.",
     )
     add_common_args(parser)
-    download.add_arguments(parser.add_argument_group("download (default)"))
-    demo.add_arguments(parser.add_argument_group("offline demo (--demo)"))
+    group = parser.add_argument_group("download (default)")
+    group.add_argument(
+        "--repo-id",
+        help="Hugging Face dataset repository (default: szanella/MICO-CIFAR10 or "
+        "szanella/MICO-purchase100); endpoint from HF_ENDPOINT, token from HF_TOKEN",
+    )
+    group.add_argument("--revision", help="branch, tag or commit of the repository (default: main)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--url", help="fetch a zip of the bundle from this URL instead")
+    where.add_argument(
+        "--archive", type=Path, help="import a bundle zip or folder already on disk instead"
+    )
+    group.add_argument(
+        "--md5",
+        help="expected md5 of the --url/--archive zip (default: the published one when the file "
+        "is named cifar10.zip or purchase100.zip)",
+    )
+    group.add_argument(
+        "--base-url", help="mirror folder serving cifar-10-python.tar.gz / dataset_purchase.tgz"
+    )
+    group.add_argument("--skip-base", action="store_true", help="leave out the base dataset")
+    group.add_argument("--skip-bundle", action="store_true", help="only fetch the base dataset")
+    group.add_argument(
+        "--dry-run", action="store_true", help="list what would be fetched, and its size"
+    )
+    group.add_argument("--jobs", type=int, default=8, help="parallel transfers (default: 8)")
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="consecutive failed tries per file before giving up (default: 5)",
+    )
+    group = parser.add_argument_group("offline demo (--demo)")
+    group.add_argument(
+        "--demo",
+        nargs="?",
+        const="default",
+        choices=("default", "tiny"),
+        default=None,
+        help="build a small offline challenge in MICO's format from synthetic data instead of "
+        "downloading (default preset; 'tiny' for tests)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="demo random seed (default: 0)")
+    group.add_argument("--train-models", type=int, help="train models per scenario")
+    group.add_argument("--eval-models", type=int, help="models per scenario in dev and in final")
+    group.add_argument(
+        "--dataset-len", type=int, help="synthetic dataset size (training sets scale with it)"
+    )
+    group.add_argument("--epochs", type=int, help="training epochs of every demo model")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="training processes on a CPU (default: one per core, at most 4, from 24 models on; "
+        "else 1)",
+    )
+    group.add_argument(
+        "--reference-dir",
+        type=Path,
+        help="where the dev/final ground truth goes (default: <root>/reference)",
+    )
     return parser
+
+
+def demo_options(args: argparse.Namespace) -> demo.DemoOptions:
+    return demo.DemoOptions(
+        challenge=args.challenge,
+        root=args.root,
+        preset=args.demo,
+        data_dir=args.data_dir,
+        reference_dir=args.reference_dir,
+        seed=args.seed,
+        train_models=args.train_models,
+        eval_models=args.eval_models,
+        dataset_len=args.dataset_len,
+        epochs=args.epochs,
+        device=args.device,
+        workers=args.workers,
+    )
+
+
+def download_options(args: argparse.Namespace) -> download.DownloadOptions:
+    return download.DownloadOptions(
+        challenge=args.challenge,
+        root=args.root,
+        data_dir=args.data_dir,
+        repo_id=args.repo_id,
+        revision=args.revision,
+        url=args.url,
+        archive=args.archive,
+        md5=args.md5,
+        base_url=args.base_url,
+        skip_base=args.skip_base,
+        skip_bundle=args.skip_bundle,
+        dry_run=args.dry_run,
+        jobs=args.jobs,
+        retries=args.retries,
+        quiet=args.quiet,
+    )
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     if args.demo:
-        return demo.run(args)
-    return download.run(args)
+        return demo.run(demo_options(args))
+    return download.run(download_options(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mico.bundle import challenge_dir, read_solution, scenario_dirs, write_prediction
+from mico.bundle import read_solution, scenario_dirs, write_prediction
 from mico.cli import add_common_args, add_preds_dir_arg, preds_dir, run_cli, setup_logging
 from mico.compare import (
     ATTACKS,
@@ -40,6 +40,7 @@ from mico.compare import (
     run_attack,
     small_population_warning,
 )
+from mico.layout import challenge_dir
 from mico.report import (
     comparison_frame,
     format_frame,
@@ -187,7 +188,7 @@ def _main(argv: Sequence[str] | None) -> int:
         estimate, predictions = _attack_scenario(scores, path, task, args)
         for phase, data in scores.phases.items():
             if not args.no_write:
-                folder = challenge_dir(args.root, task) / scenario.name / phase
+                folder = challenge_dir(args.root, task.name) / scenario.name / phase
                 for model, values in zip(data.ids, predictions[phase], strict=True):
                     write_prediction(folder / f"model_{model}" / "prediction.csv", values)
             if phase == "train" and data.solution is not None:

@@ -25,7 +25,6 @@ from mico.cli import (
     run_cli,
     setup_logging,
 )
-from mico.data import load_task_dataset
 from mico.predict import PredictOptions, save_scenario
 from mico.tasks import load_task
 
@@ -72,7 +71,7 @@ def _main(argv: Sequence[str] | None) -> int:
         population_seed=args.population_seed,
         save_logits=args.save_logits,
     )
-    dataset = load_task_dataset(task, data_dir(args))
+    dataset = task.load_dataset(data_dir(args))
     out = preds_dir(args)
     for scenario in tqdm(scenarios, desc="scenarios", unit="scenario", disable=None):
         scores, evaluated = save_scenario(scenario, out / scenario.name, task, dataset, options)

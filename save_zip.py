@@ -16,9 +16,10 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mico.bundle import challenge_dir, model_dirs, read_prediction
+from mico.bundle import read_prediction
 from mico.cli import add_common_args, run_cli, setup_logging
 from mico.fileio import atomic_write
+from mico.layout import PREDICTION_FILE, challenge_dir, model_dirs
 from mico.tasks import Task, load_task
 
 log = logging.getLogger("save_zip")
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it."""
     files, problems = [], []
-    base = challenge_dir(root, task)
+    base = challenge_dir(root, task.name)
     for scenario in task.scenarios:
         folder = base / scenario
         if not folder.is_dir():
@@ -56,7 +57,7 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
             if len(models) != expected:
                 problems.append(f"{folder / phase}: {len(models)} models, expected {expected}")
             for model in models:
-                path = model / "prediction.csv"
+                path = model / PREDICTION_FILE
                 try:
                     read_prediction(path, task.num_challenges)
                 except (FileNotFoundError, ValueError) as exc:

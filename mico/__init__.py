@@ -5,7 +5,7 @@ exported here make it a drop-in for the competition's ``mico_competition`` packa
 torchcsprng or torchvision.
 """
 
-from mico.data import TensorPairDataset, load_cifar10, load_dataset, load_purchase100
+from mico.data import TensorPairDataset, load_cifar10, load_purchase100
 from mico.models import CNN, MLP, build_model, load_model
 from mico.splits import ChallengeDataset, Splits, split_indices
 from mico.tasks import PHASES, TASKS, Task, get_task, load_task
@@ -22,7 +22,6 @@ __all__ = [
     "build_model",
     "get_task",
     "load_cifar10",
-    "load_dataset",
     "load_model",
     "load_purchase100",
     "load_task",

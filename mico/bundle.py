@@ -1,42 +1,38 @@
-"""The on-disk challenge layout: scenarios, phases, model folders, seeds, solutions, predictions.
+"""Reading and writing a challenge bundle: scenarios, seeds, solutions, predictions, checks.
 
-::
-
-    <root>/<challenge>/[bundle.json]
-      <challenge>_{inf,hi,lo}/{train,dev,final}/model_N/
-        seed_challenge            every model
-        seed_training, seed_membership, solution.csv      train models only
-        model.pt                  the target's state_dict
-        prediction.csv            written by run_lira_mia.py
-
-Every reader names the offending path in its error, because a bundle of 600 folders is too
-large to debug from a bare ``ValueError``.
+Paths and file names come from :mod:`mico.layout`.  Every reader names the offending path in its
+error, because a bundle of 600 folders is too large to debug from a bare ``ValueError``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mico.fileio import write_text_atomic
+from mico.layout import (
+    MODEL_FILE,
+    PREDICTION_FILE,
+    SEED_FILES,
+    SOLUTION_FILE,
+    TARGET_FILES,
+    TRAIN_FILES,
+    challenge_dir,
+    is_model_dir_name,
+    model_dirs,
+    model_id,
+    model_ids,
+    model_name,
+)
 from mico.splits import Splits, read_seed, split_indices
 from mico.tasks import PHASES, Task
-
-_MODEL_DIR = re.compile(r"^model_(\d+)$")
-SEED_FILES = ("seed_challenge", "seed_training", "seed_membership")
-
-
-def challenge_dir(root: str | Path, task: Task) -> Path:
-    """``<root>/<challenge>``, the folder that holds the three scenarios."""
-    return Path(root) / task.name
 
 
 def scenario_dirs(root: str | Path, task: Task) -> list[Path]:
     """The scenario folders that exist, in MICO's order (inf, hi, lo); files are ignored."""
-    base = challenge_dir(root, task)
+    base = challenge_dir(root, task.name)
     if not base.is_dir():
         raise FileNotFoundError(
             f"{base} not found: run `python download_files.py --challenge {task.name}` "
@@ -46,29 +42,6 @@ def scenario_dirs(root: str | Path, task: Task) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"{base}: none of the scenarios {', '.join(task.scenarios)} exist")
     return found
-
-
-def model_dirs(scenario: str | Path, phase: str) -> list[Path]:
-    """``model_N`` folders of one phase in numeric order (``model_2`` before ``model_10``)."""
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}")
-    folder = Path(scenario) / phase
-    if not folder.is_dir():
-        return []
-    numbered = []
-    for entry in folder.iterdir():
-        match = _MODEL_DIR.match(entry.name)
-        if match and entry.is_dir():
-            numbered.append((int(match.group(1)), entry))
-    return [entry for _, entry in sorted(numbered)]
-
-
-def model_id(model_dir: str | Path) -> int:
-    """The ``N`` of ``model_N``."""
-    match = _MODEL_DIR.match(Path(model_dir).name)
-    if not match:
-        raise ValueError(f"{model_dir}: not a model_N folder")
-    return int(match.group(1))
 
 
 def read_seeds(model_dir: str | Path) -> dict[str, int | None]:
@@ -111,7 +84,7 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
     """A ``solution.csv`` (0/1 per challenge point, challenge order) as int8 [length]."""
     path = Path(path)
     if path.is_dir():
-        path = path / "solution.csv"
+        path = path / SOLUTION_FILE
     fields = _read_csv_line(path, length, "solution")
     if any(field not in ("0", "1") for field in fields):
         raise ValueError(f"{path}: solution values must be 0 or 1")
@@ -122,7 +95,7 @@ def read_prediction(path: str | Path, length: int) -> np.ndarray:
     """A ``prediction.csv`` as float64 [length]; values must be finite and in [0, 1]."""
     path = Path(path)
     if path.is_dir():
-        path = path / "prediction.csv"
+        path = path / PREDICTION_FILE
     fields = _read_csv_line(path, length, "prediction")
     try:
         values = np.array([float(field) for field in fields], dtype=np.float64)
@@ -145,13 +118,19 @@ def write_prediction(path: str | Path, values: np.ndarray) -> None:
         raise ValueError(f"{path}: refusing to write predictions that are not finite in [0, 1]")
     path = Path(path)
     if path.is_dir():
-        path = path / "prediction.csv"
+        path = path / PREDICTION_FILE
     write_text_atomic(path, ",".join(repr(float(v)) for v in values) + "\n")
 
 
+def solution_line(solution: np.ndarray) -> str:
+    """A ``solution.csv``'s content as MICO wrote it (``csv.writer``: one line ending in
+    ``\\r\\n``)."""
+    return ",".join(str(int(v)) for v in solution) + "\r\n"
+
+
 def write_solution(path: str | Path, solution: np.ndarray) -> None:
-    """Write a ``solution.csv`` as MICO did (``csv.writer``: one line ending in ``\\r\\n``)."""
-    write_text_atomic(path, ",".join(str(int(v)) for v in solution) + "\r\n")
+    """Write a ``solution.csv`` atomically, as MICO did (see :func:`solution_line`)."""
+    write_text_atomic(path, solution_line(solution))
 
 
 @dataclass(frozen=True)
@@ -165,13 +144,20 @@ class LayoutProblem:
         return f"{self.path}: {self.problem}"
 
 
-def check_layout(root: str | Path, task: Task, *, need_models: bool = True) -> list[LayoutProblem]:
-    """Every missing scenario, model folder, seed, solution or model file of a bundle.
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(model_name(i) for i in ids[:5])
+    return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
-    A complete bundle has the task's three scenarios, each with ``expected_models(phase)``
-    models per phase; train models need all seeds and ``solution.csv``.
+
+def check_layout(root: str | Path, task: Task, *, need_models: bool = True) -> list[LayoutProblem]:
+    """Everything that keeps a bundle from being exactly what ``task`` describes.
+
+    A complete bundle has the task's scenarios, each with the model ids MICO's numbering gives
+    ``models_per_phase`` (no more, no fewer: an extra train model would silently join the
+    shadows, a renamed one would get its prediction in a new folder), and each model its files
+    (train models all seeds and ``solution.csv``; ``model.pt`` unless ``need_models`` is off).
     """
-    base = challenge_dir(root, task)
+    base = challenge_dir(root, task.name)
     problems: list[LayoutProblem] = []
     if not base.is_dir():
         return [LayoutProblem(base, "challenge folder missing")]
@@ -181,18 +167,39 @@ def check_layout(root: str | Path, task: Task, *, need_models: bool = True) -> l
             problems.append(LayoutProblem(scenario, "scenario folder missing"))
             continue
         for phase in PHASES:
-            found = model_dirs(scenario, phase)
-            expected = task.expected_models(phase)
-            if len(found) != expected:
-                problem = f"{len(found)} model folders, expected {expected}"
-                problems.append(LayoutProblem(scenario / phase, problem))
-            required = ["seed_challenge"] + (["model.pt"] if need_models else [])
-            if phase == "train":
-                required += ["seed_training", "seed_membership", "solution.csv"]
-            for folder in found:
-                problems.extend(
-                    LayoutProblem(folder / file, "missing")
-                    for file in required
-                    if not (folder / file).is_file()
-                )
+            problems.extend(_check_phase(scenario / phase, task, phase, need_models))
+    return problems
+
+
+def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> list[LayoutProblem]:
+    expected = model_ids(task.models_per_phase, phase)
+    found = {model_id(path): path for path in model_dirs(folder.parent, phase)}
+    problems = []
+    missing = [i for i in expected if i not in found]
+    extra = sorted(set(found) - set(expected))
+    span = f"model_{expected.start}..model_{expected.stop - 1}" if expected else "none"
+    if missing:
+        problems.append(LayoutProblem(folder, f"missing {_ids(missing)} (expected {span})"))
+    if extra:
+        problems.append(LayoutProblem(folder, f"unexpected {_ids(extra)} (expected {span})"))
+    if folder.is_dir():
+        strays = sorted(
+            entry.name
+            for entry in folder.iterdir()
+            if entry.name.startswith("model_") and not is_model_dir_name(entry.name)
+        )
+        if strays:
+            problems.append(
+                LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
+            )
+    required = list(TRAIN_FILES if phase == "train" else TARGET_FILES)
+    if not need_models:
+        required.remove(MODEL_FILE)
+    for i in expected:
+        if i in found:
+            problems.extend(
+                LayoutProblem(found[i] / file, "missing")
+                for file in required
+                if not (found[i] / file).is_file()
+            )
     return problems

@@ -14,9 +14,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
+from mico.devices import resolve_device
+from mico.layout import data_root, preds_root
 from mico.tasks import TASKS
+
+__all__ = [
+    "add_common_args",
+    "add_preds_dir_arg",
+    "data_dir",
+    "preds_dir",
+    "resolve_device",
+    "run_cli",
+    "setup_logging",
+]
 
 #: Exceptions that describe bad input or environment, reported without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError)
@@ -42,7 +52,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def data_dir(args: argparse.Namespace) -> Path:
     """``--data-dir`` or its default ``<root>/data``."""
-    return args.data_dir if args.data_dir is not None else args.root / "data"
+    return data_root(args.root, args.data_dir)
 
 
 def add_preds_dir_arg(parser: argparse.ArgumentParser) -> None:
@@ -57,21 +67,7 @@ def add_preds_dir_arg(parser: argparse.ArgumentParser) -> None:
 
 def preds_dir(args: argparse.Namespace) -> Path:
     """``<preds-dir>/<challenge>``, defaulting to ``<root>/preds/<challenge>``."""
-    base = args.preds_dir if args.preds_dir is not None else args.root / "preds"
-    return base / args.challenge
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, with a clear error when CUDA is absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA GPU is available; use --device cpu")
-    return device
+    return preds_root(args.root, args.challenge, args.preds_dir)
 
 
 def setup_logging(quiet: bool) -> None:

@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import Dataset
 
 from mico.fileio import save_npy_atomic
-from mico.tasks import Task
 
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
@@ -137,26 +136,3 @@ def load_purchase100(dataset_dir: str | Path) -> TensorPairDataset:
     labels = torch.from_numpy(table[:, 0].astype(np.int64) - 1)
     features = torch.from_numpy(table[:, 1:].astype(np.float32))
     return TensorPairDataset(features, labels)
-
-
-def load_dataset(challenge: str, dataset_dir: str | Path) -> TensorPairDataset:
-    """The base dataset of a track by name."""
-    loaders = {"cifar10": load_cifar10, "purchase100": load_purchase100}
-    if challenge not in loaders:
-        raise ValueError(f"unknown challenge {challenge!r}: choose one of {sorted(loaders)}")
-    return loaders[challenge](dataset_dir)
-
-
-def load_task_dataset(task: Task, dataset_dir: str | Path) -> TensorPairDataset:
-    """The track's base dataset, checked against the bundle's ``dataset_len``.
-
-    A demo bundle paired with the real dataset (or the other way round) would silently map
-    split indices to the wrong records; the length check catches that.
-    """
-    dataset = load_dataset(task.name, dataset_dir)
-    if len(dataset) != task.dataset_len:
-        raise ValueError(
-            f"the {task.name} data in {dataset_dir} has {len(dataset)} records but the bundle "
-            f"expects dataset_len={task.dataset_len}: point --data-dir at the bundle's own data"
-        )
-    return dataset

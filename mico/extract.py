@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mico.fileio import atomic_write
-from mico.tasks import BUNDLE_CONFIG, Task
+from mico.layout import BUNDLE_CONFIG
+from mico.tasks import Task
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""MICO's two target architectures and a safe loader for their ``model.pt`` files.
+"""Building a track's model and loading MICO's ``model.pt`` files into it, safely.
 
-Module structure and attribute names match MICO's training scripts, so the state_dict keys
-(``cnn.0.weight``, ``mlp.2.bias``, ...) load unchanged.  Files come from the internet: they are
-read with ``weights_only=True``, which refuses pickled code.
+The architectures live in :mod:`mico.nets` (re-exported here, as MICO's package has them beside
+``load_model``).  Files come from the internet: they are read with ``weights_only=True``, which
+refuses pickled code.
 """
 
 from __future__ import annotations
@@ -14,60 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mico.nets import CNN, MLP, OPACUS_PREFIX, strip_opacus_prefix
 from mico.tasks import Task, get_task
 
-#: Prefix Opacus' ``GradSampleModule`` adds to every key of a DP-trained model.
-OPACUS_PREFIX = "_module."
-
-
-class CNN(nn.Module):
-    """MICO's CIFAR-10 4-layer CNN (about 127.6 M multiply-adds per 3x32x32 image)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cnn = nn.Sequential(
-            nn.Conv2d(3, 128, kernel_size=8, stride=2, padding=3),
-            nn.Tanh(),
-            nn.MaxPool2d(kernel_size=3, stride=1),
-            nn.Conv2d(128, 256, kernel_size=3),
-            nn.Tanh(),
-            nn.Conv2d(256, 256, kernel_size=3),
-            nn.Tanh(),
-            nn.AvgPool2d(kernel_size=2, stride=2),
-            nn.Flatten(),
-            nn.Linear(in_features=6400, out_features=10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cnn(x)
-
-
-class MLP(nn.Module):
-    """MICO's Purchase-100 MLP: 600 binary features -> 128 tanh units -> 100 logits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(600, 128), nn.Tanh(), nn.Linear(128, 100))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
-
-
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"CNN": CNN, "MLP": MLP}
+__all__ = ["CNN", "MLP", "OPACUS_PREFIX", "build_model", "load_model", "strip_opacus_prefix"]
 
 
 def build_model(task: Task | str) -> nn.Module:
     """A freshly initialised model of the track's architecture."""
     task = get_task(task) if isinstance(task, str) else task
-    return MODEL_CLASSES[task.model_name]()
-
-
-def strip_opacus_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop Opacus' ``_module.`` prefix so DP and non-DP models share one key set."""
-    return {
-        key[len(OPACUS_PREFIX) :] if key.startswith(OPACUS_PREFIX) else key: value
-        for key, value in state_dict.items()
-    }
+    return task.architecture()
 
 
 def load_model(task: Task | str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import model_dirs, model_id, model_splits
+from mico.bundle import model_splits
 from mico.data import TensorPairDataset
 from mico.inference import Counter, model_outputs
+from mico.layout import model_dirs, model_id
 from mico.models import load_model
 from mico.splits import Splits, challenge_indices, read_seed
 from mico.store import (

@@ -37,82 +37,28 @@ once per setting and cached: the PRV accountant takes seconds per calibration.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from mico.models import build_model
+from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
 from mico.tasks import Task
 
-#: Per-sample gradient clipping bound of every MICO DP model.
-MAX_GRAD_NORM = 2.6
-
-#: The delta of MICO's (epsilon, delta) guarantees.
-DELTA = 1e-5
-
-#: Target epsilon per scenario suffix; ``None`` trains without DP.
-SCENARIO_EPSILON: dict[str, float | None] = {"inf": None, "hi": 10.0, "lo": 4.0}
-
-#: Opacus' per-sample gradient mode per architecture (see the module docstring).
-GRAD_SAMPLE_MODE: dict[str, str] = {"MLP": "ghost", "CNN": "hooks"}
-
-#: DP-SGD processes a logical batch in physical batches of at most this many records per
-#: architecture: the CNN's unfolded activations for 512 images exceed CPU caches many times over.
-PHYSICAL_BATCH: dict[str, int] = {"CNN": 64}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One track's training hyper-parameters; ``dp_*`` override them for DP-SGD.
-
-    ``lr_step``/``lr_gamma`` describe ``StepLR``, stepped once per epoch.  An epoch is
-    ``ceil(n / batch_size)`` optimizer steps, with or without DP (Opacus' Poisson loader keeps the
-    length of the loader it replaces).
-    """
-
-    optimizer: Literal["adam", "sgd"]
-    lr: float
-    batch_size: int
-    epochs: int
-    lr_step: int
-    lr_gamma: float
-    dp_lr: float | None = None
-    dp_batch_size: int | None = None
-
-    def hyper(self, dp: bool) -> tuple[float, int]:
-        """``(lr, batch_size)`` for a plain or a DP model."""
-        if dp:
-            lr = self.dp_lr if self.dp_lr is not None else self.lr
-            batch = self.dp_batch_size if self.dp_batch_size is not None else self.batch_size
-            return lr, batch
-        return self.lr, self.batch_size
-
-    def replace(self, **changes: object) -> Recipe:
-        """A copy with some fields changed (e.g. fewer epochs for a demo)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-#: MICO's recipes, keyed by track name.
-MICO_RECIPES: dict[str, Recipe] = {
-    "purchase100": Recipe("adam", lr=1e-3, batch_size=512, epochs=30, lr_step=5, lr_gamma=0.9),
-    "cifar10": Recipe(
-        "sgd",
-        lr=0.005,
-        batch_size=32,
-        epochs=50,
-        lr_step=1,
-        lr_gamma=0.96,
-        dp_lr=0.5,
-        dp_batch_size=512,
-    ),
-}
+__all__ = [
+    "DELTA",
+    "MAX_GRAD_NORM",
+    "SCENARIO_EPSILON",
+    "Recipe",
+    "TrainResult",
+    "accuracy",
+    "dp_noise_multiplier",
+    "train_model",
+]
 
 
 class TrainResult(NamedTuple):
@@ -187,7 +133,7 @@ def _init_model(task: Task, seed: int) -> nn.Module:
     global random state as it was."""
     with torch.random.fork_rng(devices=[]):  # parameters are created on the CPU
         torch.random.default_generator.manual_seed(seed)
-        return build_model(task)
+        return task.architecture()
 
 
 def _shuffled_batches(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -274,7 +220,7 @@ def train_model(
     if not dp_epsilon > 0:
         raise ValueError(f"dp_epsilon must be positive, got {dp_epsilon}")
     sample_rate = 1 / per_epoch
-    physical = physical_batch_size or PHYSICAL_BATCH.get(task.model_name)
+    physical = physical_batch_size or task.physical_batch
     noise = noise_multiplier
     if noise is None:
         noise = noise_multiplier_for(float(dp_epsilon), sample_rate, steps, delta)
@@ -285,7 +231,7 @@ def train_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "secure RNG turned off": seeded noise is the point here
         engine = PrivacyEngine(accountant="prv")
-        mode = GRAD_SAMPLE_MODE.get(task.model_name, "hooks")
+        mode = task.grad_sample_mode
         private = engine.make_private(
             module=model,
             optimizer=optimizer,

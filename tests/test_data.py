@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from mico.data import load_cifar10, load_dataset, load_purchase100
+from mico.data import load_cifar10, load_purchase100
 
 MEAN = np.array([0.49139968, 0.48215841, 0.44653091])
 STD = np.array([0.24703223, 0.24348513, 0.26158784])
@@ -78,7 +78,7 @@ def test_purchase100_parse_and_cache(tmp_path):
     stamp = cache.stat().st_mtime
     text.write_text("garbage\n")
     os.utime(text, (stamp - 10, stamp - 10))
-    again = load_dataset("purchase100", tmp_path)
+    again = load_purchase100(tmp_path)
     assert again.y.tolist() == ds.y.tolist()
     # A newer text file invalidates the cache.
     os.utime(text, (time.time() + 10, time.time() + 10))

@@ -6,9 +6,9 @@ Each track's tiny bundle is built once per module (about 10-20 s each on 2 cores
 
 from __future__ import annotations
 
-import argparse
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,41 +16,37 @@ import pytest
 import torch
 
 from mico import demo
-from mico.bundle import check_layout, model_dirs, read_seeds, read_solution
-from mico.cli import add_common_args
+from mico.bundle import check_layout, read_seeds, read_solution
 from mico.data import CIFAR10_BATCHES, load_cifar10, load_purchase100
+from mico.layout import model_dirs, model_ids
 from mico.models import OPACUS_PREFIX, load_model
 from mico.splits import split_indices
-from mico.tasks import PHASES, load_task
-from mico.training import MICO_RECIPES, train_model
+from mico.tasks import PHASES, get_task, load_task
+from mico.tracks import cifar10, purchase100
+from mico.training import train_model
 
 TARGET_EPSILON = {"inf": None, "hi": 10.0, "lo": 4.0}
 
 
-def run_demo(argv: list[str]) -> int:
-    """``download_files.py --demo`` without the download module: the same flags, the same run."""
-    parser = argparse.ArgumentParser()
-    add_common_args(parser)
-    demo.add_arguments(parser.add_argument_group("offline demo"))
-    return demo.run(parser.parse_args(argv))
+def build(root: Path, challenge: str, **changes: object) -> int:
+    """``download_files.py --demo tiny`` through the library, so errors arrive as exceptions."""
+    options = demo.DemoOptions(challenge=challenge, root=root, preset="tiny", **changes)
+    return demo.run(options)
 
 
-def build(root: Path, challenge: str, *extra: str) -> int:
-    return run_demo(["--challenge", challenge, "--root", str(root), "--demo", "tiny", "-q", *extra])
-
-
-@pytest.fixture(scope="module")
-def purchase(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("purchase_demo")
-    assert build(root, "purchase100") == 0
-    return root
+def tiny(challenge: str) -> demo.Preset:
+    return get_task(challenge).demo.presets["tiny"]
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cifar_demo")
-    assert build(root, "cifar10") == 0
-    return root
+def purchase(tiny_purchase: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable copy of the session's tiny purchase100 demo (tests here rebuild models)."""
+    return Path(shutil.copytree(tiny_purchase, tmp_path_factory.mktemp("demo") / "purchase"))
+
+
+@pytest.fixture(scope="module")
+def cifar(tiny_cifar: Path) -> Path:
+    return tiny_cifar
 
 
 def all_models(root: Path, challenge: str) -> list[tuple[str, str, Path]]:
@@ -67,7 +63,7 @@ def all_models(root: Path, challenge: str) -> list[tuple[str, str, Path]]:
 def test_layout_and_bundle_json(challenge: str, request: pytest.FixtureRequest) -> None:
     root = request.getfixturevalue("purchase" if challenge == "purchase100" else "cifar")
     task = load_task(root, challenge)
-    preset = demo.PRESETS[challenge]["tiny"]
+    preset = tiny(challenge)
     assert (task.dataset_len, task.len_training, task.len_challenge) == (
         preset.dataset_len,
         preset.len_training,
@@ -174,7 +170,7 @@ def test_reference_holds_hidden_membership(purchase: Path) -> None:
         np.testing.assert_array_equal(read_solution(ref, task.num_challenges), splits.solution)
         assert (ref / "solution.csv").read_bytes().endswith(b"\r\n")
         checked += 1
-    assert checked == 3 * 2 * demo.PRESETS["purchase100"]["tiny"].eval_models
+    assert checked == 3 * 2 * tiny("purchase100").eval_models
 
 
 def test_purchase_data_file(purchase: Path) -> None:
@@ -183,7 +179,7 @@ def test_purchase_data_file(purchase: Path) -> None:
     assert len(first) == 601 and 1 <= int(first[0]) <= 100
     assert set(first[1:]) <= {"0", "1"}
     data = load_purchase100(purchase / "data")
-    assert len(data) == demo.PRESETS["purchase100"]["tiny"].dataset_len
+    assert len(data) == tiny("purchase100").dataset_len
     density = float(data.x.mean())
     assert 0.03 < density < 0.2  # sparse binary baskets
     assert int(data.y.min()) >= 0 and int(data.y.max()) <= 99
@@ -201,7 +197,7 @@ def test_cifar_pickles(cifar: Path) -> None:
         assert isinstance(batch[b"labels"], list) and len(batch[b"labels"]) == len(batch[b"data"])
         assert len(batch[b"filenames"]) == len(batch[b"data"])
         sizes.append(len(batch[b"data"]))
-    n = demo.PRESETS["cifar10"]["tiny"].dataset_len
+    n = tiny("cifar10").dataset_len
     assert sum(sizes) == n and sizes[-1] == n // 6
     data = load_cifar10(cifar / "data")
     assert data.x.shape == (n, 3, 32, 32)
@@ -234,9 +230,9 @@ def test_interrupted_model_is_rebuilt_identically(purchase: Path) -> None:
 
 def test_refuses_other_configuration(purchase: Path) -> None:
     with pytest.raises(FileExistsError, match="seed"):
-        build(purchase, "purchase100", "--seed", "1")
+        build(purchase, "purchase100", seed=1)
     with pytest.raises(FileExistsError, match="epochs"):
-        build(purchase, "purchase100", "--epochs", "7", "--data-dir", str(purchase / "other"))
+        build(purchase, "purchase100", epochs=7, data_dir=purchase / "other")
 
 
 def test_refuses_foreign_data_and_bundles(tmp_path: Path) -> None:
@@ -249,7 +245,7 @@ def test_refuses_foreign_data_and_bundles(tmp_path: Path) -> None:
     bundle = tmp_path / "b" / "cifar10" / "cifar10_inf"
     bundle.mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not a demo"):
-        build(tmp_path / "b", "cifar10", "--data-dir", str(tmp_path / "d"))
+        build(tmp_path / "b", "cifar10", data_dir=tmp_path / "d")
 
 
 def test_plan_is_deterministic(tmp_path: Path) -> None:
@@ -261,14 +257,18 @@ def test_plan_is_deterministic(tmp_path: Path) -> None:
     c = demo.plan_models(
         demo.make_config("purchase100", "tiny", seed=4), tmp_path, tmp_path / "ref"
     )
-    assert a == b
-    assert [j.seed_challenge for j in a] != [j.seed_challenge for j in c]
-    x1, y1 = demo.synthesize_purchase100(300, 3)
-    x2, y2 = demo.synthesize_purchase100(300, 3)
+
+    def key(jobs: list) -> list:
+        return [(j.folder, j.train_seed, j.files, j.train_rows.tolist()) for j in jobs]
+
+    assert key(a) == key(b)
+    assert [j.files[0] for j in a] != [j.files[0] for j in c]  # seed_challenge differs
+    x1, y1 = purchase100.synthesize_purchase100(300, 3)
+    x2, y2 = purchase100.synthesize_purchase100(300, 3)
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
-    i1, l1 = demo.synthesize_cifar10(60, 3)
-    i2, l2 = demo.synthesize_cifar10(60, 3)
+    i1, l1 = cifar10.synthesize_cifar10(60, 3)
+    i2, l2 = cifar10.synthesize_cifar10(60, 3)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(l1, l2)
 
@@ -279,7 +279,7 @@ def test_make_config_knobs() -> None:
     )
     assert config.len_training == round(4000 * 6080 / 8000)
     assert config.models_per_phase == {"train": 10, "dev": 3, "final": 3}
-    assert list(config.model_ids("final")) == [13, 14, 15]
+    assert list(model_ids(config.task.models_per_phase, "final")) == [13, 14, 15]
     assert config.recipe.epochs == 2
     with pytest.raises(ValueError, match="too small"):
         demo.make_config("purchase100", dataset_len=300)
@@ -293,7 +293,7 @@ def test_train_model_dp_leaves_global_rng_alone() -> None:
     x = (torch.rand(400, 600, generator=generator) < 0.1).float()
     y = torch.randint(0, 100, (400,), generator=generator)
     state = torch.get_rng_state()
-    recipe = MICO_RECIPES["purchase100"].replace(epochs=2, dp_batch_size=100)
+    recipe = get_task("purchase100").recipe.replace(epochs=2, dp_batch_size=100)
     result = train_model(task, x, y, recipe, dp_epsilon=4.0, seed=7)
     assert torch.equal(torch.get_rng_state(), state)
     assert all(k.startswith(OPACUS_PREFIX) for k in result.state_dict)
@@ -304,7 +304,6 @@ def test_train_model_dp_leaves_global_rng_alone() -> None:
 
 
 def test_download_files_dispatches_demo(tmp_path: Path) -> None:
-    pytest.importorskip("mico.download")  # written in parallel; the dispatcher imports it
     import download_files
 
     argv = ["--challenge", "purchase100", "--demo", "tiny", "--root", str(tmp_path), "-q"]
@@ -318,13 +317,15 @@ def test_nearest_centroid_matches_brute_force() -> None:
     groups = rng.integers(0, 7, 500)
     centroids = np.stack([features[groups == g].mean(axis=0) for g in range(7)])
     distances = ((features[:, None, :] - centroids[None]) ** 2).sum(axis=2)
-    np.testing.assert_array_equal(demo._nearest_centroid(features, groups, 7), distances.argmin(1))
+    np.testing.assert_array_equal(
+        purchase100._nearest_centroid(features, groups, 7), distances.argmin(1)
+    )
 
 
 def test_purchase_writer_round_trips(tmp_path: Path) -> None:
-    features, labels = demo.synthesize_purchase100(50, 1)
+    features, labels = purchase100.synthesize_purchase100(50, 1)
+    purchase100.write_purchase100(tmp_path, features, labels)
     path = tmp_path / "purchase100" / "dataset_purchase"
-    demo.write_purchase100(path, features, labels)
     expected = "".join(
         ",".join([str(label + 1), *map(str, row)]) + "\n"
         for label, row in zip(labels.tolist(), features.tolist(), strict=True)

@@ -15,7 +15,6 @@ import run_lira_mia
 import save_preds
 import save_zip
 from mico.bundle import model_dirs, model_splits, read_prediction, write_prediction
-from mico.data import load_task_dataset
 from mico.predict import PredictOptions, save_scenario
 from mico.store import SCORES_FILE, ScenarioScores
 from mico.tasks import get_task, load_task
@@ -124,7 +123,7 @@ def test_defect_each_point_is_evaluated_once_and_reruns_are_free(tmp_path):
         download_files.main(["--challenge", CHALLENGE, "--demo", "tiny", "--root", str(root)]) == 0
     )
     task = load_task(root, CHALLENGE)
-    dataset = load_task_dataset(task, root / "data")
+    dataset = task.load_dataset(root / "data")
     scenario = root / CHALLENGE / task.scenarios[0]
     options = PredictOptions(batch_size=37)
     out = tmp_path / "preds"

@@ -1,0 +1,257 @@
+"""The model farm: train many model folders with a recipe, atomically, resumably, in parallel.
+
+A :class:`ModelJob` says which dataset records a model trains on (in order), which it is
+evaluated on, its DP target and seed, and the extra files its folder holds (seeds, solution,
+membership).  :func:`build_models` trains every job whose folder is not complete and writes::
+
+    <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module.")
+    <folder>/epsilon      achieved epsilon at delta 1e-5 ("inf": no DP)
+    <folder>/accuracy     accuracy on the job's evaluation records
+    <folder>/<name>       each of the job's extra files
+
+Each folder is built as ``.<name>.tmp`` beside it and renamed into place when complete, so a
+folder that exists is whole; a rerun discards temporary folders of an interrupted run, skips
+complete folders and rebuilds incomplete ones.  The offline demo builds its bundles with it;
+extra shadow models are built the same way.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mico.fileio import atomic_write, write_text_atomic
+from mico.layout import ACCURACY_FILE, EPSILON_FILE, MODEL_FILE
+from mico.nets import strip_opacus_prefix
+from mico.recipes import Recipe
+from mico.tasks import Task
+from mico.training import accuracy, dp_noise_multiplier, train_model
+
+log = logging.getLogger(__name__)
+
+#: At most this many evaluation records are scored for a model's ``accuracy`` file.
+EVAL_LIMIT = 1000
+
+#: From this many pending models on, CPU training uses a process pool by default.
+POOL_FROM = 24
+
+
+@dataclass(frozen=True, eq=False)
+class ModelJob:
+    """One model folder to build.
+
+    ``train_rows``: dataset indices the model trains on, in MICO's order (members, then the
+    rest); ``eval_rows``: records it did not train on, for ``accuracy``; ``files``: extra
+    ``(name, content)`` files written into the folder; ``noise_multiplier`` is filled in by
+    :func:`build_models` (calibrated once per DP target, not once per model).
+    """
+
+    folder: Path
+    label: str
+    train_rows: np.ndarray
+    eval_rows: np.ndarray
+    dp_epsilon: float | None
+    train_seed: int
+    files: tuple[tuple[str, bytes], ...] = ()
+    noise_multiplier: float | None = None
+
+    @property
+    def tmp(self) -> Path:
+        """The folder it is built in before the rename."""
+        return self.folder.with_name(f".{self.folder.name}.tmp")
+
+    def complete(self) -> bool:
+        """Whether the folder holds every file this job writes."""
+        names = (MODEL_FILE, EPSILON_FILE, ACCURACY_FILE, *(name for name, _ in self.files))
+        return self.folder.is_dir() and all((self.folder / n).is_file() for n in names)
+
+
+def build_model_folder(
+    job: ModelJob,
+    task: Task,
+    recipe: Recipe,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+) -> None:
+    """Train one model and write its folder atomically (see the module docstring)."""
+    rows = torch.from_numpy(job.train_rows)
+    result = train_model(
+        task,
+        x[rows],
+        y[rows],
+        recipe,
+        dp_epsilon=job.dp_epsilon,
+        noise_multiplier=job.noise_multiplier,
+        seed=job.train_seed,
+        device=device,
+    )
+    model = task.architecture().to(device)
+    model.load_state_dict(strip_opacus_prefix(result.state_dict))
+    held_out = torch.from_numpy(job.eval_rows[:EVAL_LIMIT])
+    test_accuracy = accuracy(model, x[held_out], y[held_out])
+
+    if job.tmp.exists():
+        shutil.rmtree(job.tmp)
+    job.tmp.mkdir(parents=True)
+    for name, content in job.files:
+        with atomic_write(job.tmp / name, "wb") as handle:
+            handle.write(content)
+    with atomic_write(job.tmp / MODEL_FILE, "wb") as handle:
+        torch.save(result.state_dict, handle)
+    write_text_atomic(job.tmp / EPSILON_FILE, f"{result.epsilon!r}\n")
+    write_text_atomic(job.tmp / ACCURACY_FILE, f"{test_accuracy!r}\n")
+    os.replace(job.tmp, job.folder)
+
+
+def pending_jobs(jobs: Sequence[ModelJob]) -> list[ModelJob]:
+    """The jobs still to build; temporary and incomplete folders are removed on the way."""
+    pending = []
+    for job in jobs:
+        if job.tmp.exists():
+            log.info("discarding %s left by an interrupted run", job.tmp)
+            shutil.rmtree(job.tmp)
+        if job.complete():
+            continue
+        if job.folder.exists():  # incomplete although renamed: files were removed by hand
+            log.warning("rebuilding incomplete %s", job.folder)
+            shutil.rmtree(job.folder)
+        pending.append(job)
+    return pending
+
+
+def default_workers(device: torch.device, pending: int) -> int:
+    """Worker processes for CPU training: one per core (each single-threaded), at most 4.
+
+    Small MLP/CNN batches use two threads poorly, and one thread per process keeps a shared
+    machine from stalling OpenMP barriers; small runs stay in-process (spawning costs seconds).
+    """
+    if device.type != "cpu" or pending < POOL_FROM:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def build_models(
+    jobs: Sequence[ModelJob],
+    task: Task,
+    recipe: Recipe,
+    data_dir: Path,
+    *,
+    device: torch.device,
+    workers: int = 0,
+    desc: str = "models",
+) -> int:
+    """Train every job whose folder is not complete; returns how many were built.
+
+    ``workers`` processes train in parallel (0: :func:`default_workers`); each loads the base
+    dataset from ``data_dir`` once.
+    """
+    pending = pending_jobs(jobs)
+    if not pending:
+        return 0
+    noise = {
+        eps: dp_noise_multiplier(recipe, len(pending[0].train_rows), eps)
+        for eps in sorted({job.dp_epsilon for job in pending if job.dp_epsilon is not None})
+    }
+    pending = [
+        dataclasses.replace(job, noise_multiplier=noise.get(job.dp_epsilon)) for job in pending
+    ]
+    workers = max(1, min(workers or default_workers(device, len(pending)), len(pending)))
+    log.info(
+        "training %d of %d models (%s, %d epochs) on %s with %d worker%s",
+        len(pending),
+        len(jobs),
+        task.name,
+        recipe.epochs,
+        device,
+        workers,
+        "s" if workers > 1 else "",
+    )
+    with tqdm(total=len(pending), desc=desc, unit="model", disable=None) as bar:
+        if workers == 1:
+            dataset = task.load_dataset(data_dir)
+            x, y = dataset.x.to(device), dataset.y.to(device)
+            for job in pending:
+                bar.set_postfix_str(job.label)
+                build_model_folder(job, task, recipe, x, y, device)
+                bar.update()
+        else:
+            _run_pool(pending, task, recipe, data_dir, device, workers, bar)
+    return len(pending)
+
+
+def _run_pool(
+    jobs: list[ModelJob],
+    task: Task,
+    recipe: Recipe,
+    data_dir: Path,
+    device: torch.device,
+    workers: int,
+    bar: tqdm,
+) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # fork after OpenMP use can hang
+    with concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(task, data_dir, threads),
+    ) as pool:
+        futures = [pool.submit(_worker_build, job, recipe, str(device)) for job in jobs]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                bar.set_postfix_str(future.result().label)
+                bar.update()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _keep_freed_memory() -> None:
+    """Make glibc's malloc reuse freed memory in this worker process instead of unmapping it.
+
+    DP-SGD on the CNN allocates ~100 MB of per-sample gradients per physical batch; glibc serves
+    blocks that large with fresh mappings, so every batch paid for page faults (a quarter of
+    the CNN's DP-SGD time, measured as system time).  Only worker processes do this; elsewhere
+    (other C libraries, other systems) it is skipped.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**30)
+
+
+#: Per-process state of a pool worker (its task and copy of the dataset); set by _init_worker.
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(task: Task, data_dir: Path, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _keep_freed_memory()
+    dataset = task.load_dataset(data_dir)
+    _WORKER.update(task=task, x=dataset.x, y=dataset.y)
+
+
+def _worker_build(job: ModelJob, recipe: Recipe, device: str) -> ModelJob:
+    task, x, y = _WORKER["task"], _WORKER["x"], _WORKER["y"]
+    build_model_folder(job, task, recipe, x, y, torch.device(device))  # type: ignore[arg-type]
+    return job

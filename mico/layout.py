@@ -1,0 +1,130 @@
+"""Every path and file name the project reads or writes, in one place.
+
+::
+
+    <root>/<challenge>/bundle.json                       sizes of a non-MICO (demo) bundle
+    <root>/<challenge>/<scenario>/<phase>/model_N/       a bundle model (MICO's layout)
+        seed_challenge                                   every model
+        seed_training, seed_membership, solution.csv     train models only
+        model.pt                                         the target's state_dict
+        epsilon, accuracy                                demo models: what training achieved
+        prediction.csv                                   written by run_lira_mia.py
+    <root>/reference/<challenge>/<scenario>/<phase>/model_N/   hidden ground truth (demo)
+    <root>/shadows/<challenge>/<scenario>/model_N/       extra shadow models (train_shadows)
+        model.pt, members.npy, recipe.json, epsilon, accuracy
+    <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.store)
+    <preds>/<challenge>/<scenario>/models/<phase>/model_N.npz    its per-model caches
+
+Model ids run on across phases as in MICO: train ``0..T-1``, dev from ``T``, final after dev.
+Nothing here touches the disk except :func:`model_dirs`, which lists what exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+#: Optional file that overrides a track's sizes for one bundle.
+BUNDLE_CONFIG = "bundle.json"
+
+SEED_FILES: tuple[str, ...] = ("seed_challenge", "seed_training", "seed_membership")
+MODEL_FILE = "model.pt"
+SOLUTION_FILE = "solution.csv"
+PREDICTION_FILE = "prediction.csv"
+EPSILON_FILE = "epsilon"
+ACCURACY_FILE = "accuracy"
+
+#: Files of a complete bundle model, per kind: train models reveal their membership.
+TRAIN_FILES: tuple[str, ...] = (*SEED_FILES, SOLUTION_FILE, MODEL_FILE)
+TARGET_FILES: tuple[str, ...] = ("seed_challenge", MODEL_FILE)
+
+REFERENCE_DIR = "reference"
+PREDS_DIR = "preds"
+DATA_DIR = "data"
+SCORES_FILE = "scores.npz"
+
+_MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
+
+
+def model_name(model_id: int) -> str:
+    """``model_N``, the folder name of model ``N``."""
+    return f"model_{model_id}"
+
+
+def model_id(model_dir: str | Path) -> int:
+    """The ``N`` of a ``model_N`` folder (no leading zeros: ``model_04`` is not a model)."""
+    match = _MODEL_DIR.match(Path(model_dir).name)
+    if not match:
+        raise ValueError(f"{model_dir}: not a model_N folder")
+    return int(match.group(1))
+
+
+def is_model_dir_name(name: str) -> bool:
+    """Whether ``name`` is a ``model_N`` folder name."""
+    return _MODEL_DIR.match(name) is not None
+
+
+def model_ids(models_per_phase: Iterable[tuple[str, int]], phase: str) -> range:
+    """The ids of ``phase``'s models: MICO numbers train, dev and final consecutively."""
+    first = 0
+    for name, count in models_per_phase:
+        if name == phase:
+            return range(first, first + count)
+        first += count
+    raise ValueError(f"unknown phase {phase!r}")
+
+
+def challenge_dir(root: str | Path, challenge: str) -> Path:
+    """``<root>/<challenge>``, the folder that holds the scenarios."""
+    return Path(root) / challenge
+
+
+def bundle_config_path(root: str | Path, challenge: str) -> Path:
+    """``<root>/<challenge>/bundle.json``."""
+    return challenge_dir(root, challenge) / BUNDLE_CONFIG
+
+
+def model_dir(root: str | Path, challenge: str, scenario: str, phase: str, model: int) -> Path:
+    """``<root>/<challenge>/<scenario>/<phase>/model_N``."""
+    return challenge_dir(root, challenge) / scenario / phase / model_name(model)
+
+
+def model_dirs(scenario: str | Path, phase: str) -> list[Path]:
+    """Existing ``model_N`` folders of one phase, in numeric order (``model_2`` first)."""
+    folder = Path(scenario) / phase
+    if not folder.is_dir():
+        return []
+    found = [entry for entry in folder.iterdir() if is_model_dir_name(entry.name)]
+    return sorted((entry for entry in found if entry.is_dir()), key=model_id)
+
+
+def reference_root(root: str | Path, reference: str | Path | None = None) -> Path:
+    """Where the demo's hidden ground truth goes: ``reference`` or ``<root>/reference``."""
+    return Path(reference) if reference is not None else Path(root) / REFERENCE_DIR
+
+
+def data_root(root: str | Path, data_dir: str | Path | None = None) -> Path:
+    """The base-dataset folder: ``data_dir`` or ``<root>/data``."""
+    return Path(data_dir) if data_dir is not None else Path(root) / DATA_DIR
+
+
+def preds_root(root: str | Path, challenge: str, preds_dir: str | Path | None = None) -> Path:
+    """``<preds-dir>/<challenge>``, by default ``<root>/preds/<challenge>``."""
+    base = Path(preds_dir) if preds_dir is not None else Path(root) / PREDS_DIR
+    return base / challenge
+
+
+def scores_path(preds: str | Path, scenario: str) -> Path:
+    """``<preds>/<scenario>/scores.npz`` (``preds`` from :func:`preds_root`)."""
+    return Path(preds) / scenario / SCORES_FILE
+
+
+def model_cache_path(preds_scenario: str | Path, phase: str, model: int, suffix: str = "") -> Path:
+    """A per-model cache ``<preds>/<scenario>/models/<phase>/model_N<suffix>.npz``."""
+    return Path(preds_scenario) / "models" / phase / f"{model_name(model)}{suffix}.npz"
+
+
+def shadows_dir(root: str | Path, challenge: str, scenario: str) -> Path:
+    """``<root>/shadows/<challenge>/<scenario>``, the extra shadow models of a scenario."""
+    return Path(root) / "shadows" / challenge / scenario

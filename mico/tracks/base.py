@@ -1,0 +1,153 @@
+"""What a track is: MICO's sizes for it, plus everything the pipeline does differently per track.
+
+A :class:`Task` is the registry entry of one track (see :mod:`mico.tasks`).  Its constants may
+be overridden per bundle by ``bundle.json`` (demo bundles are smaller than MICO's); its
+behaviour (architecture, loader, recipe, sources, demo) is the track's and never changes.  Code
+that needs a track-specific step asks the task for it instead of testing ``task.name``, so a new
+track is one new module in :mod:`mico.tracks` and one line in the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from mico.data import TensorPairDataset
+from mico.recipes import Recipe
+from mico.sources import Source
+
+#: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
+PHASES: tuple[str, ...] = ("train", "dev", "final")
+
+#: Scenario suffixes in MICO's order: no DP, then DP with epsilon 10 and 4 (delta 1e-5).
+SCENARIO_SUFFIXES: tuple[str, ...] = ("inf", "hi", "lo")
+
+#: Number of models per phase in the real MICO bundles (model_0..99, 100..149, 150..199).
+MICO_MODELS_PER_PHASE: dict[str, int] = {"train": 100, "dev": 50, "final": 50}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a demo bundle.  ``eval_models`` is per phase (dev and final each);
+    ``recipe_changes`` are departures from MICO's recipe, each explained where it is set."""
+
+    dataset_len: int
+    len_training: int
+    train_models: int
+    eval_models: int
+    epochs: int
+    len_challenge: int = 100
+    recipe_changes: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Demo:
+    """How the offline demo makes this track's base dataset.
+
+    ``synthesize(n, seed)`` returns ``(values, labels)`` in the on-disk value type (uint8);
+    ``write(data_dir, values, labels)`` writes them in the real dataset's file format under
+    ``<data_dir>/<track>/``; ``files(data_dir)`` lists the files the loader will read.
+    """
+
+    presets: Mapping[str, Preset]
+    synthesize: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+    write: Callable[[Path, np.ndarray, np.ndarray], None]
+    files: Callable[[Path], list[Path]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One MICO track: its sizes, and (not compared, not printed) its behaviour.
+
+    ``dataset_len`` is the length of MICO's full dataset (CIFAR-10: train then test images;
+    Purchase-100: every row of ``dataset_purchase``), ``len_training`` the size of each model's
+    training set (members included) and ``len_challenge`` the number ``m`` of members among the
+    ``2m`` challenge points of a model.
+    """
+
+    name: str
+    dataset_len: int
+    len_training: int
+    len_challenge: int
+    num_classes: int
+    models_per_phase: tuple[tuple[str, int], ...] = tuple(MICO_MODELS_PER_PHASE.items())
+    scenario_suffixes: tuple[str, ...] = SCENARIO_SUFFIXES
+    #: A fresh model of the track's architecture (MICO's initialisation).
+    architecture: Callable[[], nn.Module] = field(compare=False, repr=False)
+    #: Reads the base dataset from ``<data_dir>/<name>/`` in MICO's index order.
+    loader: Callable[[Path], TensorPairDataset] = field(compare=False, repr=False)
+    #: MICO's training recipe for the track (MICO.md section 6).
+    recipe: Recipe = field(compare=False, repr=False)
+    #: Opacus' per-sample gradient mode for the architecture (see :mod:`mico.training`).
+    grad_sample_mode: str = field(compare=False, repr=False)
+    #: DP-SGD physical batch limit (records), or None for whole logical batches.
+    physical_batch: int | None = field(default=None, compare=False, repr=False)
+    #: Where the bundle and the base dataset are downloaded from.
+    source: Source = field(compare=False, repr=False)
+    #: How the offline demo synthesises the base dataset, and its presets.
+    demo: Demo = field(compare=False, repr=False)
+
+    @property
+    def scenarios(self) -> tuple[str, ...]:
+        """Scenario folder names, e.g. ``("cifar10_inf", "cifar10_hi", "cifar10_lo")``."""
+        return tuple(f"{self.name}_{suffix}" for suffix in self.scenario_suffixes)
+
+    @property
+    def num_challenges(self) -> int:
+        """``2m``: challenge points per model (half members, half non-members)."""
+        return 2 * self.len_challenge
+
+    @property
+    def model_name(self) -> str:
+        """The architecture's class name (``CNN``, ``MLP``)."""
+        return self.architecture.__name__
+
+    def expected_models(self, phase: str) -> int:
+        """How many models a complete bundle holds in ``phase``."""
+        return dict(self.models_per_phase)[phase]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if the sizes cannot describe a MICO split tree."""
+        m, n, big_n = self.len_challenge, self.len_training, self.dataset_len
+        if m < 1 or n <= m or big_n < n + m:
+            raise ValueError(
+                f"inconsistent sizes for {self.name}: need 1 <= len_challenge < len_training and "
+                f"dataset_len >= len_training + len_challenge, got dataset_len={big_n}, "
+                f"len_training={n}, len_challenge={m}"
+            )
+
+    def replace(self, **changes: object) -> Task:
+        """A copy with some sizes changed (``bundle.json``, demo presets), validated."""
+        task = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        task.validate()
+        return task
+
+    def load_dataset(self, dataset_dir: str | Path) -> TensorPairDataset:
+        """The track's base dataset, checked against this bundle's ``dataset_len``.
+
+        A demo bundle paired with the real dataset (or the other way round) would silently map
+        split indices to the wrong records; the length check catches that.
+        """
+        dataset = self.loader(Path(dataset_dir))
+        if len(dataset) != self.dataset_len:
+            raise ValueError(
+                f"the {self.name} data in {dataset_dir} has {len(dataset)} records but the "
+                f"bundle expects dataset_len={self.dataset_len}: point --data-dir at the "
+                "bundle's own data"
+            )
+        return dataset
+
+
+#: Rows or images synthesised per random stream, to bound memory for large ``--dataset-len``.
+SYNTH_CHUNK = 8192
+
+
+def synth_stream(seed: int, track: int, part: int) -> np.random.Generator:
+    """Independent random streams for a demo dataset: ``part`` 0 draws the class structure,
+    ``part`` ``k >= 1`` the records of chunk ``k - 1`` (the model seeds use other streams)."""
+    return np.random.default_rng([seed, 0xDA7A, track, part])
