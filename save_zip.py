@@ -16,10 +16,10 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mico.bundle import read_prediction
+from mico.bundle import check_layout, read_prediction
 from mico.cli import add_common_args, run_cli, setup_logging
 from mico.fileio import atomic_write
-from mico.layout import PREDICTION_FILE, challenge_dir, model_dirs
+from mico.layout import PREDICTION_FILE, model_dir, model_ids
 from mico.tasks import Task, load_task
 
 log = logging.getLogger("save_zip")
@@ -43,21 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
-    """Every prediction file a submission needs, and every problem that blocks it."""
-    files, problems = [], []
-    base = challenge_dir(root, task.name)
+    """Every prediction file a submission needs, and every problem that blocks it.
+
+    The dev/final folders must be exactly the bundle's (:func:`mico.bundle.check_layout`), so
+    a renamed or extra model folder is reported instead of zipped.
+    """
+    layout = check_layout(root, task, need_models=False, phases=SUBMITTED_PHASES)
+    problems = [str(problem) for problem in layout]
+    files = []
     for scenario in task.scenarios:
-        folder = base / scenario
-        if not folder.is_dir():
-            problems.append(f"{folder}: scenario folder missing")
-            continue
         for phase in SUBMITTED_PHASES:
-            models = model_dirs(folder, phase)
-            expected = task.expected_models(phase)
-            if len(models) != expected:
-                problems.append(f"{folder / phase}: {len(models)} models, expected {expected}")
-            for model in models:
-                path = model / PREDICTION_FILE
+            for model in model_ids(task.models_per_phase, phase):
+                path = model_dir(root, task.name, scenario, phase, model) / PREDICTION_FILE
+                if not path.parent.is_dir():
+                    continue  # listed by check_layout
                 try:
                     read_prediction(path, task.num_challenges)
                 except (FileNotFoundError, ValueError) as exc:

@@ -6,6 +6,7 @@ error, because a bundle of 600 folders is too large to debug from a bare ``Value
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,13 +150,20 @@ def _ids(ids: list[int]) -> str:
     return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
-def check_layout(root: str | Path, task: Task, *, need_models: bool = True) -> list[LayoutProblem]:
+def check_layout(
+    root: str | Path,
+    task: Task,
+    *,
+    need_models: bool = True,
+    phases: Sequence[str] = PHASES,
+) -> list[LayoutProblem]:
     """Everything that keeps a bundle from being exactly what ``task`` describes.
 
     A complete bundle has the task's scenarios, each with the model ids MICO's numbering gives
     ``models_per_phase`` (no more, no fewer: an extra train model would silently join the
     shadows, a renamed one would get its prediction in a new folder), and each model its files
     (train models all seeds and ``solution.csv``; ``model.pt`` unless ``need_models`` is off).
+    Only ``phases`` are checked (a submission needs dev and final alone).
     """
     base = challenge_dir(root, task.name)
     problems: list[LayoutProblem] = []
@@ -166,7 +174,7 @@ def check_layout(root: str | Path, task: Task, *, need_models: bool = True) -> l
         if not scenario.is_dir():
             problems.append(LayoutProblem(scenario, "scenario folder missing"))
             continue
-        for phase in PHASES:
+        for phase in phases:
             problems.extend(_check_phase(scenario / phase, task, phase, need_models))
     return problems
 
@@ -202,4 +210,17 @@ def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> lis
                 for file in required
                 if not (found[i] / file).is_file()
             )
+            if phase == "train" and (found[i] / SOLUTION_FILE).is_file():
+                problems.extend(_check_solution(found[i] / SOLUTION_FILE, task))
     return problems
+
+
+def _check_solution(path: Path, task: Task) -> list[LayoutProblem]:
+    """A train solution that does not hold ``2m`` values means the sizes are wrong."""
+    try:
+        read_solution(path, task.num_challenges)
+    except ValueError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        hint = f"len_challenge={task.len_challenge} means {task.num_challenges} challenge points"
+        return [LayoutProblem(path, f"{reason} ({hint}; check bundle.json)")]
+    return []

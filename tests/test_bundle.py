@@ -126,3 +126,72 @@ def test_model_splits_and_check_layout(tmp_path):
     assert np.array_equal(s.solution, expected.solution)
     dev = model_splits(folder / "purchase100_inf" / "dev" / "model_1", task)
     assert dev.solution is None and np.array_equal(dev.challenge, expected.challenge)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        None,
+        [4, 2, 2],
+        {"train": 4.7, "dev": 1, "final": 1},
+        {"train": "four", "dev": 1, "final": 1},
+        {"train": 4, "dev": -1, "final": 1},
+        {"train": True, "dev": 1, "final": 1},
+        {"train": 0, "dev": 1, "final": 1},
+        {"train": 4, "dev": 1},
+    ],
+)
+def test_bundle_json_rejects_bad_model_counts(tmp_path, counts):
+    """Issue #11 item 8: null, a list, 4.7, "four", negative counts were accepted or crashed."""
+    folder = tmp_path / "purchase100"
+    folder.mkdir()
+    (folder / "bundle.json").write_text(json.dumps({"models_per_phase": counts}))
+    with pytest.raises(ValueError, match="bundle.json: models_per_phase"):
+        load_task(tmp_path, "purchase100")
+
+
+def _bundle(tmp_path, counts=(2, 1, 1)):
+    """A small purchase100 bundle with seed files and solutions, no model.pt needed."""
+    folder = tmp_path / "purchase100"
+    folder.mkdir()
+    config = {"dataset_len": 1000, "len_training": 600, "len_challenge": 100}
+    config["models_per_phase"] = dict(zip(("train", "dev", "final"), counts, strict=True))
+    (folder / "bundle.json").write_text(json.dumps(config))
+    task = load_task(tmp_path, "purchase100")
+    for name in task.scenarios:
+        first = 0
+        for phase, n in zip(("train", "dev", "final"), counts, strict=True):
+            for i in range(first, first + n):
+                model = folder / name / phase / f"model_{i}"
+                model.mkdir(parents=True)
+                (model / "seed_challenge").write_text(f"{i + 7}\n")
+                if phase == "train":
+                    (model / "seed_training").write_text("1\n")
+                    (model / "seed_membership").write_text("2\n")
+                    write_solution(model / "solution.csv", np.zeros(200))
+            first += n
+    assert check_layout(tmp_path, task, need_models=False) == []
+    return folder, task
+
+
+def test_check_layout_names_extra_renamed_and_missing_models(tmp_path):
+    """Issue #11 item 9: an extra train/model_999 joined the shadows silently, and a dev model
+    renamed model_04 got its prediction in a new model_4 folder."""
+    folder, task = _bundle(tmp_path)
+    inf = folder / "purchase100_inf"
+    (inf / "train" / "model_0").rename(inf / "train" / "model_999")
+    (inf / "dev" / "model_2").rename(inf / "dev" / "model_02")
+    problems = [str(p) for p in check_layout(tmp_path, task, need_models=False)]
+    assert any("missing model_0 " in p and "train" in p for p in problems), problems
+    assert any("unexpected model_999" in p for p in problems), problems
+    assert any("missing model_2 " in p and "dev" in p for p in problems), problems
+    assert any("not model_N names: model_02" in p for p in problems), problems
+
+
+def test_check_layout_catches_len_challenge_that_does_not_fit_the_solutions(tmp_path):
+    """Issue #11 item 8: len_challenge 50 was accepted although every solution holds 200."""
+    folder, _ = _bundle(tmp_path)
+    config = json.loads((folder / "bundle.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({**config, "len_challenge": 50}))
+    problems = check_layout(tmp_path, load_task(tmp_path, "purchase100"), need_models=False)
+    assert problems and all("len_challenge=50 means 100" in str(p) for p in problems)
