@@ -14,12 +14,10 @@ import numpy as np
 
 from mico.fileio import write_text_atomic
 from mico.layout import (
-    MODEL_FILE,
     PREDICTION_FILE,
     SEED_FILES,
     SOLUTION_FILE,
-    TARGET_FILES,
-    TRAIN_FILES,
+    bundle_model_files,
     challenge_dir,
     is_model_dir_name,
     model_dirs,
@@ -200,9 +198,7 @@ def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> lis
             problems.append(
                 LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
             )
-    required = list(TRAIN_FILES if phase == "train" else TARGET_FILES)
-    if not need_models:
-        required.remove(MODEL_FILE)
+    required = bundle_model_files(phase, task.model_files if need_models else ())
     for i in expected:
         if i in found:
             problems.extend(

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from mico.bundle import check_layout
 from mico.extract import extract_tar_entry, import_folder, import_zip
 from mico.http import Fetcher, display_url, md5_file
-from mico.layout import BUNDLE_CONFIG, TARGET_FILES, TRAIN_FILES, data_root, model_ids
+from mico.layout import BUNDLE_CONFIG, bundle_model_files, data_root, model_ids
 from mico.sources import BaseDataset, Source
 from mico.tasks import Task, get_task, load_task
 
@@ -96,7 +96,7 @@ def bundle_files(task: Task) -> list[str]:
     paths = []
     for scenario in task.scenarios:
         for phase, _ in task.models_per_phase:
-            names = TRAIN_FILES if phase == "train" else TARGET_FILES
+            names = bundle_model_files(phase, task.model_files)
             for model in model_ids(task.models_per_phase, phase):
                 paths.extend(f"{scenario}/{phase}/model_{model}/{name}" for name in names)
     return paths

@@ -102,7 +102,7 @@ def build_model_folder(
     model = task.architecture().to(device)
     model.load_state_dict(strip_opacus_prefix(result.state_dict))
     held_out = torch.from_numpy(job.eval_rows[:EVAL_LIMIT])
-    test_accuracy = accuracy(model, x[held_out], y[held_out])
+    test_accuracy = accuracy(model, x[held_out], y[held_out], forward=task.forward)
 
     if job.tmp.exists():
         shutil.rmtree(job.tmp)

@@ -35,9 +35,6 @@ PREDICTION_FILE = "prediction.csv"
 EPSILON_FILE = "epsilon"
 ACCURACY_FILE = "accuracy"
 
-#: Files of a complete bundle model, per kind: train models reveal their membership.
-TRAIN_FILES: tuple[str, ...] = (*SEED_FILES, SOLUTION_FILE, MODEL_FILE)
-TARGET_FILES: tuple[str, ...] = ("seed_challenge", MODEL_FILE)
 
 REFERENCE_DIR = "reference"
 PREDS_DIR = "preds"
@@ -45,6 +42,13 @@ DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
 
 _MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
+
+
+def bundle_model_files(phase: str, model_files: tuple[str, ...] = (MODEL_FILE,)) -> tuple[str, ...]:
+    """Files of a complete bundle model: train models also reveal their seeds and solution;
+    ``model_files`` are the track's weight files (``task.model_files``)."""
+    public = (*SEED_FILES, SOLUTION_FILE) if phase == "train" else SEED_FILES[:1]
+    return (*public, *model_files)
 
 
 def model_name(model_id: int) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -48,6 +48,7 @@ from torch import nn
 
 from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
 from mico.tasks import Task
+from mico.tracks.base import call_model
 
 __all__ = [
     "DELTA",
@@ -208,7 +209,7 @@ def train_model(
             for index in _shuffled_batches(n, batch_size, batches):
                 index = index.to(device)
                 optimizer.zero_grad(set_to_none=True)
-                criterion(model(x[index]), y[index]).backward()
+                criterion(task.forward(model, x[index]), y[index]).backward()
                 optimizer.step()
             scheduler.step()
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -254,7 +255,7 @@ def train_model(
                 chunks = index.split(physical) if physical and len(index) > physical else (index,)
                 for number, chunk in enumerate(chunks, start=1):
                     dp_optimizer.zero_grad(set_to_none=True)
-                    dp_criterion(dp_model(x[chunk]), y[chunk]).backward()
+                    dp_criterion(task.forward(dp_model, x[chunk]), y[chunk]).backward()
                     dp_optimizer.signal_skip_step(do_skip=number < len(chunks))
                     dp_optimizer.step()
             scheduler.step()
@@ -266,9 +267,15 @@ def train_model(
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = call_model,
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``x`` [n, ...], ``y`` [n], evaluated in batches."""
+    """Top-1 accuracy of ``model`` on ``x`` [n, ...], ``y`` [n], evaluated in batches
+    (``forward``: the track's, see :attr:`mico.tracks.base.Task.forward`)."""
     if len(y) == 0:
         raise ValueError("accuracy of an empty set")
     device = next(model.parameters()).device
@@ -276,7 +283,7 @@ def accuracy(
     model.eval()
     correct = 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size].to(device))
+        logits = forward(model, x[start : start + batch_size].to(device))
         correct += int((logits.argmax(1).cpu() == y[start : start + batch_size].cpu()).sum())
     model.train(was_training)
     return correct / len(y)

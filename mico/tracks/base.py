@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from mico.data import TensorPairDataset
+from mico.layout import MODEL_FILE
 from mico.recipes import Recipe
 from mico.sources import Source
 
@@ -29,6 +31,11 @@ SCENARIO_SUFFIXES: tuple[str, ...] = ("inf", "hi", "lo")
 
 #: Number of models per phase in the real MICO bundles (model_0..99, 100..149, 150..199).
 MICO_MODELS_PER_PHASE: dict[str, int] = {"train": 100, "dev": 50, "final": 50}
+
+
+def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``: the forward pass of a track whose records are single tensors."""
+    return model(x)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,14 @@ class Task:
     source: Source = field(compare=False, repr=False)
     #: How the offline demo synthesises the base dataset, and its presets.
     demo: Demo = field(compare=False, repr=False)
+    #: The weight files of a model folder (MICO's image and tabular tracks: one state_dict).
+    model_files: tuple[str, ...] = field(default=(MODEL_FILE,), compare=False, repr=False)
+    #: Logits ``[B, C]`` of a model on a batch of records as stored in the dataset's ``x``:
+    #: a plain call for tensors; a track whose records pack several inputs (token ids and an
+    #: attention mask) unpacks them here, so batching, training and inference stay generic.
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = field(
+        default=call_model, compare=False, repr=False
+    )
 
     @property
     def scenarios(self) -> tuple[str, ...]:
