@@ -23,24 +23,55 @@ TRACKS = ("purchase100", "cifar10")
 EXPECTED = json.loads((GOLDEN / "predictions.json").read_text())
 
 
+#: Training is not bit-reproducible across CPUs (SIMD paths differ in the last float32 bits,
+#: and DP-SGD's noise amplifies nothing but keeps them), so recomputed model outputs are
+#: compared within this tolerance; integer arrays (labels, indices, memberships) exactly.
+OUTPUT_RTOL = 1e-4
+OUTPUT_ATOL = 1e-5
+
+
+def _golden_scores(path: Path) -> Path:
+    return GOLDEN / f"{path.parent.name}.scores.npz"
+
+
 @pytest.fixture(scope="module")
 def roots(tiny_purchase: Path, tiny_cifar: Path, tmp_path_factory) -> dict[str, Path]:
-    """Writable copies of both tiny demos (the attacks write prediction.csv into them)."""
+    """Writable copies of both tiny demos whose stored outputs are the golden ones.
+
+    The attacks are pinned byte for byte, so they must read the same inputs as when the
+    golden predictions were made: every array of the golden ``scores.npz`` replaces the
+    recomputed one, and whatever else the file records is kept.
+    """
     base = tmp_path_factory.mktemp("golden")
-    return {
+    roots = {
         track: Path(shutil.copytree(source, base / track))
         for track, source in (("purchase100", tiny_purchase), ("cifar10", tiny_cifar))
     }
+    for track, root in roots.items():
+        for path in (root / "preds" / track).glob("*/scores.npz"):
+            with np.load(path) as got, np.load(_golden_scores(path)) as want:
+                arrays = {key: got[key] for key in got.files}
+                arrays.update({key: want[key] for key in want.files})
+            path.unlink()
+            np.savez(path, **arrays)
+    return roots
 
 
 @pytest.mark.parametrize("track", TRACKS)
-def test_scores_arrays_are_unchanged(track: str, roots: dict[str, Path]) -> None:
-    for path in sorted((roots[track] / "preds" / track).glob("*/scores.npz")):
-        golden = GOLDEN / f"{path.parent.name}.scores.npz"
-        with np.load(golden) as want, np.load(path) as got:
+def test_scores_arrays_are_unchanged(track: str, tiny_purchase: Path, tiny_cifar: Path) -> None:
+    root = {"purchase100": tiny_purchase, "cifar10": tiny_cifar}[track]
+    paths = sorted((root / "preds" / track).glob("*/scores.npz"))
+    assert len(paths) == 3
+    for path in paths:
+        with np.load(_golden_scores(path)) as want, np.load(path) as got:
             assert set(want.files) <= set(got.files), path
             for key in want.files:
-                assert np.array_equal(want[key], got[key]), f"{path}: {key} changed"
+                if np.issubdtype(want[key].dtype, np.floating):
+                    np.testing.assert_allclose(
+                        got[key], want[key], rtol=OUTPUT_RTOL, atol=OUTPUT_ATOL, err_msg=key
+                    )
+                else:
+                    assert np.array_equal(want[key], got[key]), f"{path}: {key} changed"
 
 
 def _run(root: Path, track: str, args: list[str]) -> str:
