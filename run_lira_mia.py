@@ -49,7 +49,7 @@ from mico.report import (
     plot_roc_panels,
     summary_frame,
 )
-from mico.scoring import score
+from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
 from mico.store import SCORES_FILE, ScenarioScores
 from mico.tasks import Task, load_task
@@ -192,11 +192,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 for model, values in zip(data.ids, predictions[phase], strict=True):
                     write_prediction(folder / f"model_{model}" / "prediction.csv", values)
             if phase == "train" and data.solution is not None:
-                rows[scenario.name] = score(data.solution, estimate)
+                rows[scenario.name] = metrics(data.solution, estimate)
                 curves[scenario.name] = (data.solution.ravel(), estimate.ravel())
             elif phase != "train" and args.reference is not None:
                 truth = _reference_solutions(args.reference, task, scenario.name, phase, data.ids)
-                held_out[f"{scenario.name} {phase}"] = score(truth, predictions[phase])
+                held_out[f"{scenario.name} {phase}"] = metrics(truth, predictions[phase])
         log.info("%s: predictions for %s", scenario.name, ", ".join(scores.phases))
     if not rows:
         raise ValueError("no train phase with solutions: nothing to score")

@@ -1,11 +1,15 @@
 """LiRA on MICO: faithful split reconstruction, models, data, attack math and scoring.
 
-Importing the package does no work; the scripts at the repository root drive it.  The names
-exported here make it a drop-in for the competition's ``mico_competition`` package without
-torchcsprng or torchvision.
+Importing the package does no work; the scripts at the repository root drive it.  It is also a
+drop-in for the competition's ``mico_competition`` package (``import mico as mico_competition``)
+with MICO's names and signatures (README, "Using mico as mico_competition"), without
+torchcsprng or torchvision: ``ChallengeDataset``, ``CNN``/``MLP`` with ``.load``,
+``load_model``, ``load_cifar10``, ``load_purchase100`` and the ``scoring`` module.
 """
 
-from mico.data import TensorPairDataset, load_cifar10, load_purchase100
+from mico import scoring
+from mico.data import TensorPairDataset, load_purchase100
+from mico.dropin import load_cifar10
 from mico.models import CNN, MLP, build_model, load_model
 from mico.splits import ChallengeDataset, Splits, split_indices
 from mico.tasks import PHASES, TASKS, Task, get_task, load_task
@@ -25,5 +29,6 @@ __all__ = [
     "load_model",
     "load_purchase100",
     "load_task",
+    "scoring",
     "split_indices",
 ]

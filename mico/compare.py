@@ -40,7 +40,7 @@ from mico.attacks import (
     rmia_inputs,
 )
 from mico.lira import TRANSFORMS, lira
-from mico.scoring import MAIN_METRIC, score
+from mico.scoring import MAIN_METRIC, metrics
 from mico.selection import DEFAULT_FOLDS, cross_validate
 from mico.store import ScenarioScores
 
@@ -303,9 +303,9 @@ def compare_scenario(
     rows = {}
     for label, candidates in comparison_rows(has_population(scores)).items():
         row = evaluate_row(predictor, candidates, folds)
-        row.metrics["train"] = score(solution, row.train)
+        row.metrics["train"] = metrics(solution, row.train)
         for phase, truth in (truths or {}).items():
-            row.metrics[phase] = score(truth, predictor.predict(row.chosen, phase))
+            row.metrics[phase] = metrics(truth, predictor.predict(row.chosen, phase))
         rows[label] = row
     return ScenarioComparison(rows, solution)
 

@@ -63,7 +63,7 @@ def cifar10_transform(images: np.ndarray) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
-def load_cifar10(dataset_dir: str | Path) -> TensorPairDataset:
+def load_cifar10(dataset_dir: str | Path = ".") -> TensorPairDataset:
     """Load ``<dataset_dir>/cifar10/cifar-10-batches-py``: batches 1-5, then test (N=60000)."""
     folder = Path(dataset_dir) / "cifar10" / CIFAR10_FOLDER
     images, labels = [], []
@@ -110,7 +110,7 @@ def _parse_purchase(path: Path) -> np.ndarray:
     return table.astype(np.uint8)
 
 
-def load_purchase100(dataset_dir: str | Path) -> TensorPairDataset:
+def load_purchase100(dataset_dir: str | Path = ".") -> TensorPairDataset:
     """Load ``<dataset_dir>/purchase100/dataset_purchase``: label = column 0 minus 1.
 
     Parsing the 200k-row text file takes seconds, so the first load writes a binary copy

@@ -7,17 +7,24 @@ refuses pickled code.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mico.nets import CNN, MLP, OPACUS_PREFIX, strip_opacus_prefix
+from mico.layout import MODEL_FILE
+from mico.nets import CNN, MLP, OPACUS_PREFIX, load_weights, strip_opacus_prefix
 from mico.tasks import Task, get_task
 
-__all__ = ["CNN", "MLP", "OPACUS_PREFIX", "build_model", "load_model", "strip_opacus_prefix"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "OPACUS_PREFIX",
+    "build_model",
+    "load_model",
+    "model_file",
+    "strip_opacus_prefix",
+]
 
 
 def build_model(task: Task | str) -> nn.Module:
@@ -26,29 +33,21 @@ def build_model(task: Task | str) -> nn.Module:
     return task.architecture()
 
 
-def load_model(task: Task | str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a MICO ``model.pt`` (a pickled state_dict) into the track's model, in eval mode.
+def model_file(path: str | Path) -> Path:
+    """The weight file meant by ``path``: a model folder's ``model.pt``, or the file itself.
 
-    A missing, truncated, non-tensor or mismatched file raises ``ValueError`` or
-    ``FileNotFoundError`` naming the file, instead of torch's multi-screen traceback.
+    MICO's ``load_model`` takes the folder; the pipeline passes the file.  Both are accepted
+    because the two cannot be confused: a folder is never a weight file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file missing; is the bundle complete?")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"{path}: not a readable state_dict ({reason[:200]}); re-download the file"
-        ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state_dict of tensors, got {type(state).__name__}")
-    model = build_model(task)
-    try:
-        model.load_state_dict(strip_opacus_prefix(state))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        name = type(model).__name__
-        raise ValueError(f"{path}: does not fit the {name} model ({first})") from None
-    return model.to(device).eval()
+    return path / MODEL_FILE if path.is_dir() else path
+
+
+def load_model(task: Task | str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The track's model with the weights of a MICO model, in eval mode.
+
+    MICO's signature: ``load_model('cifar10', 'cifar10/cifar10_inf/train/model_0')`` reads that
+    folder's ``model.pt``; a path to the file itself works too.  A missing, truncated,
+    non-tensor or mismatched file raises ``ValueError`` or ``FileNotFoundError`` naming it.
+    """
+    return load_weights(build_model(task), model_file(path), device)

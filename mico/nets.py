@@ -4,9 +4,18 @@ Module structure and attribute names match MICO's training scripts, so the state
 (``cnn.0.weight``, ``mlp.2.bias``, ...) of its ``model.pt`` files load unchanged.  This module
 depends on nothing else in the package: the track registry (:mod:`mico.tasks`) names the
 architecture of each track, and :mod:`mico.models` loads files into them.
+
+``CNN.load(path)`` and ``MLP.load(path)`` are MICO's classmethods with the same signature, but
+read the file safely: ``model.pt`` files come from the internet, and ``weights_only=True``
+refuses pickled code.
 """
 
 from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -15,7 +24,59 @@ from torch import nn
 OPACUS_PREFIX = "_module."
 
 
-class CNN(nn.Module):
+#: Any module, and MICO's architectures: what :func:`load_weights` and ``load`` return.
+M = TypeVar("M", bound=nn.Module)
+L = TypeVar("L", bound="_Loadable")
+
+
+def read_state_dict(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Read a pickled state_dict with ``weights_only=True``.
+
+    A missing, truncated or non-tensor file raises ``FileNotFoundError`` or ``ValueError``
+    naming the file, instead of torch's multi-screen traceback.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: pass the weight file inside it, or load_model()")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file missing; is the bundle complete?")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: not a readable state_dict ({reason[:200]}); re-download the file"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state_dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_weights(model: M, path: str | Path, device: str | torch.device = "cpu") -> M:
+    """Load a ``model.pt`` into ``model`` (Opacus' prefix dropped); the model, in eval mode."""
+    state = strip_opacus_prefix(read_state_dict(path, device))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        name = type(model).__name__
+        raise ValueError(f"{path}: does not fit the {name} model ({first})") from None
+    return model.to(device).eval()
+
+
+class _Loadable(nn.Module):
+    """MICO's ``load`` classmethod, shared by its architectures."""
+
+    @classmethod
+    def load(cls: type[L], path: str | Path) -> L:
+        """A model of this class with the weights of the ``model.pt`` file ``path``, in eval
+        mode (MICO's ``CNN.load`` / ``MLP.load``)."""
+        return load_weights(cls(), path)
+
+
+class CNN(_Loadable):
     """MICO's CIFAR-10 4-layer CNN (about 127.6 M multiply-adds per 3x32x32 image)."""
 
     def __init__(self) -> None:
@@ -37,7 +98,7 @@ class CNN(nn.Module):
         return self.cnn(x)
 
 
-class MLP(nn.Module):
+class MLP(_Loadable):
     """MICO's Purchase-100 MLP: 600 binary features -> 128 tanh units -> 100 logits."""
 
     def __init__(self) -> None:

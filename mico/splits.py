@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numba
 import numpy as np
@@ -29,6 +30,12 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 _MASK32 = 0xFFFFFFFF
+
+#: MICO's ``m``: members (and non-members) among a model's challenge points, the default of
+#: :meth:`ChallengeDataset.from_path`.
+LEN_CHALLENGE = 100
+
+C = TypeVar("C", bound="ChallengeDataset")
 
 
 def mt19937_words(seed: int, count: int) -> np.ndarray:
@@ -222,16 +229,23 @@ class ChallengeDataset:
             self.nonmember = Subset(self.challenge, pos.nonmember.tolist())
             self.member = Subset(self.challenge, pos.member.tolist())
 
-    @staticmethod
+    @classmethod
     def from_path(
-        path: str | Path, dataset: Dataset, len_training: int, len_challenge: int = 100
-    ) -> ChallengeDataset:
-        """Build from a model folder; ``seed_training``/``seed_membership`` may be absent."""
+        cls: type[C],
+        path: str | Path,
+        dataset: Dataset,
+        len_training: int,
+        len_challenge: int = LEN_CHALLENGE,
+    ) -> C:
+        """Build from a model folder; ``seed_training``/``seed_membership`` may be absent.
+
+        A classmethod, as MICO's is, so a subclass gets instances of itself.
+        """
         path = Path(path)
         seeds = {}
         for name in ("seed_training", "seed_membership"):
             seeds[name] = read_seed(path / name) if (path / name).exists() else None
-        return ChallengeDataset(
+        return cls(
             dataset,
             len_training,
             len_challenge,

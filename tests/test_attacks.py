@@ -42,7 +42,7 @@ from mico.compare import (
     run_attack,
 )
 from mico.lira import STD_FLOOR_REL, Z_CAP, lira
-from mico.scoring import score as official_score
+from mico.scoring import metrics as official_score
 from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
 from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
 from mico.tasks import get_task, load_task

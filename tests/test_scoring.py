@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import auc
+from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from mico.scoring import FPR_LIMITS, score, tpr_at_fpr
+from mico.scoring import FPR_LIMITS, metrics, score, tpr_at_fpr
 
 
-def _official(solutions, predictions) -> dict[str, float]:
-    """MICO's scoring program, transcribed from its definitions on top of scikit-learn."""
+def _official(solutions, predictions) -> dict:
+    """MICO's ``scoring.score``, transcribed from its definition on top of scikit-learn: the
+    six TPRs, then the curve, AUC (``roc_auc_score``), MIA and accuracy, in that key order."""
     fpr, tpr, _ = sk_roc_curve(solutions, predictions)
-    out = {key: max(tpr[fpr < limit]) for key, limit in FPR_LIMITS.items()}
-    out["AUC"] = auc(fpr, tpr)
+    out = {f"TPR_FPR_{int(1e4 * limit)}": max(tpr[fpr < limit]) for limit in FPR_LIMITS.values()}
+    out["fpr"], out["tpr"] = fpr, tpr
+    out["AUC"] = roc_auc_score(solutions, predictions)
     out["MIA"] = np.max(tpr - fpr)
     out["accuracy"] = np.max(1 - (fpr + (1 - tpr)) / 2)
     return out
@@ -32,9 +34,12 @@ def test_matches_scikit_learn_with_ties(seed):
     elif seed % 3 == 1:
         signal = 1 / (1 + np.exp(-signal))
     ours, theirs = score(y, signal), _official(y, signal)
-    assert ours.keys() == theirs.keys()
-    for key in ours:
+    assert list(ours) == list(theirs)
+    for key in ("fpr", "tpr"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    for key in ours.keys() - {"fpr", "tpr"}:
         assert ours[key] == pytest.approx(theirs[key], abs=1e-12), key
+    assert metrics(y, signal) == {k: v for k, v in ours.items() if k not in ("fpr", "tpr")}
     assert tpr_at_fpr(y, signal, 0.1) == pytest.approx(theirs["TPR_FPR_1000"], abs=1e-12)
 
 
