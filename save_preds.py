@@ -1,6 +1,9 @@
 """Step 2: every shadow model's outputs on every challenge point, per scenario.
 
     python save_preds.py --challenge purchase100 [--device cuda]
+    python save_preds.py --challenge purchase100 --shard 1/2     # on one machine or process
+    python save_preds.py --challenge purchase100 --shard 2/2     # on another, same --preds-dir
+    python save_preds.py --challenge purchase100 --assemble      # scores.npz from both
 
 Writes ``<preds-dir>/<challenge>/<scenario>/scores.npz`` (format in ``mico/store.py``); an
 interrupted run resumes at the next model, and a rerun with nothing new runs no model.
@@ -13,9 +16,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tqdm.auto import tqdm
-
-from mico.bundle import scenario_dirs
 from mico.cli import (
     add_common_args,
     add_preds_dir_arg,
@@ -25,7 +25,7 @@ from mico.cli import (
     run_cli,
     setup_logging,
 )
-from mico.predict import PredictOptions, save_scenario
+from mico.predict import PredictOptions, predict
 from mico.tasks import load_task
 
 log = logging.getLogger("save_preds")
@@ -50,9 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--population-seed", type=int, default=0, help="seed for those records")
     parser.add_argument(
-        "--save-logits", action="store_true", help="also keep the shadows' full float32 logits"
+        "--save-logits",
+        action="store_true",
+        help="also store every model's full float32 logits in scores.npz (shadows on every "
+        "challenge point, dev/final targets on their own): shadow_logits, <phase>_logits",
+    )
+    work = parser.add_mutually_exclusive_group()
+    work.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="K/N",
+        help="run only shard K of N (model k of each scenario runs in shard k %% N + 1) and "
+        "write its per-model caches; run --assemble (or a plain run) when all shards are done",
+    )
+    work.add_argument(
+        "--assemble",
+        action="store_true",
+        help="run no model: write scores.npz from the per-model caches, or list the models "
+        "that have none",
     )
     return parser
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` with ``1 <= K <= N``, as ``(K, N)``."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 1/4, got {text!r}")
+    return int(index), int(count)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -63,29 +89,34 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.population < 0:
         raise ValueError("--population must be non-negative")
     task = load_task(args.root, args.challenge)
-    scenarios = scenario_dirs(args.root, task)
     options = PredictOptions(
         device=resolve_device(args.device),
         batch_size=args.batch_size,
         population=args.population,
         population_seed=args.population_seed,
         save_logits=args.save_logits,
+        shard=args.shard,
     )
     dataset = task.load_dataset(data_dir(args))
     out = preds_dir(args)
-    for scenario in tqdm(scenarios, desc="scenarios", unit="scenario", disable=None):
-        scores, evaluated = save_scenario(scenario, out / scenario.name, task, dataset, options)
-        s, p = scores.shadow_margin.shape
+    for result in predict(args.root, task, dataset, out, options, assemble_only=args.assemble):
+        plan, stats = result.plan, result.stats
         log.info(
-            "%s: %d shadow models x %d unique challenge points, %d population points; "
-            "%d records evaluated in this run -> %s",
-            scenario.name,
-            s,
-            p,
-            len(scores.population),
-            evaluated,
-            out / scenario.name,
+            "%s: %d models: %d run, %d from cache (%d records evaluated); %d shadow models x "
+            "%d unique challenge points, %d population points",
+            plan.scenario,
+            stats.models_run + stats.from_cache,
+            stats.models_run,
+            stats.from_cache,
+            stats.records,
+            len(plan.shadows),
+            len(plan.points),
+            len(plan.population),
         )
+    if args.shard is not None:
+        log.info("shard %d/%d done; when every shard is, run save_preds.py --assemble", *args.shard)
+    else:
+        log.info("scores written under %s", out)
     return 0
 
 

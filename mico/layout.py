@@ -34,12 +34,15 @@ SOLUTION_FILE = "solution.csv"
 PREDICTION_FILE = "prediction.csv"
 EPSILON_FILE = "epsilon"
 ACCURACY_FILE = "accuracy"
+#: An extra shadow's membership: the sorted dataset indices it trained on.
+MEMBERS_FILE = "members.npy"
 
 
 REFERENCE_DIR = "reference"
 PREDS_DIR = "preds"
 DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
+SHADOWS_DIR = "shadows"
 
 _MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
 
@@ -131,4 +134,4 @@ def model_cache_path(preds_scenario: str | Path, phase: str, model: int, suffix:
 
 def shadows_dir(root: str | Path, challenge: str, scenario: str) -> Path:
     """``<root>/shadows/<challenge>/<scenario>``, the extra shadow models of a scenario."""
-    return Path(root) / "shadows" / challenge / scenario
+    return Path(root) / SHADOWS_DIR / challenge / scenario

@@ -1,16 +1,25 @@
 """Compute every model output a scenario's attacks need, each forward pass exactly once.
 
+Three steps, which ``save_preds.py`` can run together or apart:
+
+* **plan** (:mod:`mico.plan`): every model's challenge points and membership, the pooled
+  unique points, the population; seeds are read for every scenario before any model runs;
+* **run** (:func:`run_models`): any subset of the models (a shard), each model's outputs written
+  to its own cache file, so shards on several processes or machines share one preds folder and
+  an interrupted run resumes at the next model;
+* **assemble** (:func:`assemble`): ``scores.npz`` from the caches, refused with the list of
+  models that have none yet.
+
 The 2nd-place ``save_preds.py`` re-derived a target's challenge split once per (shadow, target)
-pair and ran every shadow over each target's 200 points separately, so a point shared by several
-targets was evaluated again and again.  Here each scenario's challenge points are reconstructed
-once per model, pooled into one sorted set of unique dataset indices, uploaded to the device
-once, and every shadow (``train`` model) runs over that set in large batches; ``dev``/``final``
-targets run over their own points only.  Train targets reuse their shadow outputs.
+pair and ran every shadow over each target's 200 points separately.  Here the points are uploaded
+to the device once per scenario, every shadow runs over the pooled set in large batches,
+dev/final targets over their own points only, and train targets reuse their shadow outputs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,89 +27,103 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import model_splits
+from mico.bundle import scenario_dirs
 from mico.data import TensorPairDataset
 from mico.inference import Counter, model_outputs
-from mico.layout import model_dirs, model_id
+from mico.layout import SCORES_FILE, model_cache_path, scores_path
 from mico.models import load_model
-from mico.splits import Splits, challenge_indices, read_seed
+from mico.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
+from mico.provenance import bundle_record
 from mico.store import (
-    SCORES_FILE,
+    READ_ERRORS,
+    REQUIRED,
+    ModelOutputs,
     PhaseScores,
     ScenarioScores,
-    load_cached_margin,
+    load_cached,
     model_stamp,
     points_digest,
-    save_cached_margin,
+    save_cached,
 )
 from mico.tasks import PHASES, Task
 
 log = logging.getLogger(__name__)
 
+#: Cache suffix of the outputs on the plan's points (none) and on the population points.
+POINTS, POPULATION = "", ".population"
+
+#: Models named in a "missing outputs" error before "and N more".
+SHOWN_MISSING = 8
+
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How to run the models: device, batch size, extra outputs."""
+    """How to run the models: device, batch size, extra outputs, model sources, shard."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 4096
     population: int = 0
     population_seed: int = 0
     save_logits: bool = False
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    #: ``(K, N)``: run only shard K of N (1-based) and assemble nothing; None runs everything.
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
-class _Model:
-    phase: str
-    folder: Path
-    challenge: np.ndarray
-    splits: Splits | None = None  # full splits, train models only
+class RunStats:
+    """What one run did: models computed, models found cached, records through a model."""
 
-    @property
-    def id(self) -> int:
-        return model_id(self.folder)
+    models_run: int = 0
+    from_cache: int = 0
+    records: int = 0
 
 
-def _scenario_models(scenario: Path, task: Task) -> list[_Model]:
-    """Every model of the scenario with its challenge points; train models with full splits.
-
-    Only a train (shadow) model needs the full split tree (its training set decides IN/OUT);
-    a dev/final target needs its 2m challenge points, 200 steps of one shuffle.
-    """
-    models = []
-    folders = [(phase, f) for phase in PHASES for f in model_dirs(scenario, phase)]
-    for phase, folder in tqdm(folders, desc=f"{scenario.name} splits", leave=False, disable=None):
-        if phase == "train":
-            splits = model_splits(folder, task)
-            if splits.solution is None:
-                raise ValueError(f"{folder}: train models need seed_training and seed_membership")
-            models.append(_Model(phase, folder, splits.challenge, splits))
-        else:
-            seed = read_seed(folder / "seed_challenge")
-            challenge = challenge_indices(task.dataset_len, task.len_challenge, seed)
-            models.append(_Model(phase, folder, challenge))
-    if not any(m.phase == "train" for m in models):
-        raise ValueError(f"{scenario}/train: no train models, so no shadow models for the attack")
-    return models
+#: A model's outputs per cache suffix (``POINTS``, ``POPULATION``), by the model's label.
+Outputs = dict[str, dict[str, ModelOutputs]]
 
 
-def choose_population(dataset_len: int, exclude: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` sorted dataset indices outside ``exclude`` (the challenge points), seeded."""
-    if count <= 0:
-        return np.zeros(0, dtype=np.int64)
-    candidates = np.setdiff1d(np.arange(dataset_len, dtype=np.int64), exclude)
-    if count > len(candidates):
-        available = len(candidates)
-        raise ValueError(
-            f"--population {count} exceeds the {available} non-challenge records of this "
-            f"bundle: pass --population {available} or fewer"
-        )
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(candidates, size=count, replace=False))
+class MissingOutputsError(ValueError):
+    """Assembling before every model ran; the message lists the models without outputs."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    suffix: str
+    indices: np.ndarray
+    shared: str | None  # name of a point set uploaded once and reused by many models
+    logits: bool
+
+
+def _jobs(plan: ScenarioPlan, model: PlannedModel, options: PredictOptions) -> list[_Job]:
+    """The point sets ``model`` runs over: its plan points, then the population if any."""
+    shared = "points" if model.is_shadow else None
+    jobs = [_Job(POINTS, plan.points_of(model), shared, options.save_logits)]
+    if len(plan.population):
+        jobs.append(_Job(POPULATION, plan.population, "population", False))
+    return jobs
+
+
+def _stamp(model: PlannedModel) -> str:
+    return model_stamp(*(model.ref.folder / name for name in model.ref.weights))
+
+
+def _cache(out_dir: Path, model: PlannedModel, job: _Job) -> Path:
+    return model_cache_path(out_dir, model.ref.kind, model.ref.id, job.suffix)
+
+
+def _load(out_dir: Path, model: PlannedModel, job: _Job) -> ModelOutputs | None:
+    return load_cached(
+        _cache(out_dir, model, job),
+        points_digest(job.indices),
+        _stamp(model),
+        len(job.indices),
+        logits=job.logits,
+    )
 
 
 class _Runner:
-    """Runs models over uploaded points with a per-model cache; counts records evaluated."""
+    """Runs models over uploaded points, writing each output to its cache; counts records."""
 
     def __init__(self, task: Task, dataset: TensorPairDataset, options: PredictOptions) -> None:
         self.task = task
@@ -120,31 +143,229 @@ class _Runner:
             self._uploaded[name] = data
         return data
 
-    def margins(
-        self,
-        model: _Model,
-        cache: Path,
-        indices: np.ndarray,
-        shared: str | None = None,
-        *,
-        logits: bool = False,
-    ) -> np.ndarray:
-        """The model's margins on ``indices`` from the cache, or computed and cached.
+    def run(self, plan: ScenarioPlan, model: PlannedModel, out_dir: Path) -> tuple[dict, bool]:
+        """``model``'s outputs per job, from its caches or computed; and whether it ran."""
+        found: dict[str, ModelOutputs] = {}
+        net = None
+        for job in _jobs(plan, model, self.options):
+            cached = _load(out_dir, model, job)
+            if cached is not None:
+                found[job.suffix] = cached
+                continue
+            if net is None:
+                weights = model.ref.folder / model.ref.weights[0]
+                net = load_model(self.task, weights, self.options.device)
+            x, y = self.upload(job.indices, job.shared)
+            margin, raw = model_outputs(
+                net,
+                x,
+                y,
+                self.options.batch_size,
+                keep_logits=job.logits,
+                counter=self.counter,
+                forward=self.task.forward,
+            )
+            outputs = ModelOutputs(margin.numpy(), None if raw is None else raw.numpy())
+            _check_finite(model, outputs)
+            save_cached(
+                _cache(out_dir, model, job), outputs, points_digest(job.indices), _stamp(model)
+            )
+            found[job.suffix] = outputs
+        return found, net is not None
 
-        ``shared`` names a point set many models use (uploaded on first need, then kept).
-        """
-        digest, stamp = points_digest(indices), model_stamp(model.folder / "model.pt")
-        cached = load_cached_margin(cache, digest, stamp, len(indices))
-        if cached is not None:
-            return cached
-        net = load_model(self.task, model.folder / "model.pt", self.options.device)
-        x, y = self.upload(indices, shared)
-        margin, raw = model_outputs(
-            net, x, y, self.options.batch_size, keep_logits=logits, counter=self.counter
+
+def _check_finite(model: PlannedModel, outputs: ModelOutputs) -> None:
+    """Refuse a model whose outputs are NaN or infinite, naming it, before anything is cached."""
+    bad = ~np.isfinite(outputs.margin)
+    if outputs.logits is not None:
+        bad |= ~np.isfinite(outputs.logits).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{model.ref.folder}: the model's outputs are NaN or infinite on {int(bad.sum())} "
+            f"of {len(bad)} records; its weights are broken: re-download or retrain it"
         )
-        out = margin.numpy()
-        save_cached_margin(cache, out, digest, stamp, None if raw is None else raw.numpy())
-        return out
+
+
+def run_models(
+    plan: ScenarioPlan,
+    out_dir: Path,
+    task: Task,
+    dataset: TensorPairDataset,
+    options: PredictOptions,
+    models: Sequence[PlannedModel] | None = None,
+) -> tuple[RunStats, Outputs]:
+    """Run ``models`` (default: all of the plan), skipping those whose caches are valid."""
+    runner = _Runner(task, dataset, options)
+    stats, outputs = RunStats(), {}
+    chosen = plan.models if models is None else models
+    bar = tqdm(chosen, desc=f"{plan.scenario} models", unit="model", disable=None)
+    for model in bar:
+        outputs[model.ref.label], ran = runner.run(plan, model, out_dir)
+        stats.models_run += ran
+        stats.from_cache += not ran
+    stats.records = runner.counter.records
+    return stats, outputs
+
+
+def load_outputs(
+    plan: ScenarioPlan, out_dir: Path, options: PredictOptions
+) -> tuple[Outputs, list[str]]:
+    """Every model's outputs from the caches, and the labels of models that have none."""
+    outputs: Outputs = {}
+    missing = []
+    for model in plan.models:
+        found = {job.suffix: _load(out_dir, model, job) for job in _jobs(plan, model, options)}
+        if any(value is None for value in found.values()):
+            missing.append(f"{plan.scenario} {model.ref.label}")
+        else:
+            outputs[model.ref.label] = found  # type: ignore[assignment]
+    return outputs, missing
+
+
+def missing_error(missing: list[str]) -> MissingOutputsError:
+    """One line naming the models without outputs and what to run."""
+    shown = ", ".join(missing[:SHOWN_MISSING])
+    more = f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
+    return MissingOutputsError(
+        f"{len(missing)} models have no outputs yet ({shown}{more}): run the missing "
+        "save_preds.py --shard K/N, or save_preds.py without --assemble"
+    )
+
+
+def assemble(
+    plan: ScenarioPlan, outputs: Outputs, task: Task, labels: np.ndarray, options: PredictOptions
+) -> ScenarioScores:
+    """``scores.npz``'s contents from every model's outputs (see :mod:`mico.store`).
+
+    ``labels`` are the whole dataset's labels.  Raises :class:`MissingOutputsError` if a model
+    of the plan has no outputs.
+    """
+    missing = [f"{plan.scenario} {m.ref.label}" for m in plan.models if m.ref.label not in outputs]
+    if missing:
+        raise missing_error(missing)
+    points, population = plan.points, plan.population
+    shadows = plan.shadows
+    shadow_out = [outputs[m.ref.label] for m in shadows]
+    shadow_margin = np.stack([o[POINTS].margin for o in shadow_out])
+    shadow_logits = None
+    if options.save_logits:
+        shadow_logits = np.stack([o[POINTS].logits for o in shadow_out])
+    shadow_pop = np.stack([o[POPULATION].margin for o in shadow_out]) if len(population) else None
+    phases = {}
+    for phase in PHASES:
+        members = [m for m in plan.models if m.ref.kind == phase and m.is_target]
+        if not members:
+            continue
+        cols = np.stack([np.searchsorted(points, m.challenge) for m in members]).astype(np.int64)
+        rows = np.array([plan.shadow_row.get(m.ref.label, -1) for m in members], dtype=np.int64)
+        margin, logits, pop = [], [], []
+        for model, row, col in zip(members, rows, cols, strict=True):
+            own = outputs[model.ref.label]
+            if row >= 0:
+                margin.append(shadow_margin[row, col])
+                logits.append(shadow_logits[row, col] if shadow_logits is not None else None)
+            else:
+                margin.append(own[POINTS].margin)
+                logits.append(own[POINTS].logits)
+            pop.append(own[POPULATION].margin if len(population) else None)
+        solutions = [m.solution for m in members]
+        phases[phase] = PhaseScores(
+            ids=np.array([m.ref.id for m in members], dtype=np.int64),
+            points=cols,
+            margin=np.stack(margin),
+            shadow=rows,
+            solution=np.stack(solutions) if all(s is not None for s in solutions) else None,
+            population=np.stack(pop) if len(population) else None,
+            logits=np.stack(logits) if options.save_logits else None,
+        )
+    refs = [m.ref for m in plan.models]
+    return ScenarioScores(
+        points=points,
+        labels=labels[points].astype(np.int64),
+        shadow_ids=np.array([m.ref.id for m in shadows], dtype=np.int64),
+        shadow_margin=shadow_margin,
+        shadow_in=plan.shadow_in(),
+        phases=phases,
+        population=population,
+        shadow_population=shadow_pop,
+        shadow_kind=np.array([m.ref.kind for m in shadows]),
+        shadow_logits=shadow_logits,
+        provenance=bundle_record(plan.root, task, plan.scenario, plan.sources, refs),
+    )
+
+
+def write_scores(path: Path, scores: ScenarioScores) -> None:
+    """Write ``scores.npz``, saying so when it replaces a damaged one (zero bytes, cut short,
+    arrays missing) rather than an older good one."""
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                damaged = not set(REQUIRED) <= set(data.files)
+        except READ_ERRORS:
+            damaged = True
+        if damaged:
+            log.warning("%s: unreadable; rewritten from the per-model caches", path)
+    scores.save(path)
+
+
+def plan_all(root: Path, task: Task, options: PredictOptions) -> list[ScenarioPlan]:
+    """Plan every scenario of the bundle (so bad seeds stop the run before any model runs)."""
+    return [
+        plan_scenario(
+            root, task, folder.name, options.sources, options.population, options.population_seed
+        )
+        for folder in scenario_dirs(root, task)
+    ]
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario of a ``save_preds`` call: its plan, what ran, the scores if assembled."""
+
+    plan: ScenarioPlan
+    stats: RunStats
+    scores: ScenarioScores | None
+
+
+def predict(
+    root: Path,
+    task: Task,
+    dataset: TensorPairDataset,
+    preds: Path,
+    options: PredictOptions,
+    *,
+    assemble_only: bool = False,
+) -> list[ScenarioResult]:
+    """save_preds' engine: plan every scenario, run (a shard of) the models, assemble.
+
+    ``preds`` is ``<preds-dir>/<challenge>``.  With ``options.shard`` only that shard runs and
+    nothing is assembled; with ``assemble_only`` nothing runs, and a model without outputs in
+    any scenario stops the call before any ``scores.npz`` is written.
+    """
+    plans = plan_all(root, task, options)
+    labels = dataset.y.numpy()
+    results = []
+    if assemble_only:
+        loaded = [load_outputs(plan, preds / plan.scenario, options) for plan in plans]
+        missing = [label for _, absent in loaded for label in absent]
+        if missing:
+            raise missing_error(missing)
+        for plan, (outputs, _) in zip(plans, loaded, strict=True):
+            scores = assemble(plan, outputs, task, labels, options)
+            write_scores(scores_path(preds, plan.scenario), scores)
+            results.append(ScenarioResult(plan, RunStats(from_cache=len(plan.models)), scores))
+        return results
+    for plan in tqdm(plans, desc="scenarios", unit="scenario", disable=None):
+        out_dir = preds / plan.scenario
+        stats, outputs = run_models(
+            plan, out_dir, task, dataset, options, plan.in_shard(options.shard)
+        )
+        scores = None
+        if options.shard is None:
+            scores = assemble(plan, outputs, task, labels, options)
+            write_scores(scores_path(preds, plan.scenario), scores)
+        results.append(ScenarioResult(plan, stats, scores))
+    return results
 
 
 def save_scenario(
@@ -154,83 +375,16 @@ def save_scenario(
     dataset: TensorPairDataset,
     options: PredictOptions,
 ) -> tuple[ScenarioScores, int]:
-    """Compute (or resume) one scenario's outputs and write ``scores.npz``.
+    """Plan, run and assemble one scenario folder, writing ``out_dir/scores.npz``.
 
     Returns the scores and the number of records passed through a model in this call (0 when
     everything came from the per-model caches).
     """
-    models = _scenario_models(scenario, task)
-    points = np.unique(np.concatenate([m.challenge for m in models]))
-    population = choose_population(
-        task.dataset_len, points, options.population, options.population_seed
+    root = scenario.parent.parent  # <root>/<challenge>/<scenario>
+    plan = plan_scenario(
+        root, task, scenario.name, options.sources, options.population, options.population_seed
     )
-    runner = _Runner(task, dataset, options)
-    shadows = [m for m in models if m.phase == "train"]
-    shadow_margin = np.empty((len(shadows), len(points)), dtype=np.float64)
-    shadow_population = np.empty((len(shadows), len(population)), dtype=np.float64)
-    target_population: dict[tuple[str, int], np.ndarray] = {}
-    target_margin: dict[tuple[str, int], np.ndarray] = {}
-
-    bar = tqdm(models, desc=f"{scenario.name} models", unit="model", disable=None)
-    for model in bar:
-        folder = out_dir / "models" / model.phase
-        if model.phase == "train":
-            row = shadows.index(model)
-            shadow_margin[row] = runner.margins(
-                model,
-                folder / f"model_{model.id}.npz",
-                points,
-                "points",
-                logits=options.save_logits,
-            )
-        else:
-            key = (model.phase, model.id)
-            target_margin[key] = runner.margins(
-                model, folder / f"model_{model.id}.npz", model.challenge
-            )
-        if len(population):
-            values = runner.margins(
-                model, folder / f"model_{model.id}.population.npz", population, "population"
-            )
-            if model.phase == "train":
-                shadow_population[shadows.index(model)] = values
-            else:
-                target_population[(model.phase, model.id)] = values
-
-    shadow_in = np.stack([m.splits.training_mask()[points] for m in shadows])
-    column = {int(p): k for k, p in enumerate(points)}
-    phases = {}
-    for phase in PHASES:
-        members = [m for m in models if m.phase == phase]
-        if not members:
-            continue
-        cols = np.array([[column[int(p)] for p in m.challenge] for m in members])
-        if phase == "train":
-            rows = np.array([shadows.index(m) for m in members], dtype=np.int64)
-            margin = shadow_margin[rows[:, None], cols]
-            solution = np.stack([m.splits.solution for m in members])
-            pop = shadow_population[rows] if len(population) else None
-        else:
-            rows = np.full(len(members), -1, dtype=np.int64)
-            margin = np.stack([target_margin[(phase, m.id)] for m in members])
-            solution = None
-            pop = (
-                np.stack([target_population[(phase, m.id)] for m in members])
-                if len(population)
-                else None
-            )
-        ids = np.array([m.id for m in members], dtype=np.int64)
-        phases[phase] = PhaseScores(ids, cols.astype(np.int64), margin, rows, solution, pop)
-
-    scores = ScenarioScores(
-        points=points,
-        labels=dataset.y[torch.from_numpy(points)].numpy().astype(np.int64),
-        shadow_ids=np.array([m.id for m in shadows], dtype=np.int64),
-        shadow_margin=shadow_margin,
-        shadow_in=shadow_in,
-        phases=phases,
-        population=population,
-        shadow_population=shadow_population if len(population) else None,
-    )
-    scores.save(out_dir / SCORES_FILE)
-    return scores, runner.counter.records
+    stats, outputs = run_models(plan, out_dir, task, dataset, options)
+    scores = assemble(plan, outputs, task, dataset.y.numpy(), options)
+    write_scores(out_dir / SCORES_FILE, scores)
+    return scores, stats.records

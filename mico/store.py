@@ -25,17 +25,25 @@ population points, possibly 0):
 ``population``             int64 [Q]          dataset indices of non-challenge records
 ``shadow_population``      float64 [S, Q]     shadows' margins on them
 ``<phase>_population``     float64 [T, Q]     targets' margins on them
+``shadow_kind``            str [S]            where each shadow came from: ``train``, ``extra``
+``shadow_logits``          float32 [S, P, C]  shadows' logits (``--save-logits`` only)
+``<phase>_logits``         float32 [T, K, C]  targets' logits on their points (same)
+``provenance``             str (JSON)         what it was computed from (:mod:`mico.provenance`)
 =========================  =================  ===============================================
 
 The margin ``z = logit_y - logsumexp_{j != y} logit_j`` determines every score the attacks use
 (see :mod:`mico.inference`).  Each per-model file records the SHA-256 of the points it was
-computed on and the size and mtime of its ``model.pt``; a mismatch means it is recomputed.
+computed on and the size and mtime of its weight files; a mismatch means it is recomputed.  The
+caches are written without fsync, so every read validates them: a zero-byte, truncated,
+key-less, mis-shaped or non-finite cache is a miss (with a warning), never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +52,13 @@ import numpy as np
 from mico.fileio import save_npz_atomic
 from mico.tasks import PHASES
 
+log = logging.getLogger(__name__)
+
 SCORES_FILE = "scores.npz"
 FORMAT_VERSION = 1
+
+#: Every way reading an ``.npz`` written by someone else (or cut short) can fail.
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def points_digest(points: np.ndarray) -> str:
@@ -53,35 +66,65 @@ def points_digest(points: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(points, dtype=np.int64).tobytes()).hexdigest()
 
 
-def model_stamp(model_file: Path) -> str:
-    """Size and modification time of a ``model.pt``: replacing the file invalidates its cache."""
-    stat = model_file.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+def model_stamp(*files: Path) -> str:
+    """Size and modification time of a model's weight files: replacing one invalidates its
+    cache.  One file gives ``size:mtime_ns``, several are joined by ``;``."""
+    stamps = []
+    for path in files:
+        stat = path.stat()
+        stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return ";".join(stamps)
 
 
-def load_cached_margin(path: Path, digest: str, stamp: str, length: int) -> np.ndarray | None:
-    """A per-model cache file's margins if it matches points, model and length; else None."""
+@dataclass
+class ModelOutputs:
+    """One model's outputs on one point set: margins float64 [N], logits float32 [N, C]."""
+
+    margin: np.ndarray
+    logits: np.ndarray | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+
+
+def load_cached(
+    path: Path, digest: str, stamp: str, length: int, *, logits: bool = False
+) -> ModelOutputs | None:
+    """A per-model cache's outputs if it matches points, model and length; else None.
+
+    A cache that cannot be read (zero bytes, cut short, keys missing, NaN) is reported as a
+    warning and treated as missing: the model runs again and the file is replaced.
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             margin = data["margin"]
-    except (OSError, ValueError, KeyError):
+            raw = data["logits"] if logits and "logits" in data.files else None
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not an object")
+    except READ_ERRORS as exc:
+        log.warning("%s: unreadable cache (%s); the model runs again", path, _reason(exc))
         return None
-    if meta.get("points") != digest or meta.get("model") != stamp or margin.shape != (length,):
+    if meta.get("points") != digest or meta.get("model") != stamp:
+        return None  # made for other points or another model file: simply stale
+    if margin.shape != (length,) or not np.all(np.isfinite(margin)):
+        log.warning("%s: cache holds wrong-shaped or NaN margins; the model runs again", path)
         return None
-    return margin
+    if logits and (raw is None or raw.ndim != 2 or len(raw) != length):
+        return None  # logits asked for but not kept by the run that wrote it
+    return ModelOutputs(margin, raw)
 
 
-def save_cached_margin(
-    path: Path, margin: np.ndarray, digest: str, stamp: str, logits: np.ndarray | None = None
-) -> None:
-    """Write one model's margins (and logits if given) with the metadata that validates them."""
+def save_cached(path: Path, outputs: ModelOutputs, digest: str, stamp: str) -> None:
+    """Write one model's outputs with the metadata that validates them."""
     meta = json.dumps({"points": digest, "model": stamp, "version": FORMAT_VERSION})
-    arrays = {"margin": np.asarray(margin, dtype=np.float64), "meta": np.array(meta)}
-    if logits is not None:
-        arrays["logits"] = np.asarray(logits, dtype=np.float32)
+    arrays = {"margin": np.asarray(outputs.margin, dtype=np.float64), "meta": np.array(meta)}
+    if outputs.logits is not None:
+        arrays["logits"] = np.asarray(outputs.logits, dtype=np.float32)
     save_npz_atomic(path, durable=False, **arrays)  # validated on every read
 
 
@@ -95,6 +138,7 @@ class PhaseScores:
     shadow: np.ndarray
     solution: np.ndarray | None = None
     population: np.ndarray | None = None
+    logits: np.ndarray | None = None
 
     @property
     def shadow_or_none(self) -> np.ndarray | None:
@@ -102,9 +146,17 @@ class PhaseScores:
         return self.shadow if np.any(self.shadow >= 0) else None
 
 
+#: Arrays every ``scores.npz`` holds; a file without one of them is unreadable.
+REQUIRED = ("version", "points", "labels", "shadow_ids", "shadow_margin", "shadow_in", "population")
+
+
 @dataclass
 class ScenarioScores:
-    """The contents of one ``scores.npz`` (see the module docstring for shapes)."""
+    """The contents of one ``scores.npz`` (see the module docstring for shapes).
+
+    ``shadow_kind`` says where each shadow row came from (None in files from before extra
+    shadows: all ``train``); ``provenance`` is the record :mod:`mico.provenance` checks.
+    """
 
     points: np.ndarray
     labels: np.ndarray
@@ -114,6 +166,9 @@ class ScenarioScores:
     phases: dict[str, PhaseScores] = field(default_factory=dict)
     population: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     shadow_population: np.ndarray | None = None
+    shadow_kind: np.ndarray | None = None
+    shadow_logits: np.ndarray | None = None
+    provenance: dict | None = None
 
     def save(self, path: Path) -> None:
         """Write atomically as ``scores.npz``."""
@@ -126,34 +181,47 @@ class ScenarioScores:
             "shadow_in": self.shadow_in,
             "population": self.population,
         }
-        if self.shadow_population is not None:
-            arrays["shadow_population"] = self.shadow_population
+        optional = {
+            "shadow_population": self.shadow_population,
+            "shadow_kind": self.shadow_kind,
+            "shadow_logits": self.shadow_logits,
+        }
+        if self.provenance is not None:
+            optional["provenance"] = np.array(json.dumps(self.provenance, sort_keys=True))
         for phase, data in self.phases.items():
             arrays[f"{phase}_ids"] = data.ids
             arrays[f"{phase}_points"] = data.points
             arrays[f"{phase}_margin"] = data.margin
             arrays[f"{phase}_shadow"] = data.shadow
-            if data.solution is not None:
-                arrays[f"{phase}_solution"] = data.solution
-            if data.population is not None:
-                arrays[f"{phase}_population"] = data.population
+            optional[f"{phase}_solution"] = data.solution
+            optional[f"{phase}_population"] = data.population
+            optional[f"{phase}_logits"] = data.logits
+        arrays.update({key: value for key, value in optional.items() if value is not None})
         save_npz_atomic(path, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> ScenarioScores:
-        """Read a ``scores.npz``, checking version and shapes."""
+        """Read a ``scores.npz``, checking version and shapes; any damage is one ``ValueError``."""
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run save_preds.py first")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable ({exc}); rerun save_preds.py") from None
-        if int(arrays.get("version", -1)) != FORMAT_VERSION:
+            missing = [key for key in REQUIRED if key not in arrays]
+            if missing:
+                raise KeyError(f"no {missing[0]!r} array")
+            provenance = arrays.get("provenance")
+            record = None if provenance is None else json.loads(str(provenance))
+        except READ_ERRORS as exc:
+            raise ValueError(f"{path}: unreadable ({_reason(exc)}); rerun save_preds.py") from None
+        if int(arrays["version"]) != FORMAT_VERSION:
             raise ValueError(f"{path}: written by another version; rerun save_preds.py")
         phases = {}
         for phase in PHASES:
             if f"{phase}_ids" in arrays:
+                keys = [f"{phase}_{name}" for name in ("points", "margin", "shadow")]
+                if any(key not in arrays for key in keys):
+                    raise ValueError(f"{path}: {phase} arrays incomplete; rerun save_preds.py")
                 phases[phase] = PhaseScores(
                     ids=arrays[f"{phase}_ids"],
                     points=arrays[f"{phase}_points"],
@@ -161,6 +229,7 @@ class ScenarioScores:
                     shadow=arrays[f"{phase}_shadow"],
                     solution=arrays.get(f"{phase}_solution"),
                     population=arrays.get(f"{phase}_population"),
+                    logits=arrays.get(f"{phase}_logits"),
                 )
         scores = cls(
             points=arrays["points"],
@@ -171,19 +240,27 @@ class ScenarioScores:
             phases=phases,
             population=arrays["population"],
             shadow_population=arrays.get("shadow_population"),
+            shadow_kind=arrays.get("shadow_kind"),
+            shadow_logits=arrays.get("shadow_logits"),
+            provenance=record if isinstance(record, dict) else None,
         )
         scores.check(path)
         return scores
 
     def check(self, path: Path) -> None:
         """Raise ``ValueError`` naming ``path`` if the arrays do not fit together."""
-        s, p = self.shadow_margin.shape
-        ok = self.shadow_in.shape == (s, p) and self.points.shape == (p,)
+        ok = self.shadow_margin.ndim == 2
+        s, p = self.shadow_margin.shape if ok else (0, 0)
+        ok = ok and self.shadow_in.shape == (s, p) and self.points.shape == (p,)
         ok = ok and self.shadow_ids.shape == (s,)
+        ok = ok and (self.shadow_kind is None or self.shadow_kind.shape == (s,))
+        logits = self.shadow_logits
+        ok = ok and (logits is None or (logits.ndim == 3 and logits.shape[:2] == (s, p)))
         for data in self.phases.values():
             t = len(data.ids)
             ok = ok and data.points.shape == data.margin.shape and data.points.shape[0] == t
             ok = ok and data.shadow.shape == (t,)
             ok = ok and bool(np.all((data.points >= 0) & (data.points < p)))
+            ok = ok and (data.logits is None or data.logits.shape[:2] == data.points.shape)
         if not ok:
             raise ValueError(f"{path}: arrays have inconsistent shapes; rerun save_preds.py")

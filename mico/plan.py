@@ -1,0 +1,261 @@
+"""save_preds' plan: which models of a scenario run over which points, before any model runs.
+
+A scenario's models come from *model sources*, each a cheap listing (:class:`ModelRef`: folder,
+the files that say what the model trained on, its weight files) and a reader that turns a listing
+into a :class:`PlannedModel` (challenge points, solution, training members).  Two sources exist:
+
+* ``bundle``: MICO's ``train``/``dev``/``final`` models, membership known for ``train`` only;
+* ``extra``: extra shadow models (``<root>/shadows/<challenge>/<scenario>/model_N/``, issue #12)
+  whose ``members.npy`` lists the sorted dataset indices each trained on.
+
+A *shadow* is any model whose membership is known, whichever source it came from; a *target*
+is any model with challenge points (it gets predictions).  A ``train`` model is both.  Shadows
+run over the pooled challenge points of every target, targets that are not shadows over their
+own points only.  :data:`DEFAULT_SOURCES` names the sources a run uses; adding ``"extra"`` makes
+``save_preds.py`` pick up extra shadows without any other change.
+
+Planning reads every seed first, so a missing or malformed seed file is reported, naming the
+model, before the first model of any scenario runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mico.layout import (
+    MEMBERS_FILE,
+    SEED_FILES,
+    challenge_dir,
+    model_dirs,
+    model_id,
+    model_name,
+    shadows_dir,
+)
+from mico.splits import challenge_indices, read_seed, split_indices
+from mico.tasks import PHASES, Task
+
+#: The kind of an extra shadow model (bundle models have their phase as kind).
+EXTRA = "extra"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as listed on disk: enough to fingerprint it without reconstructing its splits.
+
+    ``identity`` are the files whose contents decide which records the model saw (seeds, or
+    ``members.npy``); ``weights`` its weight files.  ``kind`` is the phase of a bundle model or
+    ``extra``.
+    """
+
+    kind: str
+    id: int
+    folder: Path
+    identity: tuple[str, ...]
+    weights: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """``train/model_3``: how messages and provenance records name the model."""
+        return f"{self.kind}/{model_name(self.id)}"
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedModel:
+    """A model with what the plan needs: its challenge points (a target) and members (a shadow).
+
+    ``challenge`` [2m] dataset indices in challenge order, or None for a model that gets no
+    predictions; ``solution`` [2m] int8 where known; ``members`` sorted dataset indices it
+    trained on, or None when unknown (dev/final targets).
+    """
+
+    ref: ModelRef
+    challenge: np.ndarray | None
+    solution: np.ndarray | None = None
+    members: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def is_shadow(self) -> bool:
+        """Membership known: the model can serve as a shadow model."""
+        return self.members is not None
+
+    @property
+    def is_target(self) -> bool:
+        """Challenge points known: the model gets a prediction per point."""
+        return self.challenge is not None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where models come from: ``find(root, task, scenario)`` lists, ``read(ref, task)`` plans."""
+
+    name: str
+    find: Callable[[Path, Task, str], list[ModelRef]]
+    read: Callable[[ModelRef, Task], PlannedModel]
+
+
+def _find_bundle(root: Path, task: Task, scenario: str) -> list[ModelRef]:
+    folder = challenge_dir(root, task.name) / scenario
+    refs = []
+    for phase in PHASES:
+        seeds = SEED_FILES if phase == "train" else SEED_FILES[:1]
+        for model in model_dirs(folder, phase):
+            refs.append(ModelRef(phase, model_id(model), model, seeds, task.model_files))
+    return refs
+
+
+def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
+    """Challenge points from ``seed_challenge``; train models also their members and solution.
+
+    Every seed a train model needs is read here, so a missing one is named before any model
+    runs (MICO publishes all three for train models).
+    """
+    seeds = [read_seed(ref.folder / name) for name in ref.identity]
+    if ref.kind != "train":
+        return PlannedModel(ref, challenge_indices(task.dataset_len, task.len_challenge, seeds[0]))
+    splits = split_indices(task.dataset_len, task.len_training, task.len_challenge, *seeds)
+    members = np.flatnonzero(splits.training_mask())
+    return PlannedModel(ref, splits.challenge, splits.solution, members)
+
+
+def _find_extra(root: Path, task: Task, scenario: str) -> list[ModelRef]:
+    folder = shadows_dir(root, task.name, scenario)
+    return [
+        ModelRef(EXTRA, model_id(model), model, (MEMBERS_FILE,), task.model_files)
+        for model in model_dirs(folder.parent, folder.name)
+    ]
+
+
+def read_members(path: Path, dataset_len: int) -> np.ndarray:
+    """A ``members.npy``: strictly increasing int dataset indices in ``[0, dataset_len)``."""
+    try:
+        members = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: membership file missing; retrain this shadow") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    ok = members.ndim == 1 and np.issubdtype(members.dtype, np.integer)
+    ok = ok and (len(members) == 0 or (members[0] >= 0 and members[-1] < dataset_len))
+    if not ok or np.any(np.diff(members) <= 0):
+        raise ValueError(
+            f"{path}: expected sorted unique dataset indices in [0, {dataset_len}); retrain "
+            "this shadow"
+        )
+    return members.astype(np.int64)
+
+
+def _read_extra(ref: ModelRef, task: Task) -> PlannedModel:
+    return PlannedModel(ref, None, None, read_members(ref.folder / MEMBERS_FILE, task.dataset_len))
+
+
+BUNDLE_SOURCE = ModelSource("bundle", _find_bundle, _read_bundle)
+EXTRA_SOURCE = ModelSource(EXTRA, _find_extra, _read_extra)
+
+#: Every model source by name (provenance records the names a ``scores.npz`` was made with).
+SOURCES: dict[str, ModelSource] = {s.name: s for s in (BUNDLE_SOURCE, EXTRA_SOURCE)}
+
+#: The sources a run uses.  ``("bundle", "extra")`` adds #12's extra shadows as shadow rows.
+DEFAULT_SOURCES: tuple[str, ...] = ("bundle",)
+
+
+def get_sources(names: Sequence[str]) -> list[ModelSource]:
+    """The sources named, with an error listing the known ones."""
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown model source {unknown[0]!r}: choose from {sorted(SOURCES)}")
+    return [SOURCES[name] for name in names]
+
+
+def find_models(root: Path, task: Task, scenario: str, sources: Sequence[str]) -> list[ModelRef]:
+    """Every model of the scenario, as listed by ``sources``, in plan order."""
+    return [ref for source in get_sources(sources) for ref in source.find(root, task, scenario)]
+
+
+def choose_population(dataset_len: int, exclude: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` sorted dataset indices outside ``exclude`` (the challenge points), seeded."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.setdiff1d(np.arange(dataset_len, dtype=np.int64), exclude)
+    if count > len(candidates):
+        available = len(candidates)
+        raise ValueError(
+            f"--population {count} exceeds the {available} non-challenge records of this "
+            f"bundle: pass --population {available} or fewer"
+        )
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(candidates, size=count, replace=False))
+
+
+@dataclass
+class ScenarioPlan:
+    """One scenario's models and point sets.
+
+    ``models`` is the run order: a model's position ``k`` in it decides its shard (``k % N``);
+    for a MICO bundle ``k`` is the model id, and extra shadows follow the bundle's models.
+    ``points`` [P] are the sorted unique challenge points of every target, ``population`` [Q]
+    the non-challenge records (possibly none).
+    """
+
+    root: Path
+    scenario: str
+    sources: tuple[str, ...]
+    models: list[PlannedModel]
+    points: np.ndarray
+    population: np.ndarray
+    shadows: list[PlannedModel] = field(init=False)
+    shadow_row: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shadows = [m for m in self.models if m.is_shadow]
+        self.shadow_row = {m.ref.label: row for row, m in enumerate(self.shadows)}
+
+    def points_of(self, model: PlannedModel) -> np.ndarray:
+        """What ``model`` runs over: every challenge point for a shadow, else its own."""
+        if model.is_shadow:
+            return self.points
+        assert model.challenge is not None  # a model is a shadow, a target or both
+        return model.challenge
+
+    def shadow_in(self) -> np.ndarray:
+        """bool [S, P]: shadow ``s`` trained on point ``p`` (by dataset index)."""
+        rows = [np.isin(self.points, m.members, assume_unique=True) for m in self.shadows]
+        return np.stack(rows) if rows else np.zeros((0, len(self.points)), dtype=bool)
+
+    def in_shard(self, shard: tuple[int, int] | None) -> list[PlannedModel]:
+        """The models of shard ``(K, N)`` (1-based ``K``): position ``k`` with ``k % N == K - 1``;
+        every model when ``shard`` is None."""
+        if shard is None:
+            return list(self.models)
+        index, count = shard
+        return [m for k, m in enumerate(self.models) if k % count == index - 1]
+
+
+def plan_scenario(
+    root: Path,
+    task: Task,
+    scenario: str,
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    population: int = 0,
+    population_seed: int = 0,
+) -> ScenarioPlan:
+    """Read every model's seeds or membership and pool the challenge points (no model runs)."""
+    listed = [(src, ref) for src in get_sources(sources) for ref in src.find(root, task, scenario)]
+    models = [
+        source.read(ref, task)
+        for source, ref in tqdm(listed, desc=f"{scenario} splits", leave=False, disable=None)
+    ]
+    if not any(m.is_shadow for m in models):
+        raise ValueError(
+            f"{challenge_dir(root, task.name) / scenario}/train: no train models, so no shadow "
+            "models for the attack"
+        )
+    challenges = [m.challenge for m in models if m.challenge is not None]
+    if not challenges:
+        raise ValueError(f"{scenario}: no model has challenge points, nothing to predict")
+    points = np.unique(np.concatenate(challenges))
+    chosen = choose_population(task.dataset_len, points, population, population_seed)
+    return ScenarioPlan(Path(root), scenario, tuple(sources), models, points, chosen)

@@ -1,0 +1,117 @@
+"""What a ``scores.npz`` was computed from, and a check that the bundle is still that.
+
+``save_preds.py`` records, per scenario, the bundle root, the track sizes, the model sources
+and, per model, a digest of the files that decide what it trained on (seeds, ``members.npy``)
+and the size and mtime of its weight files.  An attack run on a bundle whose seeds or models
+changed since (or on another bundle sharing ``--preds-dir``) would write predictions for the
+wrong models without a word; :func:`check_against_bundle` refuses it in one line instead.
+Checking costs a directory listing, one small read per seed file and one ``stat`` per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from mico.plan import DEFAULT_SOURCES, ModelRef, find_models
+from mico.store import ScenarioScores, model_stamp
+from mico.tasks import Task
+
+#: Version of the record's layout; a record of another version never matches.
+RECORD_FORMAT = 1
+
+#: Differences named in the error before "and N more".
+SHOWN = 3
+
+
+def fingerprint(ref: ModelRef) -> dict[str, str]:
+    """``identity``: SHA-256 over the model's seed/membership files (a missing file counts as
+    content); ``weights``: :func:`mico.store.model_stamp` of its weight files, or ``missing``."""
+    digest = hashlib.sha256()
+    for name in ref.identity:
+        digest.update(name.encode() + b"\0")
+        path = ref.folder / name
+        digest.update(path.read_bytes() if path.is_file() else b"\0missing\0")
+        digest.update(b"\0")
+    files = [ref.folder / name for name in ref.weights]
+    weights = model_stamp(*files) if all(f.is_file() for f in files) else "missing"
+    return {"identity": digest.hexdigest(), "weights": weights}
+
+
+def _sizes(task: Task) -> list[int]:
+    return [task.dataset_len, task.len_training, task.len_challenge]
+
+
+def bundle_record(
+    root: str | Path,
+    task: Task,
+    scenario: str,
+    sources: tuple[str, ...] = DEFAULT_SOURCES,
+    refs: list[ModelRef] | None = None,
+) -> dict:
+    """The record stored in ``scores.npz``: the bundle's current state for ``scenario``.
+
+    ``refs`` are the models to record (default: whatever ``sources`` list now).
+    """
+    if refs is None:
+        refs = find_models(Path(root), task, scenario, sources)
+    return {
+        "format": RECORD_FORMAT,
+        "root": str(Path(root).resolve()),
+        "challenge": task.name,
+        "scenario": scenario,
+        "sizes": _sizes(task),
+        "sources": list(sources),
+        "models": {ref.label: fingerprint(ref) for ref in refs},
+    }
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """What changed between two records, in words (empty when they match)."""
+    if recorded.get("format") != RECORD_FORMAT:
+        return ["the record is of another format"]
+    found = []
+    if recorded.get("challenge") != current["challenge"]:
+        found.append(f"it is for {recorded.get('challenge')!r}")
+    if recorded.get("sizes") != current["sizes"]:
+        found.append(f"sizes changed from {recorded.get('sizes')} to {current['sizes']}")
+    before = recorded.get("models")
+    before = before if isinstance(before, dict) else {}
+    now = current["models"]
+    for label in sorted(set(before) - set(now)):
+        found.append(f"{label} is gone")
+    for label in sorted(set(now) - set(before)):
+        found.append(f"{label} is new")
+    for label in sorted(set(now) & set(before)):
+        old = before[label] if isinstance(before[label], dict) else {}
+        if old.get("identity") != now[label]["identity"]:
+            found.append(f"{label} seeds or membership changed")
+        elif old.get("weights") != now[label]["weights"]:
+            found.append(f"{label} model file changed")
+    return found
+
+
+def check_against_bundle(
+    scores: ScenarioScores, root: str | Path, task: Task, scenario: str | Path
+) -> None:
+    """Raise ``ValueError`` (one line, saying to rerun ``save_preds.py``) unless ``scores`` was
+    computed from the bundle at ``root`` as it is now: same models, seeds and model files.
+
+    ``scenario`` is the scenario's name or folder.
+    """
+    name = Path(scenario).name
+    rerun = f"rerun save_preds.py --challenge {task.name} --root {root}"
+    recorded = scores.provenance
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{name}: scores.npz does not record what it was computed from; {rerun}")
+    sources = recorded.get("sources")
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise ValueError(f"{name}: scores.npz has a damaged provenance record; {rerun}")
+    current = bundle_record(root, task, name, tuple(sources))
+    found = differences(recorded, current)
+    if found:
+        more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+        raise ValueError(
+            f"{name}: scores.npz was computed from {recorded.get('root')} as it was then, but "
+            f"{', '.join(found[:SHOWN])}{more}; {rerun}"
+        )

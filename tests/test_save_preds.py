@@ -1,0 +1,215 @@
+"""save_preds as plan / run / assemble: shards in separate processes, assembly refusals, caches
+that heal, errors that name the model, logits, extra shadows, and the provenance record."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import save_preds
+from mico.inference import true_label_margin
+from mico.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
+from mico.plan import EXTRA
+from mico.predict import PredictOptions, save_scenario
+from mico.provenance import check_against_bundle
+from mico.splits import read_seed, split_indices
+from mico.store import ScenarioScores
+from mico.tasks import load_task
+from tests.conftest import TINY_POPULATION
+
+REPO = Path(__file__).resolve().parents[1]
+CHALLENGE = "purchase100"
+POPULATION = ["--population", str(TINY_POPULATION[CHALLENGE])]
+
+
+def _args(root: Path, *extra: str) -> list[str]:
+    return ["--challenge", CHALLENGE, "--root", str(root), *POPULATION, *extra]
+
+
+def _scores(root: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every scenario's ``scores.npz`` arrays (the provenance record names the root: left out)."""
+    found = {}
+    for path in sorted((root / "preds" / CHALLENGE).glob(f"*/{SCORES_FILE}")):
+        with np.load(path) as data:
+            found[path.parent.name] = {k: data[k] for k in data.files if k != "provenance"}
+    return found
+
+
+def _caches(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (root / "preds").rglob("models/*/*.npz")}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for scenario, arrays in want.items():
+        assert got[scenario].keys() == arrays.keys(), scenario
+        for key, value in arrays.items():
+            assert np.array_equal(got[scenario][key], value), f"{scenario}: {key}"
+
+
+def test_shards_in_two_processes_then_a_plain_run_equal_an_unsharded_run(
+    tiny_purchase, tiny_copy, capsys
+):
+    root = tiny_copy(CHALLENGE)
+    shutil.rmtree(root / "preds")
+    command = [sys.executable, str(REPO / "save_preds.py"), *_args(root, "-q")]
+    first = subprocess.run([*command, "--shard", "1/2"], cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    # Only shard 1 ran: assembling now is refused, naming the models of shard 2 and nothing else.
+    capsys.readouterr()
+    assert save_preds.main(_args(root, "--assemble")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "no outputs yet" in err
+    assert "purchase100_inf train/model_1" in err and "purchase100_inf train/model_0," not in err
+    assert not list((root / "preds").rglob(SCORES_FILE))
+    second = subprocess.run([*command, "--shard", "2/2"], cwd=REPO, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    caches = _caches(root)
+    assert len(caches) == 3 * 6 * 2  # 3 scenarios x 6 models x (points, population)
+    assert save_preds.main(_args(root)) == 0
+    log = capsys.readouterr().err
+    assert log.count(": 6 models: 0 run, 6 from cache (0 records evaluated)") == 3
+    assert _caches(root) == caches  # nothing rewritten
+    _assert_same(_scores(root), _scores(tiny_purchase))
+
+
+def test_bad_shard_values_are_refused(tmp_path, capsys):
+    for value in ("0/2", "3/2", "x", "1/0"):
+        with pytest.raises(SystemExit):
+            save_preds.main(_args(tmp_path, "--shard", value))
+        assert "K/N" in capsys.readouterr().err
+
+
+def test_damaged_caches_and_scores_are_misses_that_heal(tiny_purchase, tiny_copy, capsys):
+    root = tiny_copy(CHALLENGE)
+    folder = root / "preds" / CHALLENGE / f"{CHALLENGE}_hi"
+    zero = folder / "models" / "train" / "model_2.npz"
+    cut = folder / "models" / "dev" / "model_4.npz"
+    keyless = folder / "models" / "final" / "model_5.population.npz"
+    zero.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:300])
+    np.savez(keyless, unrelated=np.zeros(3))
+    scores = folder / SCORES_FILE
+    scores.write_bytes(scores.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="unreadable .*rerun save_preds.py"):
+        ScenarioScores.load(scores)
+    capsys.readouterr()
+    assert save_preds.main(_args(root)) == 0
+    log = capsys.readouterr().err
+    for path in (zero, cut, keyless):
+        assert f"{path}: unreadable cache" in log
+    assert f"{scores}: unreadable; rewritten" in log
+    assert "purchase100_hi: 6 models: 3 run, 3 from cache" in log
+    _assert_same(_scores(root), _scores(tiny_purchase))
+    # A scores.npz without its arrays reads as damaged too, in one line.
+    np.savez(scores, version=np.array(1))
+    with pytest.raises(ValueError, match="unreadable .*'points'.*rerun save_preds.py"):
+        ScenarioScores.load(scores)
+
+
+def test_a_missing_seed_is_named_before_any_model_runs(tiny_copy, capsys):
+    root = tiny_copy(CHALLENGE)
+    shutil.rmtree(root / "preds")
+    model = model_dirs(root / CHALLENGE / f"{CHALLENGE}_lo", "train")[1]
+    (model / "seed_training").unlink()
+    assert save_preds.main(_args(root)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {model / 'seed_training'}: seed file missing; is the bundle complete?"
+    assert not (root / "preds").exists()  # the inf and hi scenarios did not run either
+
+
+def test_a_model_with_nan_outputs_is_refused_by_name(tiny_copy, capsys):
+    root = tiny_copy(CHALLENGE)
+    model = model_dirs(root / CHALLENGE / f"{CHALLENGE}_inf", "dev")[0]
+    state = torch.load(model / "model.pt", weights_only=True)
+    first = next(iter(state))
+    state[first] = torch.full_like(state[first], float("nan"))
+    torch.save(state, model / "model.pt")
+    assert save_preds.main(_args(root)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {model}: the model's outputs are NaN or infinite")
+    assert "\n" not in err
+
+
+def test_save_logits_stores_every_models_logits_and_keeps_the_margins(tiny_purchase, tiny_copy):
+    root = tiny_copy(CHALLENGE)
+    assert save_preds.main(_args(root, "-q", "--save-logits")) == 0
+    plain = _scores(tiny_purchase)
+    for scenario, arrays in _scores(root).items():
+        s, p = arrays["shadow_margin"].shape
+        logits = arrays["shadow_logits"]
+        assert logits.shape == (s, p, 100) and logits.dtype == np.float32
+        labels = torch.from_numpy(arrays["labels"])
+        for row in range(s):
+            margin = true_label_margin(torch.from_numpy(logits[row]), labels).numpy()
+            np.testing.assert_allclose(margin, arrays["shadow_margin"][row], atol=1e-5)
+        for phase in ("train", "dev", "final"):
+            got = arrays[f"{phase}_logits"]
+            assert got.shape == (*arrays[f"{phase}_points"].shape, 100)
+            cols = arrays[f"{phase}_points"]
+            for k in range(len(got)):
+                margin = true_label_margin(torch.from_numpy(got[k]), labels[cols[k]]).numpy()
+                np.testing.assert_allclose(margin, arrays[f"{phase}_margin"][k], atol=1e-5)
+        for key, value in plain[scenario].items():  # the default outputs are unchanged
+            assert np.array_equal(arrays[key], value), key
+
+
+def test_provenance_refuses_a_changed_bundle(tiny_copy):
+    root = tiny_copy(CHALLENGE)
+    task = load_task(root, CHALLENGE)
+    scenario = f"{CHALLENGE}_hi"
+    scores = ScenarioScores.load(root / "preds" / CHALLENGE / scenario / SCORES_FILE)
+    check_against_bundle(scores, root, task, scenario)  # untouched: passes
+    dev = model_dirs(root / CHALLENGE / scenario, "dev")[0]
+    seed = dev / "seed_challenge"
+    original = seed.read_text()
+    seed.write_text(f"{read_seed(seed) + 1}\n")
+    with pytest.raises(ValueError, match=r"dev/model_4 seeds or .*; rerun save_preds.py") as err:
+        check_against_bundle(scores, root, task, scenario)
+    assert "\n" not in str(err.value)
+    seed.write_text(original)
+    check_against_bundle(scores, root, task, scenario)
+    final = model_dirs(root / CHALLENGE / scenario, "final")[0]
+    shutil.rmtree(final)
+    with pytest.raises(ValueError, match="final/model_5 is gone; rerun save_preds.py"):
+        check_against_bundle(scores, root, task, scenario)
+    scores.provenance = None
+    with pytest.raises(ValueError, match="does not record what it was computed from"):
+        check_against_bundle(scores, root, task, scenario)
+
+
+def test_extra_shadows_join_as_shadow_rows_with_their_own_membership(tiny_copy):
+    root = tiny_copy(CHALLENGE)
+    task = load_task(root, CHALLENGE)
+    scenario = root / CHALLENGE / f"{CHALLENGE}_inf"
+    # An "extra" shadow that is a copy of train/model_0, with its membership as members.npy.
+    source = model_dirs(scenario, "train")[0]
+    seeds = [read_seed(source / name) for name in SEED_FILES]
+    splits = split_indices(task.dataset_len, task.len_training, task.len_challenge, *seeds)
+    extra = shadows_dir(root, CHALLENGE, scenario.name) / "model_0"
+    extra.mkdir(parents=True)
+    shutil.copy2(source / "model.pt", extra / "model.pt")
+    np.save(extra / MEMBERS_FILE, np.flatnonzero(splits.training_mask()))
+    options = PredictOptions(sources=("bundle", EXTRA))
+    dataset = task.load_dataset(root / "data")
+    out = root / "preds" / CHALLENGE / scenario.name
+    scores, evaluated = save_scenario(scenario, out, task, dataset, options)
+    assert evaluated == len(scores.points)  # only the new shadow ran
+    assert scores.shadow_kind.tolist() == ["train"] * 4 + [EXTRA]
+    assert scores.shadow_ids.tolist() == [0, 1, 2, 3, 0]
+    assert np.array_equal(scores.shadow_margin[4], scores.shadow_margin[0])
+    assert np.array_equal(scores.shadow_in[4], scores.shadow_in[0])
+    assert scores.phases["train"].shadow.tolist() == [0, 1, 2, 3]
+    check_against_bundle(scores, root, task, scenario.name)
+    (extra / MEMBERS_FILE).unlink()
+    np.save(extra / MEMBERS_FILE, np.array([3, 1]))
+    with pytest.raises(ValueError, match="extra/model_0 seeds or membership changed"):
+        check_against_bundle(scores, root, task, scenario.name)
+    with pytest.raises(ValueError, match=f"{MEMBERS_FILE}: expected sorted unique"):
+        save_scenario(scenario, out, task, dataset, options)
