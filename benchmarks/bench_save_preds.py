@@ -109,7 +109,7 @@ def main() -> None:
     dataset = _synthetic_dataset(args.challenge, task.dataset_len, rng)
     options = PredictOptions(device=resolve_device(args.device), batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        scenario = Path(tmp) / task.scenarios[0]
+        scenario = Path(tmp) / task.name / task.scenarios[0]  # <root>/<challenge>/<scenario>
         _write_bundle(scenario, task, args.shadows, args.targets, rng)
         # Warm-up (kernel selection, allocator) on one model, outside both timings.
         warm = load_model(task, scenario / "train" / "model_0" / "model.pt", options.device)
