@@ -115,3 +115,10 @@ def check_against_bundle(
             f"{name}: scores.npz was computed from {recorded.get('root')} as it was then, but "
             f"{', '.join(found[:SHOWN])}{more}; {rerun}"
         )
+
+
+def load_checked(path: Path, root: str | Path, task: Task, scenario: str | Path) -> ScenarioScores:
+    """``ScenarioScores.load(path)``, then :func:`check_against_bundle`: what an attack calls."""
+    scores = ScenarioScores.load(path)
+    check_against_bundle(scores, root, task, scenario)
+    return scores
