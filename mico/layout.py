@@ -13,7 +13,8 @@
     <root>/shadows/<challenge>/<scenario>/model_N/       extra shadow models (train_shadows)
         model.pt, members.npy, recipe.json, epsilon, accuracy
     <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.store)
-    <preds>/<challenge>/<scenario>/models/<phase>/model_N.npz    its per-model caches
+    <preds>/<challenge>/<scenario>/models/<kind>/model_N.npz     its per-model caches (kind:
+                                                         the phase, or extra)
 
 Model ids run on across phases as in MICO: train ``0..T-1``, dev from ``T``, final after dev.
 Nothing here touches the disk except :func:`model_dirs`, which lists what exists.

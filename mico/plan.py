@@ -215,9 +215,8 @@ class ScenarioPlan:
 
     def points_of(self, model: PlannedModel) -> np.ndarray:
         """What ``model`` runs over: every challenge point for a shadow, else its own."""
-        if model.is_shadow:
+        if model.is_shadow or model.challenge is None:
             return self.points
-        assert model.challenge is not None  # a model is a shadow, a target or both
         return model.challenge
 
     def shadow_in(self) -> np.ndarray:

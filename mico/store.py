@@ -40,10 +40,12 @@ key-less, mis-shaped or non-finite cache is a miss (with a warning), never a tra
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,6 +248,46 @@ class ScenarioScores:
         )
         scores.check(path)
         return scores
+
+    def kinds(self) -> np.ndarray:
+        """str [S]: each shadow row's kind (files from before extra shadows: all ``train``)."""
+        if self.shadow_kind is not None:
+            return self.shadow_kind
+        return np.full(len(self.shadow_ids), "train")
+
+    def select_shadows(self, kinds: Collection[str]) -> ScenarioScores:
+        """A copy keeping only the shadow rows of ``kinds`` (``train``, ``extra``), for choosing
+        which shadows an attack uses.  A target whose own row is dropped gets row -1: it is no
+        longer among the shadows, so there is nothing to leave out of its statistics."""
+        have = self.kinds()
+        keep = np.isin(have, list(kinds))
+        if not keep.any():
+            raise ValueError(
+                f"no shadow models of kind {', '.join(sorted(kinds))}; this scores.npz has "
+                f"{', '.join(sorted(set(have.tolist())))}"
+            )
+        row = np.full(len(keep), -1, dtype=np.int64)
+        row[keep] = np.arange(int(keep.sum()))
+        phases = {
+            name: dataclasses.replace(
+                data, shadow=np.where(data.shadow >= 0, row[np.maximum(data.shadow, 0)], -1)
+            )
+            for name, data in self.phases.items()
+        }
+
+        def rows(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[keep]
+
+        return dataclasses.replace(
+            self,
+            shadow_ids=self.shadow_ids[keep],
+            shadow_margin=self.shadow_margin[keep],
+            shadow_in=self.shadow_in[keep],
+            phases=phases,
+            shadow_population=rows(self.shadow_population),
+            shadow_kind=have[keep],
+            shadow_logits=rows(self.shadow_logits),
+        )
 
     def check(self, path: Path) -> None:
         """Raise ``ValueError`` naming ``path`` if the arrays do not fit together."""

@@ -17,7 +17,7 @@ from mico.inference import true_label_margin
 from mico.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
 from mico.plan import EXTRA
 from mico.predict import PredictOptions, save_scenario
-from mico.provenance import check_against_bundle
+from mico.provenance import check_against_bundle, load_checked
 from mico.splits import read_seed, split_indices
 from mico.store import ScenarioScores
 from mico.tasks import load_task
@@ -164,8 +164,8 @@ def test_provenance_refuses_a_changed_bundle(tiny_copy):
     root = tiny_copy(CHALLENGE)
     task = load_task(root, CHALLENGE)
     scenario = f"{CHALLENGE}_hi"
-    scores = ScenarioScores.load(root / "preds" / CHALLENGE / scenario / SCORES_FILE)
-    check_against_bundle(scores, root, task, scenario)  # untouched: passes
+    path = root / "preds" / CHALLENGE / scenario / SCORES_FILE
+    scores = load_checked(path, root, task, root / CHALLENGE / scenario)  # untouched: passes
     dev = model_dirs(root / CHALLENGE / scenario, "dev")[0]
     seed = dev / "seed_challenge"
     original = seed.read_text()
@@ -207,6 +207,16 @@ def test_extra_shadows_join_as_shadow_rows_with_their_own_membership(tiny_copy):
     assert np.array_equal(scores.shadow_in[4], scores.shadow_in[0])
     assert scores.phases["train"].shadow.tolist() == [0, 1, 2, 3]
     check_against_bundle(scores, root, task, scenario.name)
+    # Choosing shadows by kind: train alone is the bundle-only result, extra alone one row.
+    train = scores.select_shadows(["train"])
+    assert np.array_equal(train.shadow_margin, scores.shadow_margin[:4])
+    assert train.phases["train"].shadow.tolist() == [0, 1, 2, 3]
+    only = scores.select_shadows([EXTRA])
+    assert only.shadow_ids.tolist() == [0] and only.shadow_kind.tolist() == [EXTRA]
+    assert only.phases["train"].shadow.tolist() == [-1] * 4
+    assert np.array_equal(only.phases["dev"].margin, scores.phases["dev"].margin)
+    with pytest.raises(ValueError, match="no shadow models of kind nothing"):
+        scores.select_shadows(["nothing"])
     (extra / MEMBERS_FILE).unlink()
     np.save(extra / MEMBERS_FILE, np.array([3, 1]))
     with pytest.raises(ValueError, match="extra/model_0 seeds or membership changed"):
