@@ -181,10 +181,11 @@ def read_seed(path: str | Path) -> int:
     """Read a MICO ``seed_*`` file: one non-negative decimal integer (int64) and a newline."""
     path = Path(path)
     try:
-        text = path.read_text().strip()
+        text = path.read_bytes().decode("ascii", errors="replace").strip()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: seed file missing; is the bundle complete?") from None
-    if not text.isdigit() or int(text) >= 2**63:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses without a path.
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         raise ValueError(f"{path}: expected a non-negative int64 seed, got {text[:40]!r}")
     return int(text)
 

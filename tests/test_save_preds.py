@@ -124,6 +124,16 @@ def test_a_missing_seed_is_named_before_any_model_runs(tiny_copy, capsys):
     assert not (root / "preds").exists()  # the inf and hi scenarios did not run either
 
 
+@pytest.mark.parametrize("content", ["\u00b2\n".encode(), b"\xff\xfe12\n", b""])
+def test_a_malformed_seed_is_named(tiny_copy, capsys, content):
+    root = tiny_copy(CHALLENGE)
+    seed = model_dirs(root / CHALLENGE / f"{CHALLENGE}_hi", "dev")[0] / "seed_challenge"
+    seed.write_bytes(content)
+    assert save_preds.main(_args(root)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {seed}: expected a non-negative int64 seed") and "\n" not in err
+
+
 def test_a_model_with_nan_outputs_is_refused_by_name(tiny_copy, capsys):
     root = tiny_copy(CHALLENGE)
     model = model_dirs(root / CHALLENGE / f"{CHALLENGE}_inf", "dev")[0]
