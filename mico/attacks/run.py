@@ -1,0 +1,198 @@
+"""The library behind ``run_lira_mia.py``: run one attack (or compare them all) on a bundle.
+
+:func:`run_challenge` reads ``save_preds.py``'s ``scores.npz`` of every scenario, writes
+``prediction.csv`` for every model of every phase, and scores the train phase (which has ground
+truth) and, given a ``reference`` folder, dev/final. Where an attack chooses among several
+configurations, the choice is made on the train models and the train-phase numbers are a
+k-fold cross-validation estimate (:mod:`mico.selection`). :func:`compare_challenge` scores every
+row of :mod:`mico.attacks.compare` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mico.attacks.base import Config, Params
+from mico.attacks.compare import (
+    Predictor,
+    RowResult,
+    ScenarioComparison,
+    compare_scenario,
+    evaluate_row,
+)
+from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
+from mico.bundle import read_solution, scenario_dirs, write_prediction
+from mico.layout import model_dir, preds_root, scores_path
+from mico.scoring import metrics
+from mico.selection import DEFAULT_FOLDS
+from mico.store import ScenarioScores
+from mico.tasks import Task, load_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to attack and how.
+
+    ``params``: a fixed configuration of ``attack`` (e.g. the LiRA flags); None chooses among
+    the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
+    one). ``reference``: ground truth of dev/final to score them too (the demo's
+    ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
+    """
+
+    root: Path
+    challenge: str
+    preds_dir: Path | None = None
+    attack: str = DEFAULT_ATTACK
+    params: Params | None = None
+    folds: int = DEFAULT_FOLDS
+    reference: Path | None = None
+    write: bool = True
+
+
+@dataclass
+class ChallengeRun:
+    """The outcome of :func:`run_challenge`: train metrics ``{scenario: score dict}``,
+    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with a reference), the train
+    ROC inputs ``{scenario: (truth, predictions)}`` and a one-line description."""
+
+    task: Task
+    description: str
+    train: dict[str, dict[str, float]] = field(default_factory=dict)
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def check_options(options: RunOptions) -> Task:
+    """Validate the options against the bundle; return its task."""
+    attack = get_attack(options.attack)
+    if options.params is not None:
+        attack.config(options.params)
+    if options.folds < 2:
+        raise ValueError("--folds must be at least 2")
+    task = load_task(options.root, options.challenge)
+    if options.reference is not None and not (options.reference / task.name).is_dir():
+        raise FileNotFoundError(f"{options.reference / task.name} not found (--reference)")
+    return task
+
+
+def describe(options: RunOptions) -> str:
+    """A one-line name of what :func:`run_challenge` runs, for titles."""
+    attack = get_attack(options.attack)
+    if options.params is not None:
+        return attack.config(options.params).label
+    candidates = attack.configs()
+    if len(candidates) == 1:
+        return candidates[0].label
+    return f"{attack.name} ({options.folds}-fold CV estimate of the variant chosen on train)"
+
+
+def run_challenge(options: RunOptions) -> ChallengeRun:
+    """Run one attack on every scenario; write and score its predictions (module docstring)."""
+    task = check_options(options)
+    result = ChallengeRun(task, describe(options))
+    preds = preds_root(options.root, task.name, options.preds_dir)
+    for scenario in scenario_dirs(options.root, task):
+        path = scores_path(preds, scenario.name)
+        scores = ScenarioScores.load(path)
+        estimate, predictions = attack_scenario(scores, path, task, options)
+        for phase, data in scores.phases.items():
+            if options.write:
+                for model, values in zip(data.ids, predictions[phase], strict=True):
+                    folder = model_dir(options.root, task.name, scenario.name, phase, int(model))
+                    write_prediction(folder, values)
+            if phase == "train" and data.solution is not None and estimate is not None:
+                result.train[scenario.name] = metrics(data.solution, estimate)
+                result.curves[scenario.name] = (data.solution.ravel(), estimate.ravel())
+            elif phase != "train" and options.reference is not None:
+                truth = reference_solutions(options.reference, task, scenario.name, phase, data.ids)
+                result.held_out[f"{scenario.name} {phase}"] = metrics(truth, predictions[phase])
+        log.info("%s: predictions for %s", scenario.name, ", ".join(scores.phases))
+    if not result.train:
+        raise ValueError("no train phase with solutions: nothing to score")
+    return result
+
+
+def attack_scenario(
+    scores: ScenarioScores, path: Path, task: Task, options: RunOptions
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The train-phase predictions to score (a CV estimate where a choice is made) and the
+    predictions to write, ``{phase: [T, K]}``."""
+    attack = get_attack(options.attack)
+    if reason := attack.missing(scores, task.name):
+        raise ValueError(f"{path}: {reason}")
+    if warning := attack.warning(scores):
+        log.warning("%s: %s", path.parent.name, warning)
+    predictor = Predictor(scores)
+    fixed = _fixed_config(options)
+    if fixed is not None:
+        predictions = {phase: predictor.predict(fixed, phase) for phase in scores.phases}
+        return predictions.get("train"), predictions
+    if "train" not in scores.phases or scores.phases["train"].solution is None:
+        raise ValueError(f"{path}: no train phase with solutions to run {attack.name} with")
+    row = evaluate_row(predictor, attack.configs(), options.folds)
+    _log_choice(path, row)
+    return row.train, {phase: predictor.predict(row.chosen, phase) for phase in scores.phases}
+
+
+def _fixed_config(options: RunOptions) -> Config | None:
+    """The configuration to run as is, or None when the attack chooses by CV."""
+    attack = get_attack(options.attack)
+    if options.params is not None:
+        return attack.config(options.params)
+    candidates = attack.configs()
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _log_choice(path: Path, row: RowResult) -> None:
+    log.info(
+        "%s: %s chosen on all train models (%d of %d CV folds chose it too)",
+        path.parent.name,
+        row.chosen.label,
+        row.fold_choices.count(row.chosen.label),
+        len(row.fold_choices),
+    )
+
+
+def reference_solutions(
+    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
+) -> np.ndarray:
+    """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
+    folders = [model_dir(reference, task.name, scenario, phase, int(i)) for i in ids]
+    return np.stack([read_solution(folder, task.num_challenges) for folder in folders])
+
+
+def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
+    """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
+    task = check_options(options)
+    preds = preds_root(options.root, task.name, options.preds_dir)
+    results: dict[str, ScenarioComparison] = {}
+    for scenario in scenario_dirs(options.root, task):
+        path = scores_path(preds, scenario.name)
+        scores = ScenarioScores.load(path)
+        if "train" not in scores.phases or scores.phases["train"].solution is None:
+            raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
+        attacks = []
+        for attack in ATTACKS.values():
+            if reason := attack.missing(scores, task.name):
+                log.warning("%s left out: %s: %s", attack.name, path, reason)
+                continue
+            if warning := attack.warning(scores):
+                log.warning("%s: %s", scenario.name, warning)
+            attacks.append(attack)
+        truths = {}
+        if options.reference is not None:
+            for phase in ("dev", "final"):
+                if phase in scores.phases:
+                    ids = scores.phases[phase].ids
+                    truths[phase] = reference_solutions(
+                        options.reference, task, scenario.name, phase, ids
+                    )
+        results[scenario.name] = compare_scenario(scores, attacks, truths, options.folds)
+        log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
+    return task, results
