@@ -1,6 +1,7 @@
 """Step 3: a membership-inference attack; a ``prediction.csv`` for every model.
 
-    python run_lira_mia.py --challenge purchase100 --global_variance      # 2nd-place LiRA
+    python run_lira_mia.py --challenge purchase100 --global_variance      # 2nd-place LiRA, fixed
+    python run_lira_mia.py --challenge purchase100 --global_variance --original  # as published
     python run_lira_mia.py --challenge purchase100 --attack hardness      # or rmia, loss
     python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
 
@@ -27,6 +28,7 @@ from mico.attacks.compare import ScenarioComparison, choices, phase_metrics, roc
 from mico.attacks.lira import LiraParams
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
 from mico.attacks.run import RunOptions, compare_challenge, run_challenge
+from mico.attacks.stats import VARIANCES
 from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
 from mico.report import (
     comparison_frame,
@@ -75,10 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print --compare tables as markdown"
     )
     lira_group = parser.add_argument_group("LiRA options (the original flags; --attack lira only)")
-    lira_group.add_argument(
+    variance = lira_group.add_mutually_exclusive_group()
+    variance.add_argument(
         "--global_variance",
         action="store_true",
-        help="one pooled standard deviation per target instead of one per point",
+        help="one standard deviation per target, of all OUT (IN) scores of its points together "
+        "(the original's and Carlini et al.'s pooling; = --variance pooled)",
+    )
+    variance.add_argument(
+        "--variance",
+        choices=VARIANCES,
+        default=None,
+        help="per-point (default), pooled (= --global_variance) or pooled-within (one std per "
+        "target: the within-point variance pooled over its points)",
     )
     scaling = lira_group.add_mutually_exclusive_group()
     scaling.add_argument(
@@ -93,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--online_attack",
         action="store_true",
         help="likelihood ratio of IN and OUT Gaussians instead of the OUT-only test",
+    )
+    lira_group.add_argument(
+        "--original",
+        action="store_true",
+        help="what the published 2nd-place scripts compute, defects included (README); needs "
+        "save_preds.py --save-logits",
     )
     parser.add_argument(
         "--plot",
@@ -121,11 +138,18 @@ def lira_params(args: argparse.Namespace) -> LiraParams:
         transform = "logit"
     elif args.stable_logit_scaling:
         transform = "stable_logit"
-    variance = "pooled-within" if args.global_variance else "per-point"
+    variance = "pooled" if args.global_variance else args.variance or "per-point"
     return LiraParams(transform, variance, args.online_attack)
 
 
-LIRA_FLAGS = ("global_variance", "logit_scaling", "stable_logit_scaling", "online_attack")
+LIRA_FLAGS = (
+    "global_variance",
+    "variance",
+    "logit_scaling",
+    "stable_logit_scaling",
+    "online_attack",
+    "original",
+)
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -148,6 +172,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         folds=args.folds,
         reference=args.reference,
         write=not args.no_write,
+        original=args.original,
     )
 
 

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--population-seed", type=int, default=0, help="seed for those records")
     parser.add_argument(
-        "--save-logits", action="store_true", help="also keep the shadows' full float32 logits"
+        "--save-logits",
+        action="store_true",
+        help="also keep every model's float32 logits on its challenge points "
+        "(run_lira_mia.py --original needs them)",
     )
     return parser
 

@@ -134,7 +134,7 @@ class _Runner:
         ``shared`` names a point set many models use (uploaded on first need, then kept).
         """
         digest, stamp = points_digest(indices), model_stamp(model.folder / "model.pt")
-        cached = load_cached_margin(cache, digest, stamp, len(indices))
+        cached = load_cached_margin(cache, digest, stamp, len(indices), need_logits=logits)
         if cached is not None:
             return cached
         net = load_model(self.task, model.folder / "model.pt", self.options.device)
@@ -186,7 +186,7 @@ def save_scenario(
         else:
             key = (model.phase, model.id)
             target_margin[key] = runner.margins(
-                model, folder / f"model_{model.id}.npz", model.challenge
+                model, folder / f"model_{model.id}.npz", model.challenge, logits=options.save_logits
             )
         if len(population):
             values = runner.margins(

@@ -59,17 +59,23 @@ def model_stamp(model_file: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def load_cached_margin(path: Path, digest: str, stamp: str, length: int) -> np.ndarray | None:
-    """A per-model cache file's margins if it matches points, model and length; else None."""
+def load_cached_margin(
+    path: Path, digest: str, stamp: str, length: int, need_logits: bool = False
+) -> np.ndarray | None:
+    """A per-model cache file's margins if it matches points, model and length (and holds the
+    logits, where ``need_logits``); else None."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             margin = data["margin"]
+            has_logits = "logits" in data.files
     except (OSError, ValueError, KeyError):
         return None
     if meta.get("points") != digest or meta.get("model") != stamp or margin.shape != (length,):
+        return None
+    if need_logits and not has_logits:
         return None
     return margin
 

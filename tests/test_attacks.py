@@ -614,6 +614,10 @@ def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
         (["--compare", "--attack", "rmia"], "drop --attack"),
         (["--attack", "hardness", "--folds", "1"], "--folds"),
         (["--markdown"], "add --compare"),
+        (["--attack", "rmia", "--variance", "pooled"], "--variance apply to --attack lira"),
+        (["--compare", "--original"], "--original apply to --attack lira only"),
+        (["--original", "--variance", "pooled-within"], "not --variance pooled-within"),
+        (["--original", "--online_attack", "--logit_scaling"], "NotImplementedError"),
     ],
 )
 def test_cli_refuses_flags_that_would_be_ignored(synthetic_root, extra, message, capsys):
@@ -675,7 +679,7 @@ def test_demo_compare_table(demo, capsys):
             train.margin,
             train.points,
             train.shadow,
-            variance="pooled-within",
+            variance="pooled",
         )
         assert result.rows[SUBMITTED_LIRA].metrics["train"] == official_score(
             train.solution, submitted

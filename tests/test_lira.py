@@ -59,7 +59,11 @@ def naive_lira(sm, si, tm, tp, ts, transform, variance, online):
             scenario = ref_pooled_var([scores(p, member) for p in range(n_points)])
             scale = math.sqrt(scenario) if scenario else 1.0
             groups = [scores(int(p), member) for p in tp[t]]
-            pooled = ref_pooled_var(groups)
+            if variance == "pooled":
+                every = [v for g in groups for v in g]
+                pooled = float(np.var(every, ddof=1)) if len(every) >= 2 else None
+            else:
+                pooled = ref_pooled_var(groups)
             target_std = math.sqrt(pooled) if pooled is not None else scale
             stats = []
             for g in groups:

@@ -12,8 +12,12 @@ Every score transform is a function of z, so one stored array serves all of them
 Choices that differ from the original 2nd-place code, and why:
 
 * Variances use ddof=1 and leave the target out (:mod:`mico.attacks.stats`).
-* ``variance="pooled-within"`` pools the within-point variance over the target's K points:
-  ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``.
+* ``variance="pooled"`` (``--global_variance``) pools as the original and Carlini et al.'s
+  ``fix_variance`` do: one std per target, of all OUT (IN) scores of its K points together,
+  each point keeping its own mean; with the fixes (correct OUT sets, target left out, float64
+  margins, ddof=1).
+* ``variance="pooled-within"`` (``--variance pooled-within``) pools the within-point variance
+  over the target's K points instead: ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``.
 * The online attack returns ``sigmoid(log N(x; in) - log N(x; out))``, the posterior
   membership probability under a 1/2 prior, so it lies in [0, 1] (the original wrote raw
   likelihood ratios) and works with every score transform (the original refused).
@@ -131,11 +135,11 @@ class LiraParams(Params):
 
 
 #: Short names of the pooled variances in labels (per-point has none).
-VARIANCE_TAGS: dict[str, str] = {"pooled-within": "gv"}
+VARIANCE_TAGS: dict[str, str] = {"pooled": "gv", "pooled-within": "gv-within"}
 
 
 def lira_label(params: LiraParams) -> str:
-    """``lira <online|offline> <transform> [gv]``, e.g. ``lira offline prob gv``."""
+    """``lira <online|offline> <transform> [gv|gv-within]``, e.g. ``lira offline prob gv``."""
     parts = ["lira", "online" if params.online else "offline", params.transform]
     tag = VARIANCE_TAGS.get(params.variance)
     return " ".join([*parts, tag] if tag else parts)

@@ -24,6 +24,14 @@ from mico.attacks.compare import (
     compare_scenario,
     evaluate_row,
 )
+from mico.attacks.lira import LiraParams
+from mico.attacks.original import (
+    ORIGINAL_LEN_TRAINING,
+    check_original_params,
+    load_original_inputs,
+    original_len_training,
+    original_predictions,
+)
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.bundle import read_solution, scenario_dirs, write_prediction
 from mico.layout import model_dir, preds_root, scores_path
@@ -43,6 +51,8 @@ class RunOptions:
     the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
     one). ``reference``: ground truth of dev/final to score them too (the demo's
     ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
+    ``original``: LiRA exactly as the published scripts compute it (:mod:`mico.attacks.original`;
+    ``params`` must be :class:`~mico.attacks.lira.LiraParams`).
     """
 
     root: Path
@@ -53,6 +63,7 @@ class RunOptions:
     folds: int = DEFAULT_FOLDS
     reference: Path | None = None
     write: bool = True
+    original: bool = False
 
 
 @dataclass
@@ -73,6 +84,10 @@ def check_options(options: RunOptions) -> Task:
     attack = get_attack(options.attack)
     if options.params is not None:
         attack.config(options.params)
+    if options.original:
+        if not isinstance(options.params, LiraParams):
+            raise ValueError("--original reproduces the published LiRA: use it with --attack lira")
+        check_original_params(options.params)
     if options.folds < 2:
         raise ValueError("--folds must be at least 2")
     task = load_task(options.root, options.challenge)
@@ -84,6 +99,8 @@ def check_options(options: RunOptions) -> Task:
 def describe(options: RunOptions) -> str:
     """A one-line name of what :func:`run_challenge` runs, for titles."""
     attack = get_attack(options.attack)
+    if options.original and options.params is not None:
+        return f"{attack.config(options.params).label}, as the published 2nd-place code"
     if options.params is not None:
         return attack.config(options.params).label
     candidates = attack.configs()
@@ -97,6 +114,15 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     task = check_options(options)
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.name, options.preds_dir)
+    if options.original:
+        len_training, from_bundle = original_len_training(options.root, task.name)
+        if from_bundle:
+            log.warning(
+                "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
+                "scripts hard-code %d, which does not fit this bundle)",
+                len_training,
+                ORIGINAL_LEN_TRAINING,
+            )
     for scenario in scenario_dirs(options.root, task):
         path = scores_path(preds, scenario.name)
         scores = ScenarioScores.load(path)
@@ -123,6 +149,20 @@ def attack_scenario(
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """The train-phase predictions to score (a CV estimate where a choice is made) and the
     predictions to write, ``{phase: [T, K]}``."""
+    if options.original:
+        assert isinstance(options.params, LiraParams)
+        len_training = original_len_training(options.root, task.name)[0]
+        inputs = load_original_inputs(
+            scores,
+            path.parent,
+            options.root,
+            task,
+            path.parent.name,
+            options.params.transform,
+            len_training,
+        )
+        predictions = original_predictions(inputs, options.params)
+        return predictions.get("train"), predictions
     attack = get_attack(options.attack)
     if reason := attack.missing(scores, task.name):
         raise ValueError(f"{path}: {reason}")

@@ -23,11 +23,15 @@ How the statistics are computed (O(S*P + T*K), no per-point Python loop):
 Variances use ddof=1 (the unbiased estimate): with the ~17 OUT models a CIFAR-10 point
 typically has, ddof=0 underestimates the variance by ~6% and overstates confidence.
 
-Two pooled variances per target and side serve as a fallback and as LiRA's global
+Three pooled variances per target and side serve as fallbacks and as LiRA's global
 variance (:meth:`InOutStats.std`):
 
 * ``pooled_var`` (within-point): ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``, the
   standard pooled estimator (it reduces to ddof=1 for K = 1);
+* ``total_var`` (the original's and Carlini et al.'s ``--global_variance``, their
+  ``fix_variance``): the variance of the concatenation of the side's scores over all K points
+  around their common mean, so the spread between the points' means is part of it; ddof=1
+  over the concatenation, and each point still keeps its own mean when standardising;
 * ``scenario_var``: the within-point pooled variance over all P points of the scenario.
 
 Fallbacks, so that every std is finite and positive:
@@ -61,8 +65,10 @@ Z_CAP = 1e100
 """Cap on |x - mean| / std, so that squared distances stay finite."""
 
 #: How :meth:`InOutStats.std` chooses a std: ``per-point`` (each point's own shadows),
-#: ``pooled-within`` (one per target: the within-point variance pooled over its K points).
-VARIANCES: tuple[str, ...] = ("per-point", "pooled-within")
+#: ``pooled`` (one per target: the variance of all its points' scores together, the
+#: original's and Carlini et al.'s global variance), ``pooled-within`` (one per target: the
+#: within-point variance pooled over its K points).
+VARIANCES: tuple[str, ...] = ("per-point", "pooled", "pooled-within")
 
 _DOWNDATE_COND = 1e4
 
@@ -74,8 +80,10 @@ class InOutStats:
     Per (target, point), ``[T, K]``: ``n_*`` number of shadow models on that side (int64),
     ``mean_*`` their mean score (NaN where n = 0), ``var_*`` their variance with ddof=1 (NaN
     where n < 2). Per target, ``[T]``: ``pooled_var_*`` the pooled within-point variance
-    over the target's K points (NaN where no point has n >= 2), ``scenario_var_*`` the same
-    over all P points of the scenario (NaN where undefined). The target's own shadow row,
+    over the target's K points (NaN where no point has n >= 2), ``total_var_*`` the variance
+    of all the side's scores at the target's K points together (NaN where fewer than 2),
+    ``scenario_var_*`` the pooled within-point variance over all P points of the scenario
+    (NaN where undefined). The target's own shadow row,
     if any, is excluded from all of them.
     """
 
@@ -87,6 +95,8 @@ class InOutStats:
     var_out: np.ndarray
     pooled_var_in: np.ndarray
     pooled_var_out: np.ndarray
+    total_var_in: np.ndarray
+    total_var_out: np.ndarray
     scenario_var_in: np.ndarray
     scenario_var_out: np.ndarray
 
@@ -105,12 +115,12 @@ class InOutStats:
         n = getattr(self, f"n_{side}")
         mean = getattr(self, f"mean_{side}")
         var = getattr(self, f"var_{side}")
-        pooled = getattr(self, f"pooled_var_{side}")
+        pooled = getattr(self, f"{'total' if variance == 'pooled' else 'pooled'}_var_{side}")
         scenario = getattr(self, f"scenario_var_{side}")
 
         scale = np.where(np.isfinite(scenario) & (scenario > 0), np.sqrt(scenario), 1.0)
         target_std = np.where(np.isfinite(pooled), np.sqrt(pooled), scale)[:, None]
-        if variance == "pooled-within":
+        if variance != "per-point":
             std = np.broadcast_to(target_std, n.shape)
         else:
             std = np.where(n >= 2, np.sqrt(np.where(n >= 2, var, 0.0)), target_std)
@@ -131,8 +141,8 @@ def inout_stats(
     Shared by every attack that calibrates a target's score with shadow models.
     """
     x, mask, tp, ts = _check_shadows(shadow_score, shadow_in, target_points, target_shadow)
-    n_in, mean_in, var_in, pooled_in, scen_in = _side_stats(x, mask, tp, ts)
-    n_out, mean_out, var_out, pooled_out, scen_out = _side_stats(x, ~mask, tp, ts)
+    n_in, mean_in, var_in, pooled_in, total_in, scen_in = _side_stats(x, mask, tp, ts)
+    n_out, mean_out, var_out, pooled_out, total_out, scen_out = _side_stats(x, ~mask, tp, ts)
     return InOutStats(
         n_in=n_in,
         mean_in=mean_in,
@@ -142,6 +152,8 @@ def inout_stats(
         var_out=var_out,
         pooled_var_in=pooled_in,
         pooled_var_out=pooled_out,
+        total_var_in=total_in,
+        total_var_out=total_out,
         scenario_var_in=scen_in,
         scenario_var_out=scen_out,
     )
@@ -239,8 +251,8 @@ def _m2(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
 
 def _side_stats(
     x: np.ndarray, mask: np.ndarray, tp: np.ndarray, ts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """n, mean, var ``[T, K]`` and pooled, scenario variance ``[T]`` of one side."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n, mean, var ``[T, K]`` and pooled, total, scenario variance ``[T]`` of one side."""
     n_p, centre, d, s1_p, s2_p = _centred_sums(x, mask)
 
     # Leave the target's own row out: subtract its contribution from the gathered sums.
@@ -269,10 +281,22 @@ def _side_stats(
 
     dof = np.maximum(n - 1, 0)
     pooled = _ratio(m2.sum(axis=1), dof.sum(axis=1))
+    total = _total_var(n, np.where(n >= 1, mean, 0.0), m2)
     scenario = _scenario_var(x, mask, n_p, d, s1_p, s2_p, ts)
     mean = np.where(n >= 1, mean, np.nan)
     var = np.where(n >= 2, m2 / np.maximum(dof, 1), np.nan)
-    return n.astype(np.int64), mean, var, pooled, scenario
+    return n.astype(np.int64), mean, var, pooled, total, scenario
+
+
+def _total_var(n: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """Variance ``[T]`` (ddof=1) of all values at a target's K points together, from each
+    point's count, mean and sum of squared deviations ``[T, K]`` (the parallel-variance
+    identity: within-point sums plus each point's weighted squared distance to the grand mean).
+    """
+    count = n.sum(axis=1)
+    grand = (n * mean).sum(axis=1) / np.maximum(count, 1)
+    between = (n * (mean - grand[:, None]) ** 2).sum(axis=1)
+    return _ratio(m2.sum(axis=1) + between, count - 1)
 
 
 def _scenario_var(
