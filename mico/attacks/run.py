@@ -33,8 +33,10 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import read_solution, scenario_dirs, write_prediction
-from mico.layout import model_dir, preds_root, scores_path
+from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.fileio import write_text_atomic
+from mico.layout import PREDICTION_FILE, model_dir, preds_root, scores_path
+from mico.manifest import write_manifest
 from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
 from mico.store import ScenarioScores
@@ -110,38 +112,110 @@ def describe(options: RunOptions) -> str:
 
 
 def run_challenge(options: RunOptions) -> ChallengeRun:
-    """Run one attack on every scenario; write and score its predictions (module docstring)."""
+    """Run one attack on every scenario; write and score its predictions (module docstring).
+
+    The predictions are replaced as one set: every input (each ``scores.npz``, the reference
+    solutions, the model folders to write into) is read and checked and every prediction is
+    computed before the first file is written, and :mod:`mico.manifest` records which
+    configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
+    """
     task = check_options(options)
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.name, options.preds_dir)
     if options.original:
-        len_training, from_bundle = original_len_training(options.root, task.name)
-        if from_bundle:
-            log.warning(
-                "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
-                "scripts hard-code %d, which does not fit this bundle)",
-                len_training,
-                ORIGINAL_LEN_TRAINING,
-            )
-    for scenario in scenario_dirs(options.root, task):
-        path = scores_path(preds, scenario.name)
-        scores = ScenarioScores.load(path)
-        estimate, predictions = attack_scenario(scores, path, task, options)
-        for phase, data in scores.phases.items():
-            if options.write:
-                for model, values in zip(data.ids, predictions[phase], strict=True):
-                    folder = model_dir(options.root, task.name, scenario.name, phase, int(model))
-                    write_prediction(folder, values)
-            if phase == "train" and data.solution is not None and estimate is not None:
-                result.train[scenario.name] = metrics(data.solution, estimate)
-                result.curves[scenario.name] = (data.solution.ravel(), estimate.ravel())
-            elif phase != "train" and options.reference is not None:
-                truth = reference_solutions(options.reference, task, scenario.name, phase, data.ids)
-                result.held_out[f"{scenario.name} {phase}"] = metrics(truth, predictions[phase])
-        log.info("%s: predictions for %s", scenario.name, ", ".join(scores.phases))
+        _say_original_len_training(options, task)
+    scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
+    loaded = {name: ScenarioScores.load(path) for name, path in scenarios.items()}
+    if options.write:
+        _check_model_folders(options.root, task, loaded)
+    truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
+    outputs = {
+        name: attack_scenario(scores, scenarios[name], task, options)
+        for name, scores in loaded.items()
+    }
+    if options.write:
+        _write_predictions(options, task, loaded, {n: out[1] for n, out in outputs.items()})
+    for name, scores in loaded.items():
+        estimate, predictions = outputs[name]
+        train = scores.phases.get("train")
+        if train is not None and train.solution is not None and estimate is not None:
+            result.train[name] = metrics(train.solution, estimate)
+            result.curves[name] = (train.solution.ravel(), estimate.ravel())
+        for phase, truth in truths[name].items():
+            result.held_out[f"{name} {phase}"] = metrics(truth, predictions[phase])
+        log.info("%s: predictions for %s", name, ", ".join(scores.phases))
     if not result.train:
         raise ValueError("no train phase with solutions: nothing to score")
     return result
+
+
+def _say_original_len_training(options: RunOptions, task: Task) -> None:
+    len_training, from_bundle = original_len_training(options.root, task.name)
+    if from_bundle:
+        log.warning(
+            "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
+            "scripts hard-code %d, which does not fit this bundle)",
+            len_training,
+            ORIGINAL_LEN_TRAINING,
+        )
+
+
+def _truths(
+    options: RunOptions, task: Task, scenario: str, scores: ScenarioScores
+) -> dict[str, np.ndarray]:
+    """``{phase: solution [T, K]}`` of dev/final from ``options.reference`` (empty without)."""
+    if options.reference is None:
+        return {}
+    return {
+        phase: reference_solutions(options.reference, task, scenario, phase, data.ids)
+        for phase, data in scores.phases.items()
+        if phase != "train"
+    }
+
+
+def _check_model_folders(root: Path, task: Task, loaded: dict[str, ScenarioScores]) -> None:
+    """Refuse, listing them, model folders of ``scores.npz`` that the bundle lacks: writing
+    would create a folder holding only ``prediction.csv``."""
+    missing = [
+        folder
+        for name, scores in loaded.items()
+        for phase, data in scores.phases.items()
+        for folder in (model_dir(root, task.name, name, phase, int(i)) for i in data.ids)
+        if not folder.is_dir()
+    ]
+    if missing:
+        shown = ", ".join(str(folder) for folder in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} model folders that scores.npz covers are not in the bundle: "
+            f"{shown}{more}; restore them, or rerun save_preds.py for this bundle"
+        )
+
+
+def _write_predictions(
+    options: RunOptions,
+    task: Task,
+    loaded: dict[str, ScenarioScores],
+    predictions: dict[str, dict[str, np.ndarray]],
+) -> None:
+    """The manifest first (:mod:`mico.manifest`), then every ``prediction.csv``."""
+    texts = {}
+    for name, scores in loaded.items():
+        for phase, data in scores.phases.items():
+            for model, values in zip(data.ids, predictions[name][phase], strict=True):
+                folder = model_dir(options.root, task.name, name, phase, int(model))
+                path = folder / PREDICTION_FILE
+                texts[path] = prediction_line(values, path)
+    write_manifest(options.root, task.name, configuration(options), texts)
+    for path, text in texts.items():
+        write_text_atomic(path, text)
+
+
+def configuration(options: RunOptions) -> str:
+    """The name the manifest records for what these options write."""
+    if options.params is None and len(get_attack(options.attack).configs()) > 1:
+        return f"{options.attack}, chosen by {options.folds}-fold CV"
+    return describe(options)
 
 
 def attack_scenario(
