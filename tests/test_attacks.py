@@ -508,10 +508,10 @@ def test_compare_scenario_rows_and_choices():
     result = compare_scenario(scores, available(scores), {p: sol for p, (_, sol) in truths.items()})
     labels = list(result.rows)
     assert labels[0] == "loss" and labels[-1] == BEST_ROW
-    assert labels[1:13] == [c.label for c in lira_configs()]
+    assert labels[1:19] == [c.label for c in lira_configs()]
     assert {"lira (CV)", "hardness (CV)", "rmia (CV)"} <= set(labels)
     assert len(result.rows[BEST_ROW].fold_choices) == 5
-    assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == 55
+    assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == 61
     every = {c.label for c in every_config()}
     for label, row in result.rows.items():
         assert set(row.metrics) == {"train", "dev", "final"}

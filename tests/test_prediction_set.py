@@ -10,6 +10,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mico.attacks.run
@@ -77,7 +78,7 @@ def test_a_run_stopped_half_way_is_refused_naming_both(written, tmp_path, monkey
 def test_a_prediction_edited_by_hand_is_refused(written, tmp_path, capsys):
     edited = next(written.glob(f"{CHALLENGE}/*_inf/dev/model_*/prediction.csv"))
     values = edited.read_text().split(",")
-    edited.write_text(",".join(["0.5", *values[1:]]))
+    edited.write_text(",".join(["0.123456789", *values[1:]]))
     assert save_zip.main(_args(written, "--output", str(tmp_path / "s.zip"))) == 2
     problems = capsys.readouterr().err
     assert "were not written by 'lira offline prob'" in problems
@@ -98,7 +99,9 @@ def test_bad_reference_writes_nothing(written, tmp_path, capsys):
 def test_broken_later_scores_writes_nothing(written, capsys):
     before = _predictions(written)
     last = written / "preds" / CHALLENGE / f"{CHALLENGE}_lo" / "scores.npz"
-    last.write_bytes(last.read_bytes()[:100])
+    with np.load(last) as data:
+        arrays = {key: data[key] for key in data.files}
+    np.savez(last, **{**arrays, "version": np.array(99)})  # an outdated format
     assert run_lira_mia.main(_args(written, "--attack", "loss")) == 2
     assert "scores.npz" in _one_line_error(capsys)
     assert _predictions(written) == before
