@@ -20,6 +20,7 @@ from mico.bundle import check_layout, read_prediction
 from mico.cli import add_common_args, run_cli, setup_logging
 from mico.fileio import atomic_write
 from mico.layout import PREDICTION_FILE, model_dir, model_ids
+from mico.manifest import check_predictions
 from mico.tasks import Task, load_task
 
 log = logging.getLogger("save_zip")
@@ -46,7 +47,9 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it.
 
     The dev/final folders must be exactly the bundle's (:func:`mico.bundle.check_layout`), so
-    a renamed or extra model folder is reported instead of zipped.
+    a renamed or extra model folder is reported instead of zipped; the files must all come from
+    the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a run
+    stopped half-way is not zipped as a mixture.
     """
     layout = check_layout(root, task, need_models=False, phases=SUBMITTED_PHASES)
     problems = [str(problem) for problem in layout]
@@ -63,6 +66,8 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
                     problems.append(str(exc))
                     continue
                 files.append(path)
+    if not problems and (mixture := check_predictions(root, task.name, files)):
+        problems.append(mixture)
     return files, problems
 
 

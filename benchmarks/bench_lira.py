@@ -1,4 +1,4 @@
-"""Time mico.lira against a per-point loop structured like the original 2nd-place code.
+"""Time mico.attacks.lira against a per-point loop structured like the original 2nd-place code.
 
 Synthetic data with MICO's shape: per scenario, 100 train models that are both the shadow
 models and the train-phase targets, plus 100 dev/final targets, each with 200 challenge
@@ -31,7 +31,8 @@ import scipy.stats
 if not __package__:  # run as `python benchmarks/bench_lira.py`: import this checkout's mico
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mico.lira import TRANSFORMS, lira
+from mico.attacks.lira import TRANSFORMS, lira
+from mico.attacks.stats import VARIANCES
 
 
 @dataclass
@@ -191,18 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             f"over the {np.isfinite(reference).sum()} points with >= 2 OUT models"
         )
 
-    print("\nvectorised mico.lira, full shape, best of", args.repeat)
-    print(f"{'transform':<13} {'variance':<8} {'attack':<8} {'seconds':>8} {'points/s':>11}")
+    print("\nvectorised mico.attacks.lira, full shape, best of", args.repeat)
+    print(f"{'transform':<13} {'variance':<13} {'attack':<8} {'seconds':>8} {'points/s':>11}")
     default_seconds = None
-    for transform, global_variance, online in itertools.product(
-        TRANSFORMS, [False, True], [False, True]
-    ):
-        flags = {"transform": transform, "global_variance": global_variance, "online": online}
+    for transform, variance, online in itertools.product(TRANSFORMS, VARIANCES, [False, True]):
+        flags = {"transform": transform, "variance": variance, "online": online}
         seconds = best_time(lambda flags=flags: run_lira(scenarios, **flags), args.repeat)
         if default_seconds is None:
             default_seconds = seconds
         print(
-            f"{transform:<13} {'global' if global_variance else 'point':<8} "
+            f"{transform:<13} {variance:<13} "
             f"{'online' if online else 'offline':<8} {seconds:8.3f} {total_points / seconds:11.0f}"
         )
 

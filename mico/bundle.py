@@ -112,13 +112,20 @@ def write_prediction(path: str | Path, values: np.ndarray) -> None:
     ``repr``-exact floats keep ties and low-FPR ordering intact; the official scorer reads them
     with ``float``.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
-        raise ValueError(f"{path}: refusing to write predictions that are not finite in [0, 1]")
     path = Path(path)
+    text = prediction_line(values, path)
     if path.is_dir():
         path = path / PREDICTION_FILE
-    write_text_atomic(path, ",".join(repr(float(v)) for v in values) + "\n")
+    write_text_atomic(path, text)
+
+
+def prediction_line(values: np.ndarray, where: str | Path = "prediction") -> str:
+    """The exact text :func:`write_prediction` writes; ValueError naming ``where`` if the
+    values are not finite in [0, 1]."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+        raise ValueError(f"{where}: refusing to write predictions that are not finite in [0, 1]")
+    return ",".join(repr(float(v)) for v in values) + "\n"
 
 
 def solution_line(solution: np.ndarray) -> str:

@@ -3,6 +3,7 @@
 ::
 
     <root>/<challenge>/bundle.json                       sizes of a non-MICO (demo) bundle
+    <root>/<challenge>/predictions.json                  which configuration wrote predictions
     <root>/<challenge>/<scenario>/<phase>/model_N/       a bundle model (MICO's layout)
         seed_challenge                                   every model
         seed_training, seed_membership, solution.csv     train models only
@@ -33,6 +34,8 @@ SEED_FILES: tuple[str, ...] = ("seed_challenge", "seed_training", "seed_membersh
 MODEL_FILE = "model.pt"
 SOLUTION_FILE = "solution.csv"
 PREDICTION_FILE = "prediction.csv"
+#: What wrote the prediction.csv files (mico.manifest), beside bundle.json.
+MANIFEST_FILE = "predictions.json"
 EPSILON_FILE = "epsilon"
 ACCURACY_FILE = "accuracy"
 #: An extra shadow's membership: the sorted dataset indices it trained on.
@@ -91,6 +94,11 @@ def challenge_dir(root: str | Path, challenge: str) -> Path:
 def bundle_config_path(root: str | Path, challenge: str) -> Path:
     """``<root>/<challenge>/bundle.json``."""
     return challenge_dir(root, challenge) / BUNDLE_CONFIG
+
+
+def manifest_path(root: str | Path, challenge: str) -> Path:
+    """``<root>/<challenge>/predictions.json``: which configuration wrote the predictions."""
+    return challenge_dir(root, challenge) / MANIFEST_FILE
 
 
 def model_dir(root: str | Path, challenge: str, scenario: str, phase: str, model: int) -> Path:

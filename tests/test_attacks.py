@@ -1,4 +1,4 @@
-"""Tests of mico.attacks, mico.selection and mico.compare.
+"""Tests of the attacks besides LiRA, the registry, mico.selection and mico.attacks.compare/run.
 
 The attacks are checked against naive per-point references written with plain loops, lists
 and ``math``; RMIA also against an example worked out by hand; the cross-validated choice
@@ -9,39 +9,32 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import download_files
 import run_lira_mia
 import save_preds
-from mico.attacks import (
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.compare import BEST_ROW, SUBMITTED_LIRA, Predictor, compare_scenario, evaluate_row
+from mico.attacks.hardness import (
     HARDNESS_SCORES,
     HARDNESS_VARIANTS,
-    fraction_below,
     hardness,
     hardness_calibrated,
-    loss_attack,
     minmax,
-    rmia,
 )
+from mico.attacks.lira import lira
+from mico.attacks.loss import loss_attack
+from mico.attacks.registry import ATTACKS, get_attack
+from mico.attacks.rmia import RECOMMENDED_POPULATION, fraction_below, rmia
+from mico.attacks.run import RunOptions, attack_scenario
+from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
 from mico.bundle import model_dirs, read_prediction, write_solution
-from mico.compare import (
-    BEST_ROW,
-    RECOMMENDED_POPULATION,
-    SUBMITTED_LIRA,
-    Predictor,
-    compare_scenario,
-    hardness_configs,
-    lira_configs,
-    loss_config,
-    rmia_configs,
-    run_attack,
-)
-from mico.lira import STD_FLOOR_REL, Z_CAP, lira
 from mico.scoring import metrics as official_score
 from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
 from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
@@ -499,18 +492,26 @@ CHALLENGE = "purchase100"
 
 
 def every_config():
-    return [loss_config(), *lira_configs(), *hardness_configs(), *rmia_configs()]
+    return [c for attack in ATTACKS.values() for c in attack.configs()]
+
+
+def lira_configs():
+    return get_attack("lira").configs()
+
+
+def available(scores):
+    return [a for a in ATTACKS.values() if a.missing(scores, CHALLENGE) is None]
 
 
 def test_compare_scenario_rows_and_choices():
     scores, truths = synthetic_scores(np.random.default_rng(1))
-    result = compare_scenario(scores, {p: sol for p, (_, sol) in truths.items()})
+    result = compare_scenario(scores, available(scores), {p: sol for p, (_, sol) in truths.items()})
     labels = list(result.rows)
     assert labels[0] == "loss" and labels[-1] == BEST_ROW
-    assert labels[1:13] == [c.label for c in lira_configs()]
+    assert labels[1:19] == [c.label for c in lira_configs()]
     assert {"lira (CV)", "hardness (CV)", "rmia (CV)"} <= set(labels)
     assert len(result.rows[BEST_ROW].fold_choices) == 5
-    assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == 55
+    assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == 61
     every = {c.label for c in every_config()}
     for label, row in result.rows.items():
         assert set(row.metrics) == {"train", "dev", "final"}
@@ -523,17 +524,53 @@ def test_compare_scenario_rows_and_choices():
             assert row.fold_choices == [] and row.chosen.label == label
     # No population: RMIA is left out, everything else still compared.
     scores, _ = synthetic_scores(np.random.default_rng(1), population=False)
-    assert "rmia (CV)" not in compare_scenario(scores).rows
+    assert "rmia (CV)" not in compare_scenario(scores, available(scores)).rows
 
 
-def test_run_attack_uses_the_choice_made_on_all_train_models():
+def test_run_attack_uses_the_choice_made_on_all_train_models(tmp_path):
     scores, _ = synthetic_scores(np.random.default_rng(2))
+    task = get_task(CHALLENGE)
     for attack in ("hardness", "rmia", "loss"):
-        run = run_attack(scores, attack)
+        options = RunOptions(root=tmp_path, challenge=CHALLENGE, attack=attack)
+        estimate, predictions = attack_scenario(scores, tmp_path / "scores.npz", task, options)
         predictor = Predictor(scores)
-        for phase, predictions in run.predictions.items():
-            np.testing.assert_array_equal(predictions, predictor.predict(run.row.chosen, phase))
-            assert np.all((predictions >= 0) & (predictions <= 1))
+        row = evaluate_row(predictor, get_attack(attack).configs())
+        np.testing.assert_array_equal(estimate, row.train)
+        for phase, values in predictions.items():
+            np.testing.assert_array_equal(values, predictor.predict(row.chosen, phase))
+            assert np.all((values >= 0) & (values <= 1))
+
+
+class _Negated(Attack):
+    """A made-up attack: the loss baseline turned upside down, with two configurations."""
+
+    name = "negated"
+    summary = "1 - loss baseline"
+
+    def configs(self):
+        return [Config(self.name, "negated plain"), Config(self.name, "negated square", _Sq())]
+
+    def predict(self, scores, phase, params, prepared):
+        values = 1.0 - loss_attack(scores.phases[phase].margin)
+        return values**2 if isinstance(params, _Sq) else values
+
+
+class _Sq(Params):
+    pass
+
+
+def test_a_registry_entry_is_all_a_new_attack_needs(monkeypatch, synthetic_root, capsys):
+    """One entry in ATTACKS: --attack accepts it, --compare and "best of all" include it."""
+    monkeypatch.setitem(ATTACKS, "negated", _Negated())
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "-q", "--no-write"]
+    assert run_lira_mia.main([*args, "--attack", "negated"]) == 0
+    assert "negated (5-fold CV estimate" in capsys.readouterr().out
+    assert run_lira_mia.main([*args, "--compare"]) == 0
+    assert "\nnegated (CV) " in capsys.readouterr().out
+    scores, _ = synthetic_scores(np.random.default_rng(1))
+    result = compare_scenario(scores, available(scores))
+    assert {"negated plain", "negated square"} <= {c.label for c in every_config()}
+    assert list(result.rows)[-2:] == ["negated (CV)", BEST_ROW]
 
 
 @pytest.fixture(scope="module")
@@ -577,6 +614,10 @@ def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
         (["--compare", "--attack", "rmia"], "drop --attack"),
         (["--attack", "hardness", "--folds", "1"], "--folds"),
         (["--markdown"], "add --compare"),
+        (["--attack", "rmia", "--variance", "pooled"], "--variance apply to --attack lira"),
+        (["--compare", "--original"], "--original apply to --attack lira only"),
+        (["--original", "--variance", "pooled-within"], "not --variance pooled-within"),
+        (["--original", "--online_attack", "--logit_scaling"], "NotImplementedError"),
     ],
 )
 def test_cli_refuses_flags_that_would_be_ignored(synthetic_root, extra, message, capsys):
@@ -601,19 +642,11 @@ def test_rmia_without_population_is_one_line_error(tmp_path, capsys):
 
 # --- the tiny offline demo, end to end ----------------------------------------------------
 
-DEMO_POPULATION = 100  # the tiny demo has a few hundred non-challenge records
-
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A tiny purchase100 demo with population outputs, built once for this module."""
-    root = tmp_path_factory.mktemp("demo")
-    assert (
-        download_files.main(["--challenge", CHALLENGE, "--demo", "tiny", "--root", str(root)]) == 0
-    )
-    args = ["--challenge", CHALLENGE, "--root", str(root), "-q"]
-    assert save_preds.main([*args, "--population", str(DEMO_POPULATION)]) == 0
-    return root
+def demo(tiny_purchase, tmp_path_factory):
+    """A writable copy of the session's tiny purchase100 demo (with population outputs)."""
+    return Path(shutil.copytree(tiny_purchase, tmp_path_factory.mktemp("demo") / "root"))
 
 
 def test_demo_compare_table(demo, capsys):
@@ -636,7 +669,7 @@ def test_demo_compare_table(demo, capsys):
     for scenario in task.scenarios:
         scores = ScenarioScores.load(demo / "preds" / CHALLENGE / scenario / SCORES_FILE)
         train = scores.phases["train"]
-        result = compare_scenario(scores)
+        result = compare_scenario(scores, available(scores))
         assert result.rows["loss"].metrics["train"] == official_score(
             train.solution, loss_attack(train.margin)
         )
@@ -646,7 +679,7 @@ def test_demo_compare_table(demo, capsys):
             train.margin,
             train.points,
             train.shadow,
-            global_variance=True,
+            variance="pooled",
         )
         assert result.rows[SUBMITTED_LIRA].metrics["train"] == official_score(
             train.solution, submitted

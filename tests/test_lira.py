@@ -1,4 +1,5 @@
-"""Tests of mico.lira against a naive per-point reference written with plain loops."""
+"""Tests of mico.attacks.lira and mico.attacks.stats against a naive per-point reference written
+with plain loops."""
 
 import itertools
 import math
@@ -9,12 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from mico.lira import STD_FLOOR_REL, TRANSFORMS, inout_stats, lira, transform_margin
+from mico.attacks.lira import TRANSFORMS, lira, transform_margin
+from mico.attacks.stats import STD_FLOOR_REL, VARIANCES, inout_stats
 
-COMBOS = list(itertools.product(TRANSFORMS, [False, True], [False, True]))
-COMBO_IDS = [
-    f"{t}-{'global' if g else 'point'}-{'online' if o else 'offline'}" for t, g, o in COMBOS
-]
+COMBOS = list(itertools.product(TRANSFORMS, VARIANCES, [False, True]))
+COMBO_IDS = [f"{t}-{v}-{'online' if o else 'offline'}" for t, v, o in COMBOS]
 
 
 # --- naive reference: loops, lists, np.mean / np.std, scipy.stats.norm --------------------
@@ -44,7 +44,7 @@ def ref_pooled_var(groups):
     return num / den if den else None
 
 
-def naive_lira(sm, si, tm, tp, ts, transform, global_variance, online):
+def naive_lira(sm, si, tm, tp, ts, transform, variance, online):
     n_shadows, n_points = sm.shape
     x = [[ref_transform(sm[s, p], transform) for p in range(n_points)] for s in range(n_shadows)]
     result = np.empty(tm.shape)
@@ -59,12 +59,20 @@ def naive_lira(sm, si, tm, tp, ts, transform, global_variance, online):
             scenario = ref_pooled_var([scores(p, member) for p in range(n_points)])
             scale = math.sqrt(scenario) if scenario else 1.0
             groups = [scores(int(p), member) for p in tp[t]]
-            pooled = ref_pooled_var(groups)
+            if variance == "pooled":
+                every = [v for g in groups for v in g]
+                pooled = float(np.var(every, ddof=1)) if len(every) >= 2 else None
+            else:
+                pooled = ref_pooled_var(groups)
             target_std = math.sqrt(pooled) if pooled is not None else scale
             stats = []
             for g in groups:
                 mu = float(np.mean(g)) if g else None
-                sd = float(np.std(g, ddof=1)) if len(g) >= 2 and not global_variance else target_std
+                sd = (
+                    float(np.std(g, ddof=1))
+                    if len(g) >= 2 and variance == "per-point"
+                    else target_std
+                )
                 floor = STD_FLOOR_REL * max(abs(mu) if g else 0.0, scale)
                 stats.append((len(g), mu, max(sd, floor)))
             return stats
@@ -123,15 +131,13 @@ def scenarios(draw, max_shadows=7):
     return sm, si, tm, tp, ts
 
 
-@pytest.mark.parametrize(("transform", "global_variance", "online"), COMBOS, ids=COMBO_IDS)
+@pytest.mark.parametrize(("transform", "variance", "online"), COMBOS, ids=COMBO_IDS)
 @settings(max_examples=40, deadline=None)
 @given(data=scenarios())
-def test_matches_naive_reference(data, transform, global_variance, online):
+def test_matches_naive_reference(data, transform, variance, online):
     sm, si, tm, tp, ts = data
-    got = lira(
-        sm, si, tm, tp, ts, transform=transform, global_variance=global_variance, online=online
-    )
-    want = naive_lira(sm, si, tm, tp, ts, transform, global_variance, online)
+    got = lira(sm, si, tm, tp, ts, transform=transform, variance=variance, online=online)
+    want = naive_lira(sm, si, tm, tp, ts, transform, variance, online)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
@@ -142,8 +148,8 @@ def test_leaving_target_out_equals_deleting_its_row(data):
     sm, si, tm, tp, ts = data
     if ts is None or (ts < 0).all() or sm.shape[0] < 2:
         return
-    for transform, global_variance, online in COMBOS:
-        flags = {"transform": transform, "global_variance": global_variance, "online": online}
+    for transform, variance, online in COMBOS:
+        flags = {"transform": transform, "variance": variance, "online": online}
         got = lira(sm, si, tm, tp, ts, **flags)
         for t in np.flatnonzero(ts >= 0):
             rest = np.delete(np.arange(sm.shape[0]), ts[t])
@@ -151,15 +157,13 @@ def test_leaving_target_out_equals_deleting_its_row(data):
             np.testing.assert_allclose(got[t], want[0], rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize(("transform", "global_variance", "online"), COMBOS, ids=COMBO_IDS)
+@pytest.mark.parametrize(("transform", "variance", "online"), COMBOS, ids=COMBO_IDS)
 @settings(max_examples=25, deadline=None)
 @given(data=scenarios())
-def test_output_finite_in_unit_interval(data, transform, global_variance, online):
+def test_output_finite_in_unit_interval(data, transform, variance, online):
     sm, si, tm, tp, ts = data
     tm = np.where(np.arange(tm.size).reshape(tm.shape) % 2, 1e3, -1e3)
-    got = lira(
-        sm, si, tm, tp, ts, transform=transform, global_variance=global_variance, online=online
-    )
+    got = lira(sm, si, tm, tp, ts, transform=transform, variance=variance, online=online)
     assert got.shape == tm.shape and got.dtype == np.float64
     assert np.all(np.isfinite(got)) and np.all((got >= 0) & (got <= 1))
 
@@ -190,8 +194,8 @@ def test_outlier_target_removed_precisely():
     tp = np.array([[0, 1, 2, 3], [2, 3, 4, 5]])
     tm = 0.3 + 1e-7 * rng.normal(size=tp.shape)
     ts = np.array([0, 0])
-    for transform, global_variance, online in COMBOS:
-        flags = {"transform": transform, "global_variance": global_variance, "online": online}
+    for transform, variance, online in COMBOS:
+        flags = {"transform": transform, "variance": variance, "online": online}
         got = lira(sm, si, tm, tp, ts, **flags)
         want = lira(sm[1:], si[1:], tm, tp, **flags)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
@@ -252,14 +256,14 @@ def test_zero_variance_points(online):
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
-@pytest.mark.parametrize("global_variance", [False, True])
-def test_offline_monotone_in_target_score(transform, global_variance):
+@pytest.mark.parametrize("variance", VARIANCES)
+def test_offline_monotone_in_target_score(transform, variance):
     rng = np.random.default_rng(7)
     sm = rng.normal(1.0, 2.0, (12, 3))
     si = rng.random((12, 3)) < 0.5
     tm = np.linspace(-8.0, 8.0, 201)[None, :]
     tp = np.zeros(tm.shape, dtype=np.int64)
-    got = lira(sm, si, tm, tp, transform=transform, global_variance=global_variance)[0]
+    got = lira(sm, si, tm, tp, transform=transform, variance=variance)[0]
     assert np.all(np.diff(got) >= 0)
     inner = (got[:-1] > 1e-12) & (got[1:] < 1 - 1e-12)
     assert np.all(np.diff(got)[inner] > 0)
@@ -310,11 +314,13 @@ def test_inout_stats_conventions():
     assert np.isnan(stats.mean_out[0, 0]) and np.isnan(stats.var_in[0, 1])
     np.testing.assert_allclose(stats.pooled_var_out, [np.var(x[:5, 1], ddof=1)])
     for side in ("in", "out"):
-        for global_variance in (False, True):
-            std = stats.std(side, global_variance=global_variance)
+        for variance in VARIANCES:
+            std = stats.std(side, variance)
             assert std.shape == (1, 3) and np.all(np.isfinite(std) & (std > 0))
     with pytest.raises(ValueError, match="side"):
         stats.std("both")
+    with pytest.raises(ValueError, match="unknown variance"):
+        stats.std("in", "global")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ import download_files
 import run_lira_mia
 import save_preds
 import save_zip
+from mico.attacks.compare import Predictor
+from mico.attacks.registry import get_attack
 from mico.bundle import model_dirs, model_splits, read_prediction, write_prediction
 from mico.predict import PredictOptions, save_scenario
 from mico.store import SCORES_FILE, ScenarioScores
@@ -82,10 +84,10 @@ def test_defect_train_target_is_not_its_own_shadow(demo_root):
     assert train.shadow.tolist() == list(range(len(train.ids)))
     # Moving only the target's own row must not move its own predictions (it is excluded),
     # and must move other targets' predictions (it is their shadow).
-    args = run_lira_mia.build_parser().parse_args(["--challenge", CHALLENGE])
-    before = run_lira_mia.attack_phase(scores, "train", args)
+    config = get_attack("lira").configs()[0]
+    before = Predictor(scores).predict(config, "train")
     scores.shadow_margin[0] += 5.0
-    after = run_lira_mia.attack_phase(scores, "train", args)
+    after = Predictor(scores).predict(config, "train")
     np.testing.assert_allclose(before[0], after[0], rtol=1e-9, atol=1e-12)
     assert not np.allclose(before[1:], after[1:])
 

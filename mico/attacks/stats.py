@@ -1,18 +1,14 @@
-"""LiRA membership inference: the attack math, arrays in and arrays out, no I/O.
+"""IN/OUT statistics of shadow-model scores, shared by every attack that calibrates with shadows.
 
 Shapes used throughout (one scenario and phase at a time)::
 
     S  shadow models (MICO ``train`` models)     P  unique challenge points (columns)
     T  target models                             K  challenge points per target (2m = 200)
 
-    shadow_margin [S, P]  float64   true-label logit margin z of shadow s on point p
+    shadow_score  [S, P]  float64   any per-point score of shadow s on point p
     shadow_in     [S, P]  bool      shadow s trained on point p (IN) or not (OUT)
-    target_margin [T, K]  float64   margin of target t on its own k-th challenge point
-    target_points [T, K]  int64     column of ``shadow_*`` holding that point
+    target_points [T, K]  int64     column of ``shadow_*`` holding target t's k-th point
     target_shadow [T]     int64     row of ``shadow_*`` that IS target t (-1: none)
-
-The margin is ``z = log p_y - log(1 - p_y) = logit_y - logsumexp_{j != y} logit_j``.
-Every score transform is a function of z, so one stored array serves all of them.
 
 How the statistics are computed (O(S*P + T*K), no per-point Python loop):
 
@@ -24,32 +20,32 @@ How the statistics are computed (O(S*P + T*K), no per-point Python loop):
    from tightly clustered shadows) would cancel catastrophically, so such entries (rare on
    real data) are recomputed exactly from the gathered scores.
 
-Choices that differ from the original 2nd-place code, and why:
+Variances use ddof=1 (the unbiased estimate): with the ~17 OUT models a CIFAR-10 point
+typically has, ddof=0 underestimates the variance by ~6% and overstates confidence.
 
-* Variances use ddof=1 (the unbiased estimate). With the ~17 OUT models a CIFAR-10 point
-  typically has, ddof=0 underestimates the variance by ~6% and overstates confidence.
-* ``global_variance`` pools the within-point variance over the target's K points:
-  ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``. The original's exact pooling is
-  unknown; this is the standard pooled estimator (it reduces to ddof=1 for K = 1).
-* The online attack returns ``sigmoid(log N(x; in) - log N(x; out))``, the posterior
-  membership probability under a 1/2 prior, so it lies in [0, 1] (the original wrote raw
-  likelihood ratios) and works with every score transform (the original refused).
+Three pooled variances per target and side serve as fallbacks and as LiRA's global
+variance (:meth:`InOutStats.std`):
 
-Fallbacks, so that the output is always finite and in [0, 1]:
+* ``pooled_var`` (within-point): ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``, the
+  standard pooled estimator (it reduces to ddof=1 for K = 1);
+* ``total_var`` (the original's and Carlini et al.'s ``--global_variance``, their
+  ``fix_variance``): the variance of the concatenation of the side's scores over all K points
+  around their common mean, so the spread between the points' means is part of it; ddof=1
+  over the concatenation, and each point still keeps its own mean when standardising;
+* ``scenario_var``: the within-point pooled variance over all P points of the scenario.
 
-* std of a side at a point with fewer than 2 models on that side (or every point, with
-  ``global_variance``): the target's pooled std of that side; where that is undefined (no
-  point of the target has 2 models on that side), the scenario-wide pooled std of that side
-  (all P points, the target's own row excluded); where that is undefined or zero, 1.0.
+Fallbacks, so that every std is finite and positive:
+
+* std of a side at a point with fewer than 2 models on that side: the target's pooled
+  within-point std of that side; where that is undefined (no point of the target has 2
+  models on that side), the scenario-wide pooled std of that side (all P points, the
+  target's own row excluded); where that is undefined or zero, 1.0.
 * std floor ``STD_FLOOR_REL * max(|mean|, scenario std)``: zero-variance points (saturated
   probabilities) compare the target with the mean instead of dividing by zero. Real score
   spreads are orders of magnitude above it, and at it float64 rounding of the mean (~1e-16
   relative) moves a confidence by only ~1e-9, so results do not hinge on summation order.
-* offline, 0 OUT models: confidence 0.5 (no evidence either way).
-* online, 0 IN models: the offline confidence; 0 OUT models: 0.5, as offline (a one-sided
-  IN test would put those points on a different scale from the rest).
-* standardised distances are capped at ``Z_CAP`` so squares stay finite; a Normal CDF or
-  likelihood ratio is saturated long before.
+* standardised distances are capped at ``Z_CAP`` (:func:`standardise`) so squares stay
+  finite; a Normal CDF or likelihood ratio is saturated long before.
 """
 
 from __future__ import annotations
@@ -57,9 +53,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, ndtr
-
-TRANSFORMS = ("prob", "logit", "stable_logit")
 
 STD_FLOOR_REL = 1e-6
 """Relative std floor, see the module docstring."""
@@ -71,33 +64,13 @@ sums of squares finite."""
 Z_CAP = 1e100
 """Cap on |x - mean| / std, so that squared distances stay finite."""
 
-_P_LOW = float(np.finfo(np.float64).tiny)
-_P_HIGH = 1.0 - 2.0**-53
+#: How :meth:`InOutStats.std` chooses a std: ``per-point`` (each point's own shadows),
+#: ``pooled`` (one per target: the variance of all its points' scores together, the
+#: original's and Carlini et al.'s global variance), ``pooled-within`` (one per target: the
+#: within-point variance pooled over its K points).
+VARIANCES: tuple[str, ...] = ("per-point", "pooled", "pooled-within")
+
 _DOWNDATE_COND = 1e4
-
-
-def transform_margin(margin: np.ndarray, transform: str) -> np.ndarray:
-    """Turn true-label logit margins z (any shape) into the attack's scores (same shape).
-
-    * ``"prob"``: softmax probability of the true label, ``p = sigmoid(z)``, computed
-      stably (no overflow for large |z|).
-    * ``"logit"`` (the original ``--logit_scaling``): ``log(p / (1 - p))`` computed naively
-      from the float64 probability, as the original did. p is clipped into
-      ``[finfo.tiny, 1 - 2**-53]`` so the result is finite, which means it saturates at
-      ``log(2**53 - 1) ~= 36.74`` for z above ~36.7 (p rounds to 1) and at about -708.4
-      for z below ~-708 (p underflows), and loses precision as z approaches 36.7.
-    * ``"stable_logit"`` (``--stable_logit_scaling``): ``log p_y - log sum_{j != y} p_j``,
-      which is z itself; exact, never saturates.
-    """
-    z = np.asarray(margin, dtype=np.float64)
-    if transform == "prob":
-        return expit(z)
-    if transform == "logit":
-        p = np.clip(expit(z), _P_LOW, _P_HIGH)
-        return np.log(p / (1.0 - p))
-    if transform == "stable_logit":
-        return z.copy()
-    raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
 @dataclass(frozen=True)
@@ -107,8 +80,10 @@ class InOutStats:
     Per (target, point), ``[T, K]``: ``n_*`` number of shadow models on that side (int64),
     ``mean_*`` their mean score (NaN where n = 0), ``var_*`` their variance with ddof=1 (NaN
     where n < 2). Per target, ``[T]``: ``pooled_var_*`` the pooled within-point variance
-    over the target's K points (NaN where no point has n >= 2), ``scenario_var_*`` the same
-    over all P points of the scenario (NaN where undefined). The target's own shadow row,
+    over the target's K points (NaN where no point has n >= 2), ``total_var_*`` the variance
+    of all the side's scores at the target's K points together (NaN where fewer than 2),
+    ``scenario_var_*`` the pooled within-point variance over all P points of the scenario
+    (NaN where undefined). The target's own shadow row,
     if any, is excluded from all of them.
     """
 
@@ -120,11 +95,14 @@ class InOutStats:
     var_out: np.ndarray
     pooled_var_in: np.ndarray
     pooled_var_out: np.ndarray
+    total_var_in: np.ndarray
+    total_var_out: np.ndarray
     scenario_var_in: np.ndarray
     scenario_var_out: np.ndarray
 
-    def std(self, side: str, *, global_variance: bool = False) -> np.ndarray:
-        """Standard deviation ``[T, K]`` of ``side`` (``"in"`` or ``"out"``) to standardise with.
+    def std(self, side: str, variance: str = "per-point") -> np.ndarray:
+        """Standard deviation ``[T, K]`` of ``side`` (``"in"`` or ``"out"``) to standardise with,
+        per point or pooled as ``variance`` (one of :data:`VARIANCES`) says.
 
         Applies the fallback chain and floor of the module docstring, so the result is
         finite and positive everywhere, also where ``n_side`` is 0 (callers decide what a
@@ -132,15 +110,17 @@ class InOutStats:
         """
         if side not in ("in", "out"):
             raise ValueError(f"side must be 'in' or 'out', not {side!r}")
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
         n = getattr(self, f"n_{side}")
         mean = getattr(self, f"mean_{side}")
         var = getattr(self, f"var_{side}")
-        pooled = getattr(self, f"pooled_var_{side}")
+        pooled = getattr(self, f"{'total' if variance == 'pooled' else 'pooled'}_var_{side}")
         scenario = getattr(self, f"scenario_var_{side}")
 
         scale = np.where(np.isfinite(scenario) & (scenario > 0), np.sqrt(scenario), 1.0)
         target_std = np.where(np.isfinite(pooled), np.sqrt(pooled), scale)[:, None]
-        if global_variance:
+        if variance != "per-point":
             std = np.broadcast_to(target_std, n.shape)
         else:
             std = np.where(n >= 2, np.sqrt(np.where(n >= 2, var, 0.0)), target_std)
@@ -157,12 +137,12 @@ def inout_stats(
     """IN/OUT statistics of any per-point shadow score, leaving each target out.
 
     ``shadow_score`` ``[S, P]`` is any finite float score (a transformed margin, a loss,
-    ...); ``shadow_in``, ``target_points`` and ``target_shadow`` are as in :func:`lira`.
+    ...); ``shadow_in``, ``target_points`` and ``target_shadow`` are as in the module docstring.
     Shared by every attack that calibrates a target's score with shadow models.
     """
     x, mask, tp, ts = _check_shadows(shadow_score, shadow_in, target_points, target_shadow)
-    n_in, mean_in, var_in, pooled_in, scen_in = _side_stats(x, mask, tp, ts)
-    n_out, mean_out, var_out, pooled_out, scen_out = _side_stats(x, ~mask, tp, ts)
+    n_in, mean_in, var_in, pooled_in, total_in, scen_in = _side_stats(x, mask, tp, ts)
+    n_out, mean_out, var_out, pooled_out, total_out, scen_out = _side_stats(x, ~mask, tp, ts)
     return InOutStats(
         n_in=n_in,
         mean_in=mean_in,
@@ -172,70 +152,20 @@ def inout_stats(
         var_out=var_out,
         pooled_var_in=pooled_in,
         pooled_var_out=pooled_out,
+        total_var_in=total_in,
+        total_var_out=total_out,
         scenario_var_in=scen_in,
         scenario_var_out=scen_out,
     )
 
 
-def lira(
-    shadow_margin: np.ndarray,
-    shadow_in: np.ndarray,
-    target_margin: np.ndarray,
-    target_points: np.ndarray,
-    target_shadow: np.ndarray | None = None,
-    *,
-    transform: str = "prob",
-    global_variance: bool = False,
-    online: bool = False,
-) -> np.ndarray:
-    """Membership confidence ``[T, K]`` float64 in [0, 1] of each target's challenge points.
-
-    Args:
-        shadow_margin: ``[S, P]`` margin of shadow model s on unique point p.
-        shadow_in: ``[S, P]`` bool, whether shadow s trained on point p.
-        target_margin: ``[T, K]`` each target's margin on its own K challenge points.
-        target_points: ``[T, K]`` integer column of ``shadow_*`` for each of those points.
-        target_shadow: ``[T]`` integer row of ``shadow_*`` that is the target itself (the
-            ``train`` phase), -1 where it is none; None means no target is a shadow.
-        transform: one of :data:`TRANSFORMS`, see :func:`transform_margin`.
-        global_variance: one pooled std per target and side instead of one per point.
-        online: IN vs OUT likelihood ratio instead of the OUT-only (offline) test.
-
-    Offline: ``Phi((x - mean_out) / std_out)``, the probability that an OUT model scores
-    below the target. Online: ``sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out,
-    std_out))``, in log space so tiny densities do not underflow to 0/0. Fallbacks for
-    points with few models are in the module docstring.
-    """
-    x = _check_margin(np.asarray(target_margin), "target_margin")
-    tp = np.asarray(target_points)
-    if x.shape != tp.shape:
-        raise ValueError(
-            f"target_margin has shape {x.shape} but target_points has shape {tp.shape}; "
-            "they must both be [T, K]"
-        )
-    scores = transform_margin(_check_margin(np.asarray(shadow_margin), "shadow_margin"), transform)
-    stats = inout_stats(scores, shadow_in, tp, target_shadow)
-    y = transform_margin(x, transform)
-
-    std_out = stats.std("out", global_variance=global_variance)
-    z_out = _standardise(y, stats.mean_out, std_out)
-    offline = np.where(stats.n_out > 0, ndtr(z_out), 0.5)
-    if not online:
-        return offline
-
-    std_in = stats.std("in", global_variance=global_variance)
-    z_in = _standardise(y, stats.mean_in, std_in)
-    log_ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
-    online_conf = np.where(stats.n_in > 0, expit(log_ratio), offline)
-    return np.where(stats.n_out > 0, online_conf, 0.5)
-
-
-def _standardise(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def standardise(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(y - mean) / std`` capped at ``Z_CAP``; finite but meaningless where mean is NaN."""
     return np.clip((y - np.nan_to_num(mean)) / std, -Z_CAP, Z_CAP)
 
 
-def _check_margin(values: np.ndarray, name: str) -> np.ndarray:
+def check_scores(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as a 2-D float64 array of finite, not absurdly large numbers, or ValueError."""
     if values.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {values.shape}")
     if values.dtype.kind not in "fiu":
@@ -257,7 +187,7 @@ def _check_shadows(
     target_shadow: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Validate the shadow-side inputs; return (scores, in-mask, points, shadow rows)."""
-    x = _check_margin(np.asarray(shadow_score), "shadow_score")
+    x = check_scores(np.asarray(shadow_score), "shadow_score")
     mask = np.asarray(shadow_in)
     if mask.dtype != np.bool_:
         raise ValueError(f"shadow_in must be a boolean array (IN = True), got dtype {mask.dtype}")
@@ -321,8 +251,8 @@ def _m2(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
 
 def _side_stats(
     x: np.ndarray, mask: np.ndarray, tp: np.ndarray, ts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """n, mean, var ``[T, K]`` and pooled, scenario variance ``[T]`` of one side."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n, mean, var ``[T, K]`` and pooled, total, scenario variance ``[T]`` of one side."""
     n_p, centre, d, s1_p, s2_p = _centred_sums(x, mask)
 
     # Leave the target's own row out: subtract its contribution from the gathered sums.
@@ -351,10 +281,22 @@ def _side_stats(
 
     dof = np.maximum(n - 1, 0)
     pooled = _ratio(m2.sum(axis=1), dof.sum(axis=1))
+    total = _total_var(n, np.where(n >= 1, mean, 0.0), m2)
     scenario = _scenario_var(x, mask, n_p, d, s1_p, s2_p, ts)
     mean = np.where(n >= 1, mean, np.nan)
     var = np.where(n >= 2, m2 / np.maximum(dof, 1), np.nan)
-    return n.astype(np.int64), mean, var, pooled, scenario
+    return n.astype(np.int64), mean, var, pooled, total, scenario
+
+
+def _total_var(n: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """Variance ``[T]`` (ddof=1) of all values at a target's K points together, from each
+    point's count, mean and sum of squared deviations ``[T, K]`` (the parallel-variance
+    identity: within-point sums plus each point's weighted squared distance to the grand mean).
+    """
+    count = n.sum(axis=1)
+    grand = (n * mean).sum(axis=1) / np.maximum(count, 1)
+    between = (n * (mean - grand[:, None]) ** 2).sum(axis=1)
+    return _ratio(m2.sum(axis=1) + between, count - 1)
 
 
 def _scenario_var(
@@ -395,3 +337,29 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` as float64, NaN where ``den`` is 0."""
     num = np.asarray(num, dtype=np.float64)
     return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def check_finite(values: np.ndarray, name: str, *, ndim: int) -> np.ndarray:
+    """``values`` as an ``ndim``-D float64 array of finite margins, or ValueError."""
+    array = np.asarray(values)
+    if array.ndim != ndim or array.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{name} must be a {ndim}-D array of numbers, got {array.dtype} {array.shape}"
+        )
+    array = array.astype(np.float64, copy=False)
+    if array.size and not (array.min() >= -MAX_ABS_SCORE and array.max() <= MAX_ABS_SCORE):
+        raise ValueError(
+            f"{name} holds NaN, infinite or absurdly large values; margins must be finite"
+        )
+    return array
+
+
+def check_targets(target_margin: np.ndarray, target_points: np.ndarray) -> np.ndarray:
+    """The targets' margins ``[T, K]`` as float64, checked against ``target_points``."""
+    y = check_finite(target_margin, "target_margin", ndim=2)
+    if y.shape != np.shape(target_points):
+        raise ValueError(
+            f"target_margin has shape {y.shape} but target_points has shape "
+            f"{np.shape(target_points)}; they must both be [T, K]"
+        )
+    return y

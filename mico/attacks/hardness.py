@@ -1,0 +1,162 @@
+"""The 1st-place MICO attack: difficulty calibration (Watson et al., ICLR 2022).
+
+A per-point score of the target (higher = member) minus a per-point reference computed from
+the shadows (the target's own row left out), then min-max normalised over the phase. See
+:data:`HARDNESS_SCORES` and :data:`HARDNESS_VARIANTS`; shapes as in :mod:`mico.attacks.stats`,
+with ``shadow_margin [S, P]`` and ``target_margin [T, K]`` the true-label logit margins z,
+``p = sigmoid(z)`` the softmax probability of the true label and ``-loss = log p``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, log_expit
+
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.stats import Z_CAP, check_finite, check_targets, inout_stats
+from mico.store import ScenarioScores
+
+#: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
+#: ``loss`` is -cross-entropy = log p, ``prob`` is p, ``margin`` is z (the logit-scaled
+#: confidence, LiRA's ``stable_logit``).
+HARDNESS_SCORES: tuple[str, ...] = ("loss", "prob", "margin")
+
+#: Calibrations of the 1st-place solution: ``in``: score - mean of the IN shadows;
+#: ``mid``: score - (IN mean + OUT mean) / 2; ``std``: (score - mean) / std of all shadows.
+HARDNESS_VARIANTS: tuple[str, ...] = ("in", "mid", "std")
+
+
+def hardness_score(margin: np.ndarray, score: str) -> np.ndarray:
+    """The per-point score of :data:`HARDNESS_SCORES` (same shape as ``margin``)."""
+    z = np.asarray(margin, dtype=np.float64)
+    if score == "loss":
+        return log_expit(z)
+    if score == "prob":
+        return expit(z)
+    if score == "margin":
+        return z.copy()
+    raise ValueError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
+
+
+def hardness_calibrated(
+    shadow_margin: np.ndarray,
+    shadow_in: np.ndarray,
+    target_margin: np.ndarray,
+    target_points: np.ndarray,
+    target_shadow: np.ndarray | None = None,
+    *,
+    score: str = "loss",
+    variant: str = "mid",
+) -> np.ndarray:
+    """Calibrated scores ``[T, K]`` (unbounded, higher = member) before normalisation.
+
+    With ``y`` the target's score and IN / OUT / ALL the shadows of each side (ALL = both)
+    at that point, the target's own row left out:
+
+    * ``in``:  ``y - mean(IN)``;
+    * ``mid``: ``y - (mean(IN) + mean(OUT)) / 2``;
+    * ``std``: ``(y - mean(ALL)) / std(ALL)``, ddof=1, with the std fallbacks and floor of
+      :meth:`mico.attacks.stats.InOutStats.std` (the target's pooled std where a point has < 2).
+
+    Where a side the variant needs is empty, the reference is ``mean(ALL)``; where no shadow
+    is left at all, the calibrated score is 0 (the point carries no evidence).
+    """
+    _check_choice(variant, HARDNESS_VARIANTS, "variant")
+    y = hardness_score(check_targets(target_margin, target_points), score)
+    x = hardness_score(check_finite(shadow_margin, "shadow_margin", ndim=2), score)
+    everyone = inout_stats(x, np.ones(x.shape, dtype=bool), target_points, target_shadow)
+    n_all, mean_all = everyone.n_in, everyone.mean_in
+    if variant == "std":
+        std = everyone.std("in")
+        calibrated = np.clip((y - np.nan_to_num(mean_all)) / std, -Z_CAP, Z_CAP)
+        return np.where(n_all >= 1, calibrated, 0.0)
+    stats = inout_stats(x, shadow_in, target_points, target_shadow)
+    if variant == "in":
+        have = stats.n_in >= 1
+        reference = stats.mean_in
+    else:
+        have = (stats.n_in >= 1) & (stats.n_out >= 1)
+        reference = 0.5 * (stats.mean_in + stats.mean_out)
+    reference = np.where(have, reference, np.where(n_all >= 1, mean_all, y))
+    return y - reference
+
+
+def hardness(
+    shadow_margin: np.ndarray,
+    shadow_in: np.ndarray,
+    target_margin: np.ndarray,
+    target_points: np.ndarray,
+    target_shadow: np.ndarray | None = None,
+    *,
+    score: str = "loss",
+    variant: str = "mid",
+) -> np.ndarray:
+    """Membership confidence ``[T, K]`` in [0, 1]: :func:`hardness_calibrated`, min-max
+    normalised over all T*K values (as the 1st place did per phase: pass a whole phase)."""
+    return minmax(
+        hardness_calibrated(
+            shadow_margin,
+            shadow_in,
+            target_margin,
+            target_points,
+            target_shadow,
+            score=score,
+            variant=variant,
+        )
+    )
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+    """``(v - min) / (max - min)`` over the whole array, into [0, 1]; all 0.5 if constant."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v.copy()
+    low, high = v.min(), v.max()
+    if not high > low:
+        return np.full(v.shape, 0.5)
+    return (v - low) / (high - low)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class HardnessParams(Params):
+    """Which score of :data:`HARDNESS_SCORES` and calibration of :data:`HARDNESS_VARIANTS`."""
+
+    score: str = "loss"
+    variant: str = "mid"
+
+
+class Hardness(Attack):
+    """The 1st place's calibration; the score x variant is chosen by CV on the train phase."""
+
+    name = "hardness"
+    summary = "the 1st place's per-point calibration"
+
+    def configs(self) -> list[Config]:
+        """Score x calibration variants of the 1st-place attack."""
+        return [
+            Config(self.name, f"hardness {s} {v}", HardnessParams(s, v))
+            for s in HARDNESS_SCORES
+            for v in HARDNESS_VARIANTS
+        ]
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        assert isinstance(params, HardnessParams)
+        data = scores.phases[phase]
+        return hardness(
+            scores.shadow_margin,
+            scores.shadow_in,
+            data.margin,
+            data.points,
+            data.shadow_or_none,
+            score=params.score,
+            variant=params.variant,
+        )

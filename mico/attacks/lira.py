@@ -1,0 +1,181 @@
+"""LiRA (Carlini et al. 2022), the 2nd place's attack: arrays in and arrays out, plus its
+registry entry.
+
+Shapes as in :mod:`mico.attacks.stats`, with the margins the attack scores::
+
+    shadow_margin [S, P]  float64   true-label logit margin z of shadow s on point p
+    target_margin [T, K]  float64   margin of target t on its own k-th challenge point
+
+The margin is ``z = log p_y - log(1 - p_y) = logit_y - logsumexp_{j != y} logit_j``.
+Every score transform is a function of z, so one stored array serves all of them.
+
+Choices that differ from the original 2nd-place code, and why:
+
+* Variances use ddof=1 and leave the target out (:mod:`mico.attacks.stats`).
+* ``variance="pooled"`` (``--global_variance``) pools as the original and Carlini et al.'s
+  ``fix_variance`` do: one std per target, of all OUT (IN) scores of its K points together,
+  each point keeping its own mean; with the fixes (correct OUT sets, target left out, float64
+  margins, ddof=1).
+* ``variance="pooled-within"`` (``--variance pooled-within``) pools the within-point variance
+  over the target's K points instead: ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``.
+* The online attack returns ``sigmoid(log N(x; in) - log N(x; out))``, the posterior
+  membership probability under a 1/2 prior, so it lies in [0, 1] (the original wrote raw
+  likelihood ratios) and works with every score transform (the original refused).
+
+Fallbacks, so that the output is always finite and in [0, 1] (std fallbacks and floor: see
+:meth:`mico.attacks.stats.InOutStats.std`):
+
+* offline, 0 OUT models: confidence 0.5 (no evidence either way).
+* online, 0 IN models: the offline confidence; 0 OUT models: 0.5, as offline (a one-sided
+  IN test would put those points on a different scale from the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
+from mico.store import ScenarioScores
+
+TRANSFORMS = ("prob", "logit", "stable_logit")
+
+_P_LOW = float(np.finfo(np.float64).tiny)
+_P_HIGH = 1.0 - 2.0**-53
+
+
+def transform_margin(margin: np.ndarray, transform: str) -> np.ndarray:
+    """Turn true-label logit margins z (any shape) into the attack's scores (same shape).
+
+    * ``"prob"``: softmax probability of the true label, ``p = sigmoid(z)``, computed
+      stably (no overflow for large |z|).
+    * ``"logit"`` (the original ``--logit_scaling``): ``log(p / (1 - p))`` computed naively
+      from the float64 probability, as the original did. p is clipped into
+      ``[finfo.tiny, 1 - 2**-53]`` so the result is finite, which means it saturates at
+      ``log(2**53 - 1) ~= 36.74`` for z above ~36.7 (p rounds to 1) and at about -708.4
+      for z below ~-708 (p underflows), and loses precision as z approaches 36.7.
+    * ``"stable_logit"`` (``--stable_logit_scaling``): ``log p_y - log sum_{j != y} p_j``,
+      which is z itself; exact, never saturates.
+    """
+    z = np.asarray(margin, dtype=np.float64)
+    if transform == "prob":
+        return expit(z)
+    if transform == "logit":
+        p = np.clip(expit(z), _P_LOW, _P_HIGH)
+        return np.log(p / (1.0 - p))
+    if transform == "stable_logit":
+        return z.copy()
+    raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+
+
+def lira(
+    shadow_margin: np.ndarray,
+    shadow_in: np.ndarray,
+    target_margin: np.ndarray,
+    target_points: np.ndarray,
+    target_shadow: np.ndarray | None = None,
+    *,
+    transform: str = "prob",
+    variance: str = "per-point",
+    online: bool = False,
+) -> np.ndarray:
+    """Membership confidence ``[T, K]`` float64 in [0, 1] of each target's challenge points.
+
+    Args:
+        shadow_margin: ``[S, P]`` margin of shadow model s on unique point p.
+        shadow_in: ``[S, P]`` bool, whether shadow s trained on point p.
+        target_margin: ``[T, K]`` each target's margin on its own K challenge points.
+        target_points: ``[T, K]`` integer column of ``shadow_*`` for each of those points.
+        target_shadow: ``[T]`` integer row of ``shadow_*`` that is the target itself (the
+            ``train`` phase), -1 where it is none; None means no target is a shadow.
+        transform: one of :data:`TRANSFORMS`, see :func:`transform_margin`.
+        variance: per-point or pooled std, one of :data:`mico.attacks.stats.VARIANCES`.
+        online: IN vs OUT likelihood ratio instead of the OUT-only (offline) test.
+
+    Offline: ``Phi((x - mean_out) / std_out)``, the probability that an OUT model scores
+    below the target. Online: ``sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out,
+    std_out))``, in log space so tiny densities do not underflow to 0/0. Fallbacks for
+    points with few models are in the module docstring.
+    """
+    x = check_scores(np.asarray(target_margin), "target_margin")
+    tp = np.asarray(target_points)
+    if x.shape != tp.shape:
+        raise ValueError(
+            f"target_margin has shape {x.shape} but target_points has shape {tp.shape}; "
+            "they must both be [T, K]"
+        )
+    scores = transform_margin(check_scores(np.asarray(shadow_margin), "shadow_margin"), transform)
+    stats = inout_stats(scores, shadow_in, tp, target_shadow)
+    y = transform_margin(x, transform)
+
+    std_out = stats.std("out", variance)
+    z_out = standardise(y, stats.mean_out, std_out)
+    offline = np.where(stats.n_out > 0, ndtr(z_out), 0.5)
+    if not online:
+        return offline
+
+    std_in = stats.std("in", variance)
+    z_in = standardise(y, stats.mean_in, std_in)
+    log_ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    online_conf = np.where(stats.n_in > 0, expit(log_ratio), offline)
+    return np.where(stats.n_out > 0, online_conf, 0.5)
+
+
+@dataclass(frozen=True)
+class LiraParams(Params):
+    """The original's flags: score ``transform`` (``--logit_scaling``,
+    ``--stable_logit_scaling``), ``variance`` (``--global_variance``), ``--online_attack``."""
+
+    transform: str = "prob"
+    variance: str = "per-point"
+    online: bool = False
+
+
+#: Short names of the pooled variances in labels (per-point has none).
+VARIANCE_TAGS: dict[str, str] = {"pooled": "gv", "pooled-within": "gv-within"}
+
+
+def lira_label(params: LiraParams) -> str:
+    """``lira <online|offline> <transform> [gv|gv-within]``, e.g. ``lira offline prob gv``."""
+    parts = ["lira", "online" if params.online else "offline", params.transform]
+    tag = VARIANCE_TAGS.get(params.variance)
+    return " ".join([*parts, tag] if tag else parts)
+
+
+class Lira(Attack):
+    """LiRA with the original's flags; each combination is a configuration of its own."""
+
+    name = "lira"
+    summary = "the 2nd place's LiRA (flags below)"
+    show_each = True
+
+    def configs(self) -> list[Config]:
+        """Every flag combination of the original ``run_lira_mia.py``, offline ones first."""
+        return [
+            self._config(LiraParams(transform, variance, online))
+            for online in (False, True)
+            for transform in TRANSFORMS
+            for variance in VARIANCES
+        ]
+
+    def _config(self, params: LiraParams) -> Config:
+        return Config(self.name, lira_label(params), params)
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        assert isinstance(params, LiraParams)
+        data = scores.phases[phase]
+        return lira(
+            scores.shadow_margin,
+            scores.shadow_in,
+            data.margin,
+            data.points,
+            data.shadow_or_none,
+            transform=params.transform,
+            variance=params.variance,
+            online=params.online,
+        )

@@ -1,0 +1,35 @@
+"""The MICO starting kit's loss threshold: no shadow models, the floor every attack should beat."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.stats import check_finite
+from mico.store import ScenarioScores
+
+
+def loss_attack(target_margin: np.ndarray) -> np.ndarray:
+    """The loss-threshold baseline: confidence ``p = sigmoid(z) = exp(-loss)`` ``[T, K]``.
+
+    ``p`` rounds to 1.0 for margins above ~36.7, so extremely confident points tie; the
+    starting kit's threshold on the loss has the same resolution.
+    """
+    return expit(check_finite(target_margin, "target_margin", ndim=2))
+
+
+class Loss(Attack):
+    """The loss-threshold baseline, one fixed configuration."""
+
+    name = "loss"
+    summary = "the loss-threshold baseline"
+    show_each = True
+
+    def configs(self) -> list[Config]:
+        return [Config(self.name, "loss")]
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        return loss_attack(scores.phases[phase].margin)

@@ -1,0 +1,312 @@
+"""The library behind ``run_lira_mia.py``: run one attack (or compare them all) on a bundle.
+
+:func:`run_challenge` reads ``save_preds.py``'s ``scores.npz`` of every scenario, writes
+``prediction.csv`` for every model of every phase, and scores the train phase (which has ground
+truth) and, given a ``reference`` folder, dev/final. Where an attack chooses among several
+configurations, the choice is made on the train models and the train-phase numbers are a
+k-fold cross-validation estimate (:mod:`mico.selection`). :func:`compare_challenge` scores every
+row of :mod:`mico.attacks.compare` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mico.attacks.base import Config, Params
+from mico.attacks.compare import (
+    Predictor,
+    RowResult,
+    ScenarioComparison,
+    compare_scenario,
+    evaluate_row,
+)
+from mico.attacks.lira import LiraParams
+from mico.attacks.original import (
+    ORIGINAL_LEN_TRAINING,
+    check_original_params,
+    load_original_inputs,
+    original_len_training,
+    original_predictions,
+)
+from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
+from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.fileio import write_text_atomic
+from mico.layout import PREDICTION_FILE, model_dir, preds_root, scores_path
+from mico.manifest import write_manifest
+from mico.scoring import metrics
+from mico.selection import DEFAULT_FOLDS
+from mico.store import ScenarioScores
+from mico.tasks import Task, load_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to attack and how.
+
+    ``params``: a fixed configuration of ``attack`` (e.g. the LiRA flags); None chooses among
+    the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
+    one). ``reference``: ground truth of dev/final to score them too (the demo's
+    ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
+    ``original``: LiRA exactly as the published scripts compute it (:mod:`mico.attacks.original`;
+    ``params`` must be :class:`~mico.attacks.lira.LiraParams`).
+    """
+
+    root: Path
+    challenge: str
+    preds_dir: Path | None = None
+    attack: str = DEFAULT_ATTACK
+    params: Params | None = None
+    folds: int = DEFAULT_FOLDS
+    reference: Path | None = None
+    write: bool = True
+    original: bool = False
+
+
+@dataclass
+class ChallengeRun:
+    """The outcome of :func:`run_challenge`: train metrics ``{scenario: score dict}``,
+    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with a reference), the train
+    ROC inputs ``{scenario: (truth, predictions)}`` and a one-line description."""
+
+    task: Task
+    description: str
+    train: dict[str, dict[str, float]] = field(default_factory=dict)
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def check_options(options: RunOptions) -> Task:
+    """Validate the options against the bundle; return its task."""
+    attack = get_attack(options.attack)
+    if options.params is not None:
+        attack.config(options.params)
+    if options.original:
+        if not isinstance(options.params, LiraParams):
+            raise ValueError("--original reproduces the published LiRA: use it with --attack lira")
+        check_original_params(options.params)
+    if options.folds < 2:
+        raise ValueError("--folds must be at least 2")
+    task = load_task(options.root, options.challenge)
+    if options.reference is not None and not (options.reference / task.name).is_dir():
+        raise FileNotFoundError(f"{options.reference / task.name} not found (--reference)")
+    return task
+
+
+def describe(options: RunOptions) -> str:
+    """A one-line name of what :func:`run_challenge` runs, for titles."""
+    attack = get_attack(options.attack)
+    if options.original and options.params is not None:
+        return f"{attack.config(options.params).label}, as the published 2nd-place code"
+    if options.params is not None:
+        return attack.config(options.params).label
+    candidates = attack.configs()
+    if len(candidates) == 1:
+        return candidates[0].label
+    return f"{attack.name} ({options.folds}-fold CV estimate of the variant chosen on train)"
+
+
+def run_challenge(options: RunOptions) -> ChallengeRun:
+    """Run one attack on every scenario; write and score its predictions (module docstring).
+
+    The predictions are replaced as one set: every input (each ``scores.npz``, the reference
+    solutions, the model folders to write into) is read and checked and every prediction is
+    computed before the first file is written, and :mod:`mico.manifest` records which
+    configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
+    """
+    task = check_options(options)
+    result = ChallengeRun(task, describe(options))
+    preds = preds_root(options.root, task.name, options.preds_dir)
+    if options.original:
+        _say_original_len_training(options, task)
+    scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
+    loaded = {name: ScenarioScores.load(path) for name, path in scenarios.items()}
+    if options.write:
+        _check_model_folders(options.root, task, loaded)
+    truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
+    outputs = {
+        name: attack_scenario(scores, scenarios[name], task, options)
+        for name, scores in loaded.items()
+    }
+    if options.write:
+        _write_predictions(options, task, loaded, {n: out[1] for n, out in outputs.items()})
+    for name, scores in loaded.items():
+        estimate, predictions = outputs[name]
+        train = scores.phases.get("train")
+        if train is not None and train.solution is not None and estimate is not None:
+            result.train[name] = metrics(train.solution, estimate)
+            result.curves[name] = (train.solution.ravel(), estimate.ravel())
+        for phase, truth in truths[name].items():
+            result.held_out[f"{name} {phase}"] = metrics(truth, predictions[phase])
+        log.info("%s: predictions for %s", name, ", ".join(scores.phases))
+    if not result.train:
+        raise ValueError("no train phase with solutions: nothing to score")
+    return result
+
+
+def _say_original_len_training(options: RunOptions, task: Task) -> None:
+    len_training, from_bundle = original_len_training(options.root, task.name)
+    if from_bundle:
+        log.warning(
+            "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
+            "scripts hard-code %d, which does not fit this bundle)",
+            len_training,
+            ORIGINAL_LEN_TRAINING,
+        )
+
+
+def _truths(
+    options: RunOptions, task: Task, scenario: str, scores: ScenarioScores
+) -> dict[str, np.ndarray]:
+    """``{phase: solution [T, K]}`` of dev/final from ``options.reference`` (empty without)."""
+    if options.reference is None:
+        return {}
+    return {
+        phase: reference_solutions(options.reference, task, scenario, phase, data.ids)
+        for phase, data in scores.phases.items()
+        if phase != "train"
+    }
+
+
+def _check_model_folders(root: Path, task: Task, loaded: dict[str, ScenarioScores]) -> None:
+    """Refuse, listing them, model folders of ``scores.npz`` that the bundle lacks: writing
+    would create a folder holding only ``prediction.csv``."""
+    missing = [
+        folder
+        for name, scores in loaded.items()
+        for phase, data in scores.phases.items()
+        for folder in (model_dir(root, task.name, name, phase, int(i)) for i in data.ids)
+        if not folder.is_dir()
+    ]
+    if missing:
+        shown = ", ".join(str(folder) for folder in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} model folders that scores.npz covers are not in the bundle: "
+            f"{shown}{more}; restore them, or rerun save_preds.py for this bundle"
+        )
+
+
+def _write_predictions(
+    options: RunOptions,
+    task: Task,
+    loaded: dict[str, ScenarioScores],
+    predictions: dict[str, dict[str, np.ndarray]],
+) -> None:
+    """The manifest first (:mod:`mico.manifest`), then every ``prediction.csv``."""
+    texts = {}
+    for name, scores in loaded.items():
+        for phase, data in scores.phases.items():
+            for model, values in zip(data.ids, predictions[name][phase], strict=True):
+                folder = model_dir(options.root, task.name, name, phase, int(model))
+                path = folder / PREDICTION_FILE
+                texts[path] = prediction_line(values, path)
+    write_manifest(options.root, task.name, configuration(options), texts)
+    for path, text in texts.items():
+        write_text_atomic(path, text)
+
+
+def configuration(options: RunOptions) -> str:
+    """The name the manifest records for what these options write."""
+    if options.params is None and len(get_attack(options.attack).configs()) > 1:
+        return f"{options.attack}, chosen by {options.folds}-fold CV"
+    return describe(options)
+
+
+def attack_scenario(
+    scores: ScenarioScores, path: Path, task: Task, options: RunOptions
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The train-phase predictions to score (a CV estimate where a choice is made) and the
+    predictions to write, ``{phase: [T, K]}``."""
+    if options.original:
+        assert isinstance(options.params, LiraParams)
+        len_training = original_len_training(options.root, task.name)[0]
+        inputs = load_original_inputs(
+            scores,
+            path.parent,
+            options.root,
+            task,
+            path.parent.name,
+            options.params.transform,
+            len_training,
+        )
+        predictions = original_predictions(inputs, options.params)
+        return predictions.get("train"), predictions
+    attack = get_attack(options.attack)
+    if reason := attack.missing(scores, task.name):
+        raise ValueError(f"{path}: {reason}")
+    if warning := attack.warning(scores):
+        log.warning("%s: %s", path.parent.name, warning)
+    predictor = Predictor(scores)
+    fixed = _fixed_config(options)
+    if fixed is not None:
+        predictions = {phase: predictor.predict(fixed, phase) for phase in scores.phases}
+        return predictions.get("train"), predictions
+    if "train" not in scores.phases or scores.phases["train"].solution is None:
+        raise ValueError(f"{path}: no train phase with solutions to run {attack.name} with")
+    row = evaluate_row(predictor, attack.configs(), options.folds)
+    _log_choice(path, row)
+    return row.train, {phase: predictor.predict(row.chosen, phase) for phase in scores.phases}
+
+
+def _fixed_config(options: RunOptions) -> Config | None:
+    """The configuration to run as is, or None when the attack chooses by CV."""
+    attack = get_attack(options.attack)
+    if options.params is not None:
+        return attack.config(options.params)
+    candidates = attack.configs()
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _log_choice(path: Path, row: RowResult) -> None:
+    log.info(
+        "%s: %s chosen on all train models (%d of %d CV folds chose it too)",
+        path.parent.name,
+        row.chosen.label,
+        row.fold_choices.count(row.chosen.label),
+        len(row.fold_choices),
+    )
+
+
+def reference_solutions(
+    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
+) -> np.ndarray:
+    """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
+    folders = [model_dir(reference, task.name, scenario, phase, int(i)) for i in ids]
+    return np.stack([read_solution(folder, task.num_challenges) for folder in folders])
+
+
+def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
+    """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
+    task = check_options(options)
+    preds = preds_root(options.root, task.name, options.preds_dir)
+    results: dict[str, ScenarioComparison] = {}
+    for scenario in scenario_dirs(options.root, task):
+        path = scores_path(preds, scenario.name)
+        scores = ScenarioScores.load(path)
+        if "train" not in scores.phases or scores.phases["train"].solution is None:
+            raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
+        attacks = []
+        for attack in ATTACKS.values():
+            if reason := attack.missing(scores, task.name):
+                log.warning("%s left out: %s: %s", attack.name, path, reason)
+                continue
+            if warning := attack.warning(scores):
+                log.warning("%s: %s", scenario.name, warning)
+            attacks.append(attack)
+        truths = {}
+        if options.reference is not None:
+            for phase in ("dev", "final"):
+                if phase in scores.phases:
+                    ids = scores.phases[phase].ids
+                    truths[phase] = reference_solutions(
+                        options.reference, task, scenario.name, phase, ids
+                    )
+        results[scenario.name] = compare_scenario(scores, attacks, truths, options.folds)
+        log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
+    return task, results
