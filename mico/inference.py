@@ -13,8 +13,12 @@ The margin is stored in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from mico.tracks.base import call_model
 
 
 def true_label_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -41,15 +45,17 @@ def model_outputs(
     *,
     keep_logits: bool = False,
     counter: Counter | None = None,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = call_model,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Margins float64 [N] (and float32 logits [N, C] if asked) of ``model`` on ``(x, y)``.
 
     ``x`` and ``y`` should already be on the model's device: the points are uploaded once per
-    scenario, not once per model.  Results come back on the CPU.
+    scenario, not once per model.  Results come back on the CPU.  ``forward`` is the track's
+    (:attr:`mico.tracks.base.Task.forward`).
     """
     margins, logits_out = [], []
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
+        logits = forward(model, x[start : start + batch_size])
         margins.append(true_label_margin(logits, y[start : start + batch_size]))
         if keep_logits:
             logits_out.append(logits.float())

@@ -133,14 +133,21 @@ class _Runner:
 
         ``shared`` names a point set many models use (uploaded on first need, then kept).
         """
-        digest, stamp = points_digest(indices), model_stamp(model.folder / "model.pt")
+        weights = model.folder / self.task.model_files[-1]
+        digest, stamp = points_digest(indices), model_stamp(weights)
         cached = load_cached_margin(cache, digest, stamp, len(indices))
         if cached is not None:
             return cached
-        net = load_model(self.task, model.folder / "model.pt", self.options.device)
+        net = load_model(self.task, weights, self.options.device)
         x, y = self.upload(indices, shared)
         margin, raw = model_outputs(
-            net, x, y, self.options.batch_size, keep_logits=logits, counter=self.counter
+            net,
+            x,
+            y,
+            self.options.batch_size,
+            keep_logits=logits,
+            counter=self.counter,
+            forward=self.task.forward,
         )
         out = margin.numpy()
         save_cached_margin(cache, out, digest, stamp, None if raw is None else raw.numpy())
