@@ -47,6 +47,7 @@ class PredictOptions:
     population: int = 0
     population_seed: int = 0
     save_logits: bool = False
+    autocast: torch.dtype | None = None
 
 
 @dataclass
@@ -156,6 +157,8 @@ class _Runner:
         """
         weights = model.folder / self.task.model_files[-1]
         digest, stamp = points_digest(indices), model_stamp(weights)
+        if self.options.autocast is not None:  # other precision, other margins: other cache key
+            stamp = f"{stamp}:{self.options.autocast}"
         cached = load_cached_margin(cache, digest, stamp, len(indices))
         if cached is not None:
             return cached
@@ -169,6 +172,7 @@ class _Runner:
             keep_logits=logits,
             counter=self.counter,
             forward=self.task.forward,
+            autocast=self.options.autocast,
         )
         out = margin.numpy()
         save_cached_margin(cache, out, digest, stamp, None if raw is None else raw.numpy())

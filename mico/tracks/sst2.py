@@ -201,11 +201,11 @@ _DEMO_RECIPE = (("lr", 2e-3), ("dp_lr", 2e-3), ("batch_size", 32), ("dp_batch_si
 #: has OUT models for offline LiRA (MICO's ratio leaves about one OUT model per point).
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        dataset_len=2000,
-        len_training=1000,
-        train_models=16,
+        dataset_len=1000,
+        len_training=500,
+        train_models=8,
         eval_models=2,
-        epochs=8,
+        epochs=4,
         recipe_changes=_DEMO_RECIPE,
         architecture=tiny_roberta,
     ),
