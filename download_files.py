@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "is named cifar10.zip or purchase100.zip)",
     )
     group.add_argument(
-        "--base-url", help="mirror folder serving cifar-10-python.tar.gz / dataset_purchase.tgz"
+        "--base-url",
+        help="mirror folder serving cifar-10-python.tar.gz / dataset_purchase.tgz (SST-2: the "
+        "GLUE parquet files and roberta-base's vocab.json, merges.txt)",
     )
     group.add_argument("--skip-base", action="store_true", help="leave out the base dataset")
     group.add_argument("--skip-bundle", action="store_true", help="only fetch the base dataset")
