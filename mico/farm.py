@@ -4,7 +4,9 @@ A :class:`ModelJob` says which dataset records a model trains on (in order), whi
 evaluated on, its DP target and seed, and the extra files its folder holds (seeds, solution,
 membership).  :func:`build_models` trains every job whose folder is not complete and writes::
 
-    <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module.")
+    <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module."),
+                          or the track's own weight files (``task.write_model``; SST-2:
+                          config.json + pytorch_model.bin)
     <folder>/epsilon      achieved epsilon at delta 1e-5 ("inf": no DP)
     <folder>/accuracy     accuracy on the job's evaluation records
     <folder>/<name>       each of the job's extra files
