@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mico import demo, download
 from mico.cli import add_common_args, run_cli, setup_logging
+from mico.subset import Selection
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("download (default)")
     group.add_argument(
         "--repo-id",
-        help="Hugging Face dataset repository (default: szanella/MICO-CIFAR10 or "
-        "szanella/MICO-purchase100); endpoint from HF_ENDPOINT, token from HF_TOKEN",
+        help="Hugging Face dataset repository (default: szanella/MICO-CIFAR10, "
+        "szanella/MICO-purchase100 or szanella/MICO-SST2); endpoint from HF_ENDPOINT, token "
+        "from HF_TOKEN",
     )
     group.add_argument("--revision", help="branch, tag or commit of the repository (default: main)")
     where = group.add_mutually_exclusive_group()
@@ -39,10 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
         "is named cifar10.zip or purchase100.zip)",
     )
     group.add_argument(
-        "--base-url", help="mirror folder serving cifar-10-python.tar.gz / dataset_purchase.tgz"
+        "--base-url",
+        help="mirror folder serving cifar-10-python.tar.gz / dataset_purchase.tgz (SST-2: the "
+        "GLUE parquet files and roberta-base's vocab.json, merges.txt)",
     )
     group.add_argument("--skip-base", action="store_true", help="leave out the base dataset")
     group.add_argument("--skip-bundle", action="store_true", help="only fetch the base dataset")
+    group.add_argument(
+        "--scenarios",
+        help="comma-separated scenarios to fetch, e.g. inf,lo (default: all; SST-2's full "
+        "bundle is about 300 GB)",
+    )
+    group.add_argument("--phases", help="comma-separated phases to fetch, e.g. dev,final")
+    group.add_argument(
+        "--models", type=int, help="fetch only the first N models of each chosen phase"
+    )
     group.add_argument(
         "--dry-run", action="store_true", help="list what would be fetched, and its size"
     )
@@ -116,11 +129,17 @@ def download_options(args: argparse.Namespace) -> download.DownloadOptions:
         base_url=args.base_url,
         skip_base=args.skip_base,
         skip_bundle=args.skip_bundle,
+        selection=Selection(_names(args.scenarios), _names(args.phases), args.models),
         dry_run=args.dry_run,
         jobs=args.jobs,
         retries=args.retries,
         quiet=args.quiet,
     )
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    """``"inf, lo"`` -> ``("inf", "lo")``; nothing -> ``()`` (everything)."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 def _main(argv: Sequence[str] | None) -> int:

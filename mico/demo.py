@@ -63,7 +63,7 @@ from mico.layout import (
     model_ids,
     reference_root,
 )
-from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
+from mico.recipes import DELTA, SCENARIO_EPSILON, Recipe
 from mico.splits import split_indices
 from mico.tasks import PHASES, Task, get_task
 
@@ -93,12 +93,16 @@ class DemoConfig:
 
     @property
     def task(self) -> Task:
-        """The track with this bundle's sizes (what ``load_task`` reads back)."""
-        return get_task(self.challenge).replace(
+        """The track with this bundle's sizes (what ``load_task`` reads back), and the preset's
+        architecture where it has one."""
+        track = get_task(self.challenge)
+        architecture = track.demo.presets[self.preset].architecture or track.architecture
+        return track.replace(
             dataset_len=self.dataset_len,
             len_training=self.len_training,
             len_challenge=self.len_challenge,
             models_per_phase=tuple(self.models_per_phase.items()),
+            architecture=architecture,
         )
 
     @property
@@ -120,7 +124,7 @@ class DemoConfig:
             "recipe": dataclasses.asdict(self.recipe),
             "dp_epsilon": {k: v for k, v in SCENARIO_EPSILON.items() if v is not None},
             "delta": DELTA,
-            "max_grad_norm": MAX_GRAD_NORM,
+            "max_grad_norm": self.recipe.max_grad_norm,
         }
 
     def bundle_json(self) -> dict[str, object]:

@@ -30,7 +30,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
@@ -39,8 +39,9 @@ from tqdm import tqdm
 from mico.bundle import check_layout
 from mico.extract import extract_tar_entry, import_folder, import_zip
 from mico.http import Fetcher, display_url, md5_file
-from mico.layout import BUNDLE_CONFIG, bundle_model_files, data_root, model_ids
+from mico.layout import BUNDLE_CONFIG, data_root
 from mico.sources import BaseDataset, Source
+from mico.subset import Selection, bundle_files, check_free_space
 from mico.tasks import Task, get_task, load_task
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,14 @@ class HubRepo:
     repo_id: str
     revision: str
     token: str | None
+    #: The bundle's folder inside the repository (``task.source.repo_prefix``).
+    prefix: str = ""
 
     @classmethod
-    def from_env(cls, repo_id: str, revision: str) -> HubRepo:
+    def from_env(cls, repo_id: str, revision: str, prefix: str = "") -> HubRepo:
         endpoint = os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT
-        return cls(endpoint.rstrip("/"), repo_id, revision, os.environ.get("HF_TOKEN") or None)
+        token = os.environ.get("HF_TOKEN") or None
+        return cls(endpoint.rstrip("/"), repo_id, revision, token, prefix)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -81,25 +85,11 @@ class HubRepo:
 
     def url(self, path: str) -> str:
         revision = quote(self.revision, safe="")
-        return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{revision}/{quote(path)}"
+        where = quote(self.prefix + path)
+        return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{revision}/{where}"
 
     def __str__(self) -> str:
         return f"{self.endpoint}/datasets/{self.repo_id} at {self.revision}"
-
-
-def bundle_files(task: Task) -> list[str]:
-    """Every file of a complete bundle, relative to ``<challenge>/``, in bundle order.
-
-    Model ids run on across phases (MICO: train 0..99, dev 100..149, final 150..199), so the
-    counts of ``task.models_per_phase`` (``bundle.json`` may shrink them) give the folder names.
-    """
-    paths = []
-    for scenario in task.scenarios:
-        for phase, _ in task.models_per_phase:
-            names = bundle_model_files(phase, task.model_files)
-            for model in model_ids(task.models_per_phase, phase):
-                paths.extend(f"{scenario}/{phase}/model_{model}/{name}" for name in names)
-    return paths
 
 
 def _hub_task(repo: HubRepo, root: Path, name: str, fetcher: Fetcher, *, save: bool) -> Task:
@@ -124,12 +114,17 @@ def _hub_task(repo: HubRepo, root: Path, name: str, fetcher: Fetcher, *, save: b
         return load_task(scratch, name)
 
 
-def fetch_hub(repo: HubRepo, root: Path, name: str, fetcher: Fetcher) -> None:
-    """Fetch every bundle file not yet under its final name, ``--jobs`` at a time."""
+def fetch_hub(
+    repo: HubRepo, root: Path, name: str, fetcher: Fetcher, selection: Selection | None = None
+) -> None:
+    """Fetch every (selected) bundle file not yet under its final name, ``--jobs`` at a time."""
     task = _hub_task(repo, root, name, fetcher, save=True)
     base = root / name
-    paths = bundle_files(task)
+    if selection is not None:
+        selection.check(task)
+    paths = bundle_files(task, selection)
     todo = [path for path in paths if not (base / path).is_file()]
+    check_free_space(todo, task, base)
     logger.info("%d of %d bundle files to fetch from %s into %s", len(todo), len(paths), repo, base)
     items = [(repo.url(path), base / path) for path in todo]
     fetcher.fetch_many(items, kind="hf", headers=repo.headers, desc=name)
@@ -221,6 +216,9 @@ def fetch_base(
     if base_complete(folder, base):
         logger.info("base dataset already in %s", folder)
         return
+    if base.files:
+        fetch_base_files(base, folder, base_url, fetcher)
+        return
     archive = dataset_dir / base.filename
     fetcher.download(
         mirror_url(base, base_url), archive, kind="base", md5=base.md5, desc=base.filename
@@ -238,6 +236,34 @@ def fetch_base(
         )
     archive.unlink()
     logger.info("base dataset ready in %s", folder)
+
+
+def fetch_base_files(
+    base: BaseDataset, folder: Path, base_url: str | None, fetcher: Fetcher
+) -> None:
+    """A base dataset of plain files: fetch the missing ones, then ``base.check`` them; files
+    that fail the check are deleted, so that a rerun fetches them afresh."""
+    items = [
+        (_file_url(remote.url, remote.filename, base_url), folder / remote.path)
+        for remote in base.files
+        if not (folder / remote.path).is_file()
+    ]
+    fetcher.fetch_many(items, kind="base", headers={}, desc=base.folder)
+    if base.check is not None:
+        try:
+            base.check(folder)
+        except (ValueError, FileNotFoundError) as exc:
+            for remote in base.files:
+                (folder / remote.path).unlink(missing_ok=True)
+            raise ValueError(
+                f"{exc}; removed the downloaded files, rerun to fetch them again"
+            ) from None
+    logger.info("base dataset ready in %s", folder)
+
+
+def _file_url(url: str, filename: str, base_url: str | None) -> str:
+    """``url``, or the file of the same name in the ``--base-url`` mirror folder."""
+    return url if base_url is None else f"{base_url.rstrip('/')}/{filename}"
 
 
 # --- the whole step --------------------------------------------------------------------------
@@ -290,6 +316,7 @@ class DownloadOptions:
     base_url: str | None = None
     skip_base: bool = False
     skip_bundle: bool = False
+    selection: Selection = field(default_factory=Selection)
     dry_run: bool = False
     jobs: int = 8
     retries: int = 5
@@ -315,6 +342,10 @@ def check_options(options: DownloadOptions) -> DownloadOptions:
         raise ValueError(f"--url takes an http(s) link, got {display_url(options.url)!r}")
     if options.skip_bundle and other_source:
         raise ValueError("--url/--archive fetch the bundle, which --skip-bundle leaves out")
+    if other_source and not options.selection.everything:
+        raise ValueError(
+            "--scenarios/--phases/--models choose Hugging Face files: drop --url/--archive"
+        )
     if options.md5 is None:
         return options
     if not other_source:
@@ -325,7 +356,8 @@ def check_options(options: DownloadOptions) -> DownloadOptions:
 
 
 def _hub_repo(args: DownloadOptions, source: Source) -> HubRepo:
-    return HubRepo.from_env(args.repo_id or source.repo_id, args.revision or DEFAULT_REVISION)
+    repo_id, revision = args.repo_id or source.repo_id, args.revision or DEFAULT_REVISION
+    return HubRepo.from_env(repo_id, revision, source.repo_prefix)
 
 
 def _print_plan(
@@ -357,7 +389,8 @@ def _dry_run(args: DownloadOptions, source: Source, fetcher: Fetcher) -> None:
         else:
             repo = _hub_repo(args, source)
             task = _hub_task(repo, root, name, fetcher, save=False)
-            paths = bundle_files(task)
+            args.selection.check(task)
+            paths = bundle_files(task, args.selection)
             todo = [path for path in paths if not (root / name / path).is_file()]
             sizes = fetcher.sizes([repo.url(path) for path in todo], repo.headers)
             what = f"{len(todo)} of {len(paths)} bundle files from {repo} into {root / name}"
@@ -366,6 +399,10 @@ def _dry_run(args: DownloadOptions, source: Source, fetcher: Fetcher) -> None:
         folder = args.data / source.base.folder
         if base_complete(folder, source.base):
             print(f"base dataset already in {folder}")
+        elif source.base.files:
+            urls = [_file_url(f.url, f.filename, args.base_url) for f in source.base.files]
+            what = f"{len(urls)} base dataset files into {folder}"
+            _print_plan(what, [display_url(url) for url in urls], fetcher.sizes(urls, {}))
         else:
             url = mirror_url(source.base, args.base_url)
             what = f"{display_url(url)} and extract {source.base.entry} into {folder}"
@@ -382,8 +419,25 @@ def _fetch_bundle(args: DownloadOptions, source: Source, fetcher: Fetcher) -> Ta
         md5 = _expected_md5(args.archive.name, source, args.md5)
         import_archive(args.archive, root, name, md5, quiet=args.quiet)
     else:
-        fetch_hub(_hub_repo(args, source), root, name, fetcher)
+        fetch_hub(_hub_repo(args, source), root, name, fetcher, args.selection)
+    if not args.selection.everything:
+        return verify_selection(root, name, args.selection)
     return verify_bundle(root, name)
+
+
+def verify_selection(root: Path, name: str, selection: Selection) -> Task:
+    """A partial download is checked file by file (the whole-bundle check would list every
+    model left out); save_preds.py needs every train model of the scenarios it reads."""
+    task = load_task(root, name)
+    missing = [path for path in bundle_files(task, selection) if not (root / name / path).is_file()]
+    if missing:
+        raise ValueError(
+            f"{root / name}: {len(missing)} selected files missing (first: {missing[0]}); rerun"
+        )
+    logger.info(
+        "fetched the selected part of %s; the rest of the bundle is not checked", root / name
+    )
+    return task
 
 
 def run(options: DownloadOptions) -> int:
@@ -399,7 +453,8 @@ def run(options: DownloadOptions) -> int:
             task = _fetch_bundle(args, source, fetcher)
             counts = ", ".join(f"{count} {phase}" for phase, count in task.models_per_phase)
             logger.info(
-                "bundle complete in %s: %d scenarios x (%s) models",
+                "bundle %s in %s: %d scenarios x (%s) models",
+                "complete" if args.selection.everything else "part fetched",
                 root / name,
                 len(task.scenarios),
                 counts,

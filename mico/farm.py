@@ -4,7 +4,9 @@ A :class:`ModelJob` says which dataset records a model trains on (in order), whi
 evaluated on, its DP target and seed, and the extra files its folder holds (seeds, solution,
 membership).  :func:`build_models` trains every job whose folder is not complete and writes::
 
-    <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module.")
+    <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module."),
+                          or the track's own weight files (``task.write_model``; SST-2:
+                          config.json + pytorch_model.bin)
     <folder>/epsilon      achieved epsilon at delta 1e-5 ("inf": no DP)
     <folder>/accuracy     accuracy on the job's evaluation records
     <folder>/<name>       each of the job's extra files
@@ -73,9 +75,10 @@ class ModelJob:
         """The folder it is built in before the rename."""
         return self.folder.with_name(f".{self.folder.name}.tmp")
 
-    def complete(self) -> bool:
-        """Whether the folder holds every file this job writes."""
-        names = (MODEL_FILE, EPSILON_FILE, ACCURACY_FILE, *(name for name, _ in self.files))
+    def complete(self, weight_files: tuple[str, ...] = (MODEL_FILE,)) -> bool:
+        """Whether the folder holds every file this job writes (``weight_files``: the
+        track's, ``task.model_files``)."""
+        names = (*weight_files, EPSILON_FILE, ACCURACY_FILE, *(name for name, _ in self.files))
         return self.folder.is_dir() and all((self.folder / n).is_file() for n in names)
 
 
@@ -110,21 +113,22 @@ def build_model_folder(
     for name, content in job.files:
         with atomic_write(job.tmp / name, "wb") as handle:
             handle.write(content)
-    with atomic_write(job.tmp / MODEL_FILE, "wb") as handle:
-        torch.save(result.state_dict, handle)
+    task.write_model(job.tmp, model, result.state_dict)
     write_text_atomic(job.tmp / EPSILON_FILE, f"{result.epsilon!r}\n")
     write_text_atomic(job.tmp / ACCURACY_FILE, f"{test_accuracy!r}\n")
     os.replace(job.tmp, job.folder)
 
 
-def pending_jobs(jobs: Sequence[ModelJob]) -> list[ModelJob]:
+def pending_jobs(
+    jobs: Sequence[ModelJob], weight_files: tuple[str, ...] = (MODEL_FILE,)
+) -> list[ModelJob]:
     """The jobs still to build; temporary and incomplete folders are removed on the way."""
     pending = []
     for job in jobs:
         if job.tmp.exists():
             log.info("discarding %s left by an interrupted run", job.tmp)
             shutil.rmtree(job.tmp)
-        if job.complete():
+        if job.complete(weight_files):
             continue
         if job.folder.exists():  # incomplete although renamed: files were removed by hand
             log.warning("rebuilding incomplete %s", job.folder)
@@ -159,7 +163,7 @@ def build_models(
     ``workers`` processes train in parallel (0: :func:`default_workers`); each loads the base
     dataset from ``data_dir`` once.
     """
-    pending = pending_jobs(jobs)
+    pending = pending_jobs(jobs, task.model_files)
     if not pending:
         return 0
     noise = {

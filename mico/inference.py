@@ -13,13 +13,16 @@ The margin is stored in float64.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-#: ``forward(model, x_batch) -> logits [B, C]``: a track's ``Task.forward``.
-Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+from mico.tracks.base import call_model
+
+#: ``--autocast`` choices: reduced-precision forward passes (the margin is still float64).
+AUTOCAST: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def true_label_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -46,19 +49,26 @@ def model_outputs(
     *,
     keep_logits: bool = False,
     counter: Counter | None = None,
-    forward: Forward | None = None,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = call_model,
+    autocast: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Margins float64 [N] (and float32 logits [N, C] if asked) of ``model`` on ``(x, y)``.
 
     ``x`` and ``y`` should already be on the model's device: the points are uploaded once per
-    scenario, not once per model.  ``forward`` is the track's ``Task.forward`` (records that
-    pack several inputs are unpacked there); None calls ``model(x)``.  Results come back on
-    the CPU.
+    scenario, not once per model.  Results come back on the CPU.  ``forward`` is the track's
+    (:attr:`mico.tracks.base.Task.forward`).  ``autocast`` runs the forward pass under
+    ``torch.autocast`` in that dtype; its logits are cast to float32 before the margin.
     """
+
+    def context() -> contextlib.AbstractContextManager:
+        return (
+            torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        )
+
     margins, logits_out = [], []
     for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        logits = model(batch) if forward is None else forward(model, batch)
+        with context():
+            logits = forward(model, x[start : start + batch_size]).float()
         margins.append(true_label_margin(logits, y[start : start + batch_size]))
         if keep_logits:
             logits_out.append(logits.float())

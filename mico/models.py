@@ -49,5 +49,10 @@ def load_model(task: Task | str, path: str | Path, device: str | torch.device = 
     MICO's signature: ``load_model('cifar10', 'cifar10/cifar10_inf/train/model_0')`` reads that
     folder's ``model.pt``; a path to the file itself works too.  A missing, truncated,
     non-tensor or mismatched file raises ``ValueError`` or ``FileNotFoundError`` naming it.
+    A track whose folders hold other files (``task.read_model``) reads them its own way;
+    ``path`` is then the model folder or its weights file.
     """
+    task = get_task(task) if isinstance(task, str) else task
+    if task.read_model is not None:
+        return task.read_model(Path(path), device)
     return load_weights(build_model(task), model_file(path), device)

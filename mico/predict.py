@@ -68,6 +68,8 @@ class PredictOptions:
     sources: tuple[str, ...] = DEFAULT_SOURCES
     #: ``(K, N)``: run only shard K of N (1-based) and assemble nothing; None runs everything.
     shard: tuple[int, int] | None = None
+    #: Run the forward passes under ``torch.autocast`` in this dtype (``--autocast``).
+    autocast: torch.dtype | None = None
 
 
 @dataclass
@@ -104,19 +106,23 @@ def _jobs(plan: ScenarioPlan, model: PlannedModel, options: PredictOptions) -> l
     return jobs
 
 
-def _stamp(model: PlannedModel) -> str:
-    return model_stamp(*(model.ref.folder / name for name in model.ref.weights))
+def _stamp(model: PlannedModel, options: PredictOptions) -> str:
+    """The weight files' stamp; reduced-precision outputs are cached apart from full ones."""
+    stamp = model_stamp(*(model.ref.folder / name for name in model.ref.weights))
+    return f"{stamp}:{options.autocast}" if options.autocast else stamp
 
 
 def _cache(out_dir: Path, model: PlannedModel, job: _Job) -> Path:
     return model_cache_path(out_dir, model.ref.kind, model.ref.id, job.suffix)
 
 
-def _load(out_dir: Path, model: PlannedModel, job: _Job) -> ModelOutputs | None:
+def _load(
+    out_dir: Path, model: PlannedModel, job: _Job, options: PredictOptions
+) -> ModelOutputs | None:
     return load_cached(
         _cache(out_dir, model, job),
         points_digest(job.indices),
-        _stamp(model),
+        _stamp(model, options),
         len(job.indices),
         logits=job.logits,
     )
@@ -148,13 +154,12 @@ class _Runner:
         found: dict[str, ModelOutputs] = {}
         net = None
         for job in _jobs(plan, model, self.options):
-            cached = _load(out_dir, model, job)
+            cached = _load(out_dir, model, job, self.options)
             if cached is not None:
                 found[job.suffix] = cached
                 continue
             if net is None:
-                weights = model.ref.folder / model.ref.weights[0]
-                net = load_model(self.task, weights, self.options.device)
+                net = load_model(self.task, model.ref.folder, self.options.device)
             x, y = self.upload(job.indices, job.shared)
             margin, raw = model_outputs(
                 net,
@@ -164,11 +169,15 @@ class _Runner:
                 keep_logits=job.logits,
                 counter=self.counter,
                 forward=self.task.forward,
+                autocast=self.options.autocast,
             )
             outputs = ModelOutputs(margin.numpy(), None if raw is None else raw.numpy())
             _check_finite(model, outputs)
             save_cached(
-                _cache(out_dir, model, job), outputs, points_digest(job.indices), _stamp(model)
+                _cache(out_dir, model, job),
+                outputs,
+                points_digest(job.indices),
+                _stamp(model, self.options),
             )
             found[job.suffix] = outputs
         return found, net is not None
@@ -214,7 +223,9 @@ def load_outputs(
     outputs: Outputs = {}
     missing = []
     for model in plan.models:
-        found = {job.suffix: _load(out_dir, model, job) for job in _jobs(plan, model, options)}
+        found = {
+            job.suffix: _load(out_dir, model, job, options) for job in _jobs(plan, model, options)
+        }
         if any(value is None for value in found.values()):
             missing.append(f"{plan.scenario} {model.ref.label}")
         else:
@@ -279,12 +290,14 @@ def assemble(
             logits=np.stack(logits) if options.save_logits else None,
         )
     refs = [m.ref for m in plan.models]
+    shadow_in = plan.shadow_in()
+    warn_few_out_models(plan.scenario, shadow_in)
     return ScenarioScores(
         points=points,
         labels=labels[points].astype(np.int64),
         shadow_ids=np.array([m.ref.id for m in shadows], dtype=np.int64),
         shadow_margin=shadow_margin,
-        shadow_in=plan.shadow_in(),
+        shadow_in=shadow_in,
         phases=phases,
         population=population,
         shadow_population=shadow_pop,
@@ -306,6 +319,27 @@ def write_scores(path: Path, scores: ScenarioScores) -> None:
         if damaged:
             log.warning("%s: unreadable; rewritten from the per-model caches", path)
     scores.save(path)
+
+
+def warn_few_out_models(scenario: str, shadow_in: np.ndarray) -> None:
+    """Say how many points have fewer than two OUT shadow models, where offline LiRA falls back
+    (no OUT model gives confidence 0.5, one OUT model the pooled std).
+
+    MICO's SST-2 models train on 98.7% of the data, so a point has about one OUT model among
+    100 train models; the fallback must be visible, never silent.
+    """
+    out = (~shadow_in).sum(axis=0)
+    none, one = int((out == 0).sum()), int((out == 1).sum())
+    if none or one:
+        log.warning(
+            "%s: %d of %d challenge points have no OUT shadow model and %d have one; offline "
+            "LiRA scores them 0.5 (none) or with the pooled OUT std (one): add shadow models "
+            "(train_shadows.py) or prefer IN-only calibrations (--attack hardness)",
+            scenario,
+            none,
+            len(out),
+            one,
+        )
 
 
 def plan_all(root: Path, task: Task, options: PredictOptions) -> list[ScenarioPlan]:

@@ -37,6 +37,8 @@ class Recipe:
     lr_gamma: float
     dp_lr: float | None = None
     dp_batch_size: int | None = None
+    #: DP-SGD's per-sample clipping bound (MICO's text track clips at 0.1).
+    max_grad_norm: float = MAX_GRAD_NORM
 
     def hyper(self, dp: bool) -> tuple[float, int]:
         """``(lr, batch_size)`` for a plain or a DP model."""

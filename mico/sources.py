@@ -6,7 +6,21 @@ without importing the downloader (:mod:`mico.download`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One base-dataset file fetched as it is: ``url`` lands in ``<data-dir>/<folder>/<path>``."""
+
+    url: str
+    path: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -16,6 +30,10 @@ class BaseDataset:
     ``entry`` is the folder (``is_dir``) or file the track's loader reads; it may sit
     at any depth of the tarball (mirrors repack), the shallowest copy wins.  ``required`` lists
     the files, relative to ``<data-dir>/<folder>``, whose presence means nothing is to be done.
+
+    A track whose data are several plain files (parquet tables, tokenizer files) lists them in
+    ``files`` instead of a tarball ``url``; ``check(folder)`` then verifies what arrived (row
+    counts, index order) and raises ``ValueError`` if it is not the expected data.
     """
 
     url: str
@@ -24,6 +42,8 @@ class BaseDataset:
     entry: str
     is_dir: bool
     required: tuple[str, ...]
+    files: tuple[RemoteFile, ...] = ()
+    check: Callable[[Path], None] | None = None
 
     @property
     def filename(self) -> str:
@@ -36,5 +56,9 @@ class Source:
 
     repo_id: str
     archive_name: str
-    archive_md5: str
+    archive_md5: str | None
     base: BaseDataset
+    #: Folder of the bundle inside the repository ("" when scenarios sit at its top).
+    repo_prefix: str = ""
+    #: Approximate bytes of one model's weight files, for the free-space check (None: none).
+    model_bytes: int | None = None

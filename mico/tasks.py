@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from mico.layout import bundle_config_path
-from mico.tracks import cifar10, purchase100
+from mico.tracks import cifar10, purchase100, sst2
 from mico.tracks.base import MICO_MODELS_PER_PHASE, PHASES, SCENARIO_SUFFIXES, Task
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: Every track by name.  A new track is a module under mico/tracks and one entry here.
-TASKS: dict[str, Task] = {task.name: task for task in (cifar10.TASK, purchase100.TASK)}
+TASKS: dict[str, Task] = {task.name: task for task in (cifar10.TASK, purchase100.TASK, sst2.TASK)}
 
 #: The sizes ``bundle.json`` may set; ``comment`` and ``demo`` are informational.
 SIZE_KEYS = ("dataset_len", "len_training", "len_challenge")

@@ -172,15 +172,15 @@ def train_model(
     noise_multiplier: float | None = None,
     physical_batch_size: int | None = None,
     delta: float = DELTA,
-    max_grad_norm: float = MAX_GRAD_NORM,
+    max_grad_norm: float | None = None,
 ) -> TrainResult:
     """Train a fresh model of ``task`` on ``x`` [n, ...] float32 and ``y`` [n] int64 labels.
 
     Without ``dp_epsilon`` this is plain minibatch training (shuffled batches, the last one
     short).  With it, DP-SGD: Opacus wraps the model (state_dict keys gain ``_module.``), clips
-    each example's gradient to ``max_grad_norm``, adds Gaussian noise calibrated by the PRV
-    accountant so that the whole run is ``(dp_epsilon, delta)``-DP, and samples Poisson batches
-    at rate ``1 / steps_per_epoch``.
+    each example's gradient to ``max_grad_norm`` (default: the recipe's), adds Gaussian noise
+    calibrated by the PRV accountant so that the whole run is ``(dp_epsilon, delta)``-DP, and
+    samples Poisson batches at rate ``1 / steps_per_epoch``.
 
     ``noise_multiplier`` may pass in :func:`dp_noise_multiplier` computed beforehand (the
     calibration takes seconds; a caller that trains many models in several processes does it
@@ -222,6 +222,8 @@ def train_model(
         raise ValueError(f"dp_epsilon must be positive, got {dp_epsilon}")
     sample_rate = 1 / per_epoch
     physical = physical_batch_size or task.physical_batch
+    if max_grad_norm is None:
+        max_grad_norm = recipe.max_grad_norm
     noise = noise_multiplier
     if noise is None:
         noise = noise_multiplier_for(float(dp_epsilon), sample_rate, steps, delta)

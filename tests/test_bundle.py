@@ -31,8 +31,11 @@ def test_registry_values():
     )
     assert purchase.scenarios == ("purchase100_inf", "purchase100_hi", "purchase100_lo")
     assert [purchase.expected_models(p) for p in ("train", "dev", "final")] == [100, 50, 50]
-    with pytest.raises(ValueError, match="choose one of cifar10, purchase100"):
-        get_task("sst2")
+    sst2 = get_task("sst2")
+    assert (sst2.dataset_len, sst2.len_training, sst2.num_classes) == (68221, 67349, 2)
+    assert sst2.model_files == ("config.json", "pytorch_model.bin")
+    with pytest.raises(ValueError, match="choose one of cifar10, purchase100, sst2"):
+        get_task("cifar100")
 
 
 def test_bundle_json_overrides_and_validation(tmp_path):

@@ -420,8 +420,8 @@ def test_load_model_errors(tiny_purchase, tmp_path):
         mico_competition.load_model("purchase100", tmp_path / "empty")
     with pytest.raises(ValueError, match="is a folder"):
         mico_competition.MLP.load(folder)
-    with pytest.raises(ValueError, match="unknown challenge 'sst2'"):
-        mico_competition.load_model("sst2", folder)
+    with pytest.raises(FileNotFoundError, match=r"config\.json: model file missing"):
+        mico_competition.load_model("sst2", folder)  # a purchase100 folder, no config.json
 
 
 def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mico.data import TensorPairDataset
+from mico.fileio import atomic_write
 from mico.layout import MODEL_FILE
 from mico.recipes import Recipe
 from mico.sources import Source
@@ -38,6 +39,13 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
+def save_state_dict(folder: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``<folder>/model.pt``: the state_dict as MICO's image and tabular tracks save it."""
+    del model  # the architecture is the track's: nothing about it is stored
+    with atomic_write(folder / MODEL_FILE, "wb") as handle:
+        torch.save(state, handle)
+
+
 @dataclass(frozen=True)
 class Preset:
     """Sizes of a demo bundle.  ``eval_models`` is per phase (dev and final each);
@@ -50,6 +58,8 @@ class Preset:
     epochs: int
     len_challenge: int = 100
     recipe_changes: tuple[tuple[str, float], ...] = ()
+    #: The demo models' architecture where it differs from the track's (a tiny RoBERTa).
+    architecture: Callable[[], nn.Module] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,17 @@ class Task:
     #: attention mask) unpacks them here, so batching, training and inference stay generic.
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = field(
         default=call_model, compare=False, repr=False
+    )
+    #: Reads a model folder's weights file (``model_files[-1]``) as a model in eval mode on a
+    #: device; ``None``: one state_dict (``model.pt``) loaded into ``architecture()`` by
+    #: :func:`mico.models.load_model`.
+    read_model: Callable[[Path, torch.device | str], nn.Module] | None = field(
+        default=None, compare=False, repr=False
+    )
+    #: Writes a trained model's ``model_files`` into a folder, given the model (for its
+    #: config) and its state_dict as training returned it.
+    write_model: Callable[[Path, nn.Module, dict[str, torch.Tensor]], None] = field(
+        default=save_state_dict, compare=False, repr=False
     )
 
     @property

@@ -1,0 +1,192 @@
+"""RoBERTa sequence classifiers for the text track: tokenizer, model folders and forward pass.
+
+MICO's text models are ``AutoModelForSequenceClassification.from_pretrained(folder,
+num_labels=2)`` fine-tunes of roberta-base, stored as a Hugging Face folder: ``config.json``
+plus ``pytorch_model.bin`` (a pickled state_dict).  Those files come from the internet, so this
+module never calls ``from_pretrained`` (which may unpickle with full rights and contact the hub):
+it builds :class:`~transformers.RobertaForSequenceClassification` from the JSON config and loads
+the state_dict with ``torch.load(..., weights_only=True)``.
+
+A record is one token batch row: ``input_ids`` and ``attention_mask`` stacked as int64
+``[2, max_length]``, so a dataset is one int64 tensor ``[N, 2, max_length]`` that the generic
+batching, training and inference code slices like any other (see :func:`forward`).
+
+The tokenizer is roberta-base's byte-level BPE, rebuilt with the ``tokenizers`` library from its
+``vocab.json`` and ``merges.txt``: ``<s> tokens </s>`` then ``<pad>`` up to ``max_length``, which
+is what ``tokenizer(sentence, padding="max_length", max_length=67)`` returns.  (transformers 5's
+``RobertaTokenizerFast(vocab_file=..., merges_file=...)`` silently ignores those files, so the
+tokenizer is assembled here from its parts.)
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mico.fileio import atomic_write, write_text_atomic
+from mico.nets import strip_opacus_prefix
+
+#: Hugging Face's file names inside a model folder, in the order a bundle lists them.
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "pytorch_model.bin"
+MODEL_FILES: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)
+
+#: Tokenizer files (roberta-base's names).
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+TOKENIZER_FILES: tuple[str, ...] = (VOCAB_FILE, MERGES_FILE)
+
+#: roberta-base's special tokens, in its id order.
+SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+
+#: roberta-base's dimensions (its config.json), for a fresh full-size model.
+ROBERTA_BASE = {
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "bos_token_id": 0,
+    "pad_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+def make_config(num_labels: int = 2, **dims: int | float) -> object:
+    """A ``RobertaConfig`` for sequence classification (roberta-base's sizes unless given)."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(**{**ROBERTA_BASE, **dims, "num_labels": num_labels})
+
+
+def build_classifier(config: object) -> nn.Module:
+    """A freshly initialised ``RobertaForSequenceClassification`` of ``config``."""
+    from transformers import RobertaForSequenceClassification
+
+    return RobertaForSequenceClassification(config)
+
+
+def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, 2]`` of a batch of records ``x`` int64 ``[B, 2, L]`` (ids, mask)."""
+    return model(input_ids=x[:, 0], attention_mask=x[:, 1]).logits
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def read_classifier(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A model folder (or its ``pytorch_model.bin``) as a classifier in eval mode, on ``device``.
+
+    ``config.json`` must describe a RoBERTa model; ``num_labels`` is forced to 2 as MICO's
+    ``load_model`` does.  Any unreadable or mismatched file raises ``ValueError`` (or
+    ``FileNotFoundError``) naming it.  A ``roberta.embeddings.position_ids`` entry, which older
+    transformers saved as a buffer, is dropped; every other key must fit exactly.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for needed in (config_path, weights):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed}: model file missing; is the bundle complete?")
+    try:
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config_path}: not readable JSON ({_reason(exc)})") from None
+    if not isinstance(values, dict) or values.get("model_type") != "roberta":
+        raise ValueError(f"{config_path}: not a RoBERTa config (model_type must be 'roberta')")
+    from transformers import RobertaConfig
+
+    try:
+        config = RobertaConfig.from_dict({**values, "num_labels": 2})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{config_path}: not a usable RoBERTa config ({_reason(exc)})") from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(
+            f"{weights}: not a readable state_dict ({_reason(exc)}); re-download the file"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{weights}: expected a state_dict of tensors, got {type(state).__name__}")
+    state = {k: v for k, v in strip_opacus_prefix(state).items() if not k.endswith("position_ids")}
+    model = build_classifier(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights}: does not fit {config_path} ({_reason(exc)})") from None
+    return model.to(device).eval()
+
+
+def write_classifier(folder: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Write ``config.json`` (of ``model``) and ``state`` as ``pytorch_model.bin`` into ``folder``.
+
+    Opacus' ``_module.`` prefix is stripped, as MICO's ``from_pretrained`` could not load it.
+    """
+    write_text_atomic(folder / CONFIG_FILE, model.config.to_json_string())  # type: ignore[union-attr]
+    with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
+        torch.save(strip_opacus_prefix(state), handle)
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+
+def load_tokenizer(folder: Path, max_length: int) -> object:
+    """roberta-base's tokenizer from ``vocab.json``/``merges.txt`` in ``folder``, padding and
+    truncating every sentence to ``max_length`` ids (offline: nothing is fetched)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    paths = [folder / name for name in TOKENIZER_FILES]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: tokenizer file missing; rerun download_files.py")
+    try:
+        vocab = json.loads(paths[0].read_text(encoding="utf-8"))
+        ids = {token: int(vocab[token]) for token in SPECIAL_TOKENS}
+        bpe = models.BPE.from_file(str(paths[0]), str(paths[1]))
+    except Exception as exc:  # tokenizers reports a malformed file as a plain Exception
+        raise ValueError(f"{folder}: not a RoBERTa tokenizer ({_reason(exc)})") from None
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True
+    )
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    tokenizer.enable_truncation(max_length)
+    tokenizer.enable_padding(length=max_length, pad_id=ids["<pad>"], pad_token="<pad>")
+    return tokenizer
+
+
+def encode(tokenizer: object, sentences: Sequence[str]) -> torch.Tensor:
+    """int64 ``[N, 2, max_length]``: each sentence's ``input_ids`` and ``attention_mask``."""
+    encodings = tokenizer.encode_batch(list(sentences))  # type: ignore[attr-defined]
+    ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64)
+    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.int64)
+    return torch.stack([ids, mask], dim=1)
+
+
+def train_tokenizer(sentences: Sequence[str], folder: Path, vocab_size: int) -> None:
+    """Train a byte-level BPE on ``sentences`` and save it roberta-style into ``folder``
+    (``vocab.json`` and ``merges.txt``, special tokens first, in roberta-base's ids)."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+    bpe.train_from_iterator(
+        list(sentences), vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model = json.loads(bpe.to_str())["model"]
+    write_text_atomic(folder / VOCAB_FILE, json.dumps(model["vocab"], ensure_ascii=False))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    write_text_atomic(folder / MERGES_FILE, "#version: 0.2\n" + "".join(f"{m}\n" for m in merges))

@@ -1,0 +1,107 @@
+"""Which files of a bundle to fetch: all of them, or a part chosen by scenario, phase and count.
+
+The SST-2 bundle is about 300 GB (600 RoBERTa-base models of 499 MB), so ``download_files.py``
+takes ``--scenarios``, ``--phases`` and ``--models`` and, before fetching, checks that the model
+files fit on the disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mico.layout import bundle_model_files, model_ids
+from mico.tasks import Task
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A part of the bundle (``--scenarios``, ``--phases``, ``--models``); empty: all of it.
+
+    ``scenarios`` are suffixes (``inf``, ``hi``, ``lo``) or full names; ``models`` keeps the
+    first N models of each chosen phase.
+    """
+
+    scenarios: tuple[str, ...] = ()
+    phases: tuple[str, ...] = ()
+    models: int | None = None
+
+    @property
+    def everything(self) -> bool:
+        return not self.scenarios and not self.phases and self.models is None
+
+    def check(self, task: Task) -> None:
+        """Refuse names the track does not have, naming the valid ones."""
+        names = {*task.scenarios, *task.scenario_suffixes}
+        unknown = [s for s in self.scenarios if s not in names]
+        if unknown:
+            valid = ", ".join(task.scenario_suffixes)
+            raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
+        phases = [phase for phase, _ in task.models_per_phase]
+        unknown = [p for p in self.phases if p not in phases]
+        if unknown:
+            raise ValueError(
+                f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(phases)}"
+            )
+        if self.models is not None and self.models < 1:
+            raise ValueError(f"--models must be at least 1, got {self.models}")
+
+    def keeps(self, task: Task, scenario: str, phase: str, index: int) -> bool:
+        """Whether the ``index``-th model (from 0) of ``scenario``/``phase`` is selected."""
+        suffix = scenario.removeprefix(f"{task.name}_")
+        return (
+            (not self.scenarios or scenario in self.scenarios or suffix in self.scenarios)
+            and (not self.phases or phase in self.phases)
+            and (self.models is None or index < self.models)
+        )
+
+
+def bundle_files(task: Task, selection: Selection | None = None) -> list[str]:
+    """Every file of a complete bundle (or of ``selection``), relative to ``<challenge>/``, in
+    bundle order.
+
+    Model ids run on across phases (MICO: train 0..99, dev 100..149, final 150..199), so the
+    counts of ``task.models_per_phase`` (``bundle.json`` may shrink them) give the folder names.
+    """
+    selection = selection or Selection()
+    paths = []
+    for scenario in task.scenarios:
+        for phase, _ in task.models_per_phase:
+            names = bundle_model_files(phase, task.model_files)
+            for index, model in enumerate(model_ids(task.models_per_phase, phase)):
+                if selection.keeps(task, scenario, phase, index):
+                    paths.extend(f"{scenario}/{phase}/model_{model}/{name}" for name in names)
+    return paths
+
+
+def check_free_space(paths: Sequence[str], task: Task, folder: Path) -> None:
+    """Refuse a download whose model files would not fit on ``folder``'s disk.
+
+    The size is estimated from the track's ``model_bytes`` (SST-2: 499 MB a model) and the
+    number of weight files to fetch, so no request is needed; tracks without an estimate skip
+    the check.
+    """
+    per_model = task.source.model_bytes
+    if per_model is None:
+        return
+    weights = task.model_files[-1]
+    count = sum(1 for path in paths if path.endswith(f"/{weights}"))
+    needed = count * per_model
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ValueError(
+            f"{count} models to fetch need about {_size(needed)} but {existing} has "
+            f"{_size(free)} free: free space, or fetch part of the bundle with --scenarios, "
+            "--phases or --models"
+        )
+
+
+def _size(count: int) -> str:
+    return tqdm.format_sizeof(count, suffix="B", divisor=1024)

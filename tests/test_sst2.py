@@ -1,0 +1,282 @@
+"""The SST-2 track: GLUE parquet reader, roberta-base tokenizer, RoBERTa model folders, the tiny
+offline demo through all four scripts, and the download from a local fake hub."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import download_files
+import mico.http
+import mico.subset
+import run_lira_mia
+import save_preds
+import save_zip
+from mico.models import load_model
+from mico.roberta import encode, load_tokenizer, train_tokenizer
+from mico.tasks import get_task, load_task
+from mico.tracks import sst2
+from tests.fake_hub import hub_path as hub
+from tests.fake_hub import start_server
+
+NAME = "sst2"
+ROWS = sst2.GLUE_ROWS
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SST-2 demo and its predictions (read-only)."""
+    root = tmp_path_factory.mktemp("tiny_sst2")
+    args = ["--challenge", NAME, "--root", str(root), "-q"]
+    assert download_files.main([*args, "--demo", "tiny"]) == 0
+    assert save_preds.main(args) == 0
+    return root
+
+
+def model_folder(root: Path, scenario: str = "sst2_hi", phase: str = "dev") -> Path:
+    return next((root / NAME / scenario / phase).iterdir())
+
+
+def test_tiny_demo_runs_through_every_script(demo, tmp_path):
+    args = ["--challenge", NAME, "--root", str(demo), "--preds-dir", str(demo / "preds")]
+    out = tmp_path / "predictions.zip"
+    assert run_lira_mia.main([*args, "-q", "--no-write"]) == 0
+    # A private copy of the bundle receives prediction.csv files and is zipped.
+    copy = tmp_path / "copy"
+    shutil.copytree(demo, copy)
+    args = ["--challenge", NAME, "--root", str(copy), "-q"]
+    assert run_lira_mia.main(args) == 0
+    assert save_zip.main([*args, "--output", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+    assert len(names) == 3 * 2  # 3 scenarios x (1 dev + 1 final) in the tiny preset
+    assert all(name.startswith("sst2/sst2_") and name.endswith("prediction.csv") for name in names)
+
+
+def test_model_folders_are_mico_format_and_load_like_mico(demo):
+    folder = model_folder(demo)
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".json", ".bin")) == [
+        "config.json",
+        "pytorch_model.bin",
+    ]
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    assert not any(key.startswith("_module.") for key in state)  # DP model, prefix stripped
+    model = load_model(NAME, folder)
+    assert type(model).__name__ == "RobertaForSequenceClassification" and not model.training
+    # What MICO's load_model('sst2', path) does, offline on the same folder.
+    from transformers import AutoModelForSequenceClassification
+
+    reference = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    data = get_task(NAME).loader  # the track's loader reads the demo data in the same format
+    x = data(demo / "data").x[:8]
+    with torch.no_grad():
+        ours = sst2.forward(model, x)
+        theirs = reference(input_ids=x[:, 0], attention_mask=x[:, 1]).logits
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_stored_margins_are_the_models_margins(demo):
+    from mico.inference import true_label_margin
+    from mico.splits import challenge_indices, read_seed
+    from mico.store import ScenarioScores
+
+    task = load_task(demo, NAME)
+    folder = model_folder(demo, "sst2_inf", "final")
+    scores = ScenarioScores.load(demo / "preds" / NAME / "sst2_inf" / "scores.npz")
+    points = challenge_indices(
+        task.dataset_len, task.len_challenge, read_seed(folder / "seed_challenge")
+    )
+    data = task.load_dataset(demo / "data")
+    index = torch.from_numpy(points)
+    with torch.no_grad():
+        margin = true_label_margin(
+            sst2.forward(load_model(task, folder), data.x[index]), data.y[index]
+        )
+    final = scores.phases["final"]
+    np.testing.assert_allclose(final.margin[0], margin.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_tokenizer_matches_transformers_roberta_tokenizer(demo):
+    from transformers import RobertaTokenizer
+
+    folder = demo / "data" / NAME / sst2.TOKENIZER_FOLDER
+    sentences = pd.read_parquet(demo / "data" / NAME / "train.parquet")["sentence"].tolist()[:50]
+    sentences += ["it 's a <mask> , Ünïcode   film ", "not " * 80]  # specials, bytes, too long
+    ours = encode(load_tokenizer(folder, sst2.MAX_LENGTH), sentences)
+    reference = RobertaTokenizer.from_pretrained(folder)(
+        sentences, padding="max_length", max_length=sst2.MAX_LENGTH, truncation=True
+    )
+    assert ours.shape == (len(sentences), 2, sst2.MAX_LENGTH)
+    assert ours[:, 0].tolist() == reference["input_ids"]
+    assert ours[:, 1].tolist() == reference["attention_mask"]
+
+
+def glue_table(rows: int, offset: int = 0) -> pd.DataFrame:
+    """A table in GLUE SST-2's parquet schema (sentence string, label int64, idx int32)."""
+    sentences = [f"review {offset + i} is {'good' if i % 3 else 'bad'} " for i in range(rows)]
+    return pd.DataFrame(
+        {
+            "sentence": pd.array(sentences, dtype="string"),
+            "label": (np.arange(rows) % 3 != 0).astype(np.int64),
+            "idx": np.arange(rows, dtype=np.int32),
+        }
+    )
+
+
+def write_glue(data: Path, train: pd.DataFrame, validation: pd.DataFrame) -> None:
+    folder = data / NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(folder / "train.parquet", index=False)
+    validation.to_parquet(folder / "validation.parquet", index=False)
+    sentences = [*train["sentence"].head(500), *validation["sentence"]]
+    train_tokenizer(sentences, folder / sst2.TOKENIZER_FOLDER, 300)
+
+
+def test_reader_keeps_glue_order_and_refuses_reordered_tables(tmp_path):
+    data = tmp_path / "data"
+    write_glue(data, glue_table(30), glue_table(5, offset=30))
+    dataset = sst2.load_sst2(data)
+    assert dataset.x.shape == (35, 2, sst2.MAX_LENGTH) and dataset.x.dtype == torch.int64
+    tokenizer = load_tokenizer(data / NAME / sst2.TOKENIZER_FOLDER, sst2.MAX_LENGTH)
+    assert torch.equal(dataset.x[31], encode(tokenizer, ["review 31 is good "])[0])
+    assert dataset.y[:4].tolist() == [0, 1, 1, 0]
+    with pytest.raises(ValueError, match="GLUE SST-2 has 67349"):
+        sst2.load_sst2(data, glue_rows=True)
+    shuffled = glue_table(30).sample(frac=1.0, random_state=0)
+    write_glue(data, shuffled, glue_table(5))
+    with pytest.raises(ValueError, match="idx does not run"):
+        sst2.load_sst2(data)
+    unlabeled = glue_table(5).assign(label=-1)
+    write_glue(data, glue_table(30), unlabeled)
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        sst2.load_sst2(data)
+
+
+# --- download from a local fake hub -----------------------------------------------------------
+
+TINY = {
+    "dataset_len": ROWS["train.parquet"] + ROWS["validation.parquet"],
+    "len_training": ROWS["train.parquet"],
+    "len_challenge": 10,
+    "models_per_phase": {"train": 1, "dev": 1, "final": 1},
+}
+
+
+SOLUTION = (",".join(["1"] * 10 + ["0"] * 10) + "\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def hub_files(demo) -> dict[str, bytes]:
+    """A small SST-2 bundle under the repository's ``sst2/`` folder, GLUE-sized tables and a
+    tokenizer, as server paths."""
+    folder = model_folder(demo)
+    weights = {name: (folder / name).read_bytes() for name in ("config.json", "pytorch_model.bin")}
+    files = {hub("sst2/bundle.json", "szanella/MICO-SST2"): json.dumps(TINY).encode()}
+    task = get_task(NAME).replace(
+        **{k: v for k, v in TINY.items() if k != "models_per_phase"},
+        models_per_phase=tuple(TINY["models_per_phase"].items()),
+    )
+    from mico.subset import bundle_files
+
+    for path in bundle_files(task):
+        name = path.rsplit("/", 1)[-1]
+        data = weights.get(name) or (SOLUTION if name == "solution.csv" else b"12345\n")
+        files[hub(f"sst2/{path}", "szanella/MICO-SST2")] = data
+    tables = {"train.parquet": glue_table(ROWS["train.parquet"])}
+    tables["validation.parquet"] = glue_table(ROWS["validation.parquet"])
+    for remote in sst2.BASE_FILES:
+        if remote.path in tables:
+            buffer = io.BytesIO()
+            tables[remote.path].to_parquet(buffer, index=False)
+            files[f"/mirror/{remote.filename}"] = buffer.getvalue()
+        else:
+            source = demo / "data" / NAME / remote.path
+            files[f"/mirror/{remote.filename}"] = source.read_bytes()
+    return files
+
+
+@pytest.fixture
+def server(monkeypatch, hub_files):
+    state, http = start_server()
+    state.files.update(hub_files)
+    monkeypatch.setenv("HF_ENDPOINT", state.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    yield state
+    http.shutdown()
+    http.server_close()
+
+
+def fetch(server, root: Path, *args: str) -> int:
+    argv = ["--challenge", NAME, "--root", str(root), "--base-url", f"{server.url}/mirror", "-q"]
+    return download_files.main([*argv, *args])
+
+
+def test_dry_run_lists_files_and_size(server, tmp_path, capsys):
+    assert fetch(server, tmp_path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    # Per scenario: a train model (3 seeds, solution, 2 weight files), dev and final (seed, 2).
+    assert "would fetch 36 of 36 bundle files" in out
+    assert "4 base dataset files" in out and "nyu-mll" not in out  # --base-url mirror
+    assert not any(tmp_path.iterdir())
+
+
+def test_download_verifies_base_data_and_reads_offline(server, tmp_path):
+    assert fetch(server, tmp_path) == 0
+    data = get_task(NAME).loader(tmp_path / "data")
+    assert len(data) == TINY["dataset_len"] and data.x.shape[1:] == (2, sst2.MAX_LENGTH)
+    model = load_model(NAME, tmp_path / NAME / "sst2_lo" / "final" / "model_2")
+    assert not model.training
+    before = len(server.log)
+    assert fetch(server, tmp_path) == 0  # a rerun transfers nothing
+    assert server.log[before:] == []
+
+
+def test_wrong_base_data_is_refused_and_removed(server, tmp_path, capsys):
+    path = "/mirror/validation-00000-of-00001.parquet"
+    buffer = io.BytesIO()
+    glue_table(871).to_parquet(buffer, index=False)
+    server.files[path] = buffer.getvalue()
+    assert fetch(server, tmp_path, "--skip-bundle") == 2
+    assert "GLUE SST-2 has 872" in capsys.readouterr().err
+    assert not (tmp_path / "data" / NAME / "validation.parquet").exists()
+
+
+def test_subset_fetches_only_the_chosen_models(server, tmp_path):
+    args = ("--skip-base", "--scenarios", "lo", "--phases", "dev,final", "--models", "1")
+    assert fetch(server, tmp_path, *args) == 0
+    fetched = sorted(str(p.relative_to(tmp_path / NAME)) for p in (tmp_path / NAME).rglob("*.bin"))
+    assert fetched == [
+        "sst2_lo/dev/model_1/pytorch_model.bin",
+        "sst2_lo/final/model_2/pytorch_model.bin",
+    ]
+
+
+def test_free_space_check_names_the_need_and_the_subset_flags(
+    server, tmp_path, monkeypatch, capsys
+):
+    usage = mico.subset.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(mico.subset.shutil, "disk_usage", lambda path: usage._replace(free=10**9))
+    assert fetch(server, tmp_path, "--skip-base") == 2
+    err = capsys.readouterr().err
+    assert "9 models to fetch need about" in err and "--scenarios" in err
+    assert not list((tmp_path / NAME).rglob("*.bin"))
+
+
+def test_few_out_models_are_reported(demo, caplog):
+    """MICO's SST-2 ratio leaves about one OUT model per point: save_preds says so."""
+    from mico.predict import warn_few_out_models
+
+    shadow_in = np.array([[True, True, False], [True, False, False]])
+    with caplog.at_level(logging.WARNING):
+        warn_few_out_models("sst2_inf", shadow_in)
+    assert "1 of 3 challenge points have no OUT shadow model and 1 have one" in caplog.text
