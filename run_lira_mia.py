@@ -20,39 +20,43 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+    import numpy as np
+    import pandas as pd
 
-from mico.bundle import read_solution, scenario_dirs, write_prediction
-from mico.cli import add_common_args, add_preds_dir_arg, preds_dir, run_cli, setup_logging
-from mico.compare import (
-    ATTACKS,
-    RECOMMENDED_POPULATION,
-    Predictor,
-    ScenarioComparison,
-    choices,
-    compare_scenario,
-    has_population,
-    lira_config,
-    phase_metrics,
-    population_error,
-    roc_panels,
-    run_attack,
-    small_population_warning,
-)
-from mico.layout import challenge_dir
-from mico.report import (
-    comparison_frame,
-    format_frame,
-    metrics_table,
-    plot_roc,
-    plot_roc_panels,
-    summary_frame,
-)
-from mico.scoring import metrics
-from mico.selection import DEFAULT_FOLDS
-from mico.store import SCORES_FILE, ScenarioScores
-from mico.tasks import Task, load_task
+    from mico.bundle import read_solution, scenario_dirs, write_prediction
+    from mico.cli import add_common_args, add_preds_dir_arg, preds_dir, run_cli, setup_logging
+    from mico.compare import (
+        ATTACKS,
+        RECOMMENDED_POPULATION,
+        Predictor,
+        ScenarioComparison,
+        choices,
+        compare_scenario,
+        has_population,
+        lira_config,
+        phase_metrics,
+        population_error,
+        roc_panels,
+        run_attack,
+        small_population_warning,
+    )
+    from mico.layout import challenge_dir
+    from mico.report import (
+        comparison_frame,
+        format_frame,
+        metrics_table,
+        plot_roc,
+        plot_roc_panels,
+        summary_frame,
+    )
+    from mico.scoring import metrics
+    from mico.selection import DEFAULT_FOLDS
+    from mico.store import SCORES_FILE, ScenarioScores
+    from mico.tasks import Task, load_task
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("run_lira_mia")
 
