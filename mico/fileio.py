@@ -8,7 +8,8 @@ What a plain ``open(path, "w")`` would do is kept where it matters:
   ``0600`` of ``mkstemp``;
 * a symlink to a regular file is followed: its target is replaced, the link stays;
 * anything else that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
-  through, never replaced; a directory or block device is refused with one line.
+  through once the content is complete, never replaced; a folder or block device is refused
+  with one line.
 
 Temporary names are ``.<name>.<host>.<pid>.<random>.tmp``, so a file left by a killed run is
 recognisable as dead (same host, no such process) and removed by the next write into its folder
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import secrets
@@ -85,10 +87,17 @@ def _no_space(path: Path, exc: OSError) -> OSError:
 
 @contextlib.contextmanager
 def _write_through(path: Path, mode: str) -> Iterator[IO]:
-    """Write straight into a device or FIFO, as ``open`` would: it is not ours to replace."""
+    """Write into a device or FIFO, as ``open`` would: it is not ours to replace.
+
+    The block writes to memory and the result goes out in one piece once complete: a failure
+    part-way sends nothing, and writers that seek (``zipfile``) work on pipes and on devices
+    whose position never moves (``/dev/null``).  Outputs are small: a zip, a plot, a CSV.
+    """
+    buffer: IO = io.BytesIO() if "b" in mode else io.StringIO()
+    yield buffer
     try:
         with open(path, mode) as handle:
-            yield handle
+            handle.write(buffer.getvalue())
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             raise _no_space(path, exc) from None
