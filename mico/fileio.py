@@ -66,6 +66,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     of a live writer (another run, another machine on a shared disk) stays.
     """
     host, removed = _host(), []
+    if os.name != "posix":  # os.kill(pid, 0) is no liveness probe elsewhere
+        return removed
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = _TEMP.match(entry.name)
@@ -140,7 +142,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) ->
             continue
     try:
         with os.fdopen(fd, mode) as handle:
-            if info is not None:  # replacing a file keeps its mode, as writing into it would
+            if info is not None and hasattr(os, "fchmod"):  # keep the replaced file's mode
                 os.fchmod(handle.fileno(), stat.S_IMODE(info.st_mode))
             yield handle
             handle.flush()
