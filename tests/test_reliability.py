@@ -146,7 +146,7 @@ def test_output_onto_a_folder_is_refused_in_one_line(predicted, tmp_path, capsys
 
 
 def corrupt_zip(files: dict[str, bytes], compression: int) -> bytes:
-    """A zip of ``files`` whose last member's payload has one byte flipped (CRC now wrong)."""
+    """A zip of ``files`` whose last member's payload has one byte flipped."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in files.items():
@@ -155,7 +155,9 @@ def corrupt_zip(files: dict[str, bytes], compression: int) -> bytes:
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
         info = archive.infolist()[-1]
     header = 30 + len(info.filename.encode()) + len(info.extra)
-    data[info.header_offset + header + info.compress_size // 2] ^= 0xFF
+    # Stored: a wrong CRC; deflated: a broken stream (zlib.error), from its first byte.
+    middle = info.compress_size // 2 if compression == zipfile.ZIP_STORED else 0
+    data[info.header_offset + header + middle] ^= 0xFF
     return bytes(data)
 
 
