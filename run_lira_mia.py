@@ -22,23 +22,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
+try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+    import pandas as pd
 
-from mico.attacks.compare import ScenarioComparison, choices, phase_metrics, roc_panels
-from mico.attacks.lira import LiraParams
-from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
-from mico.attacks.run import RunOptions, compare_challenge, run_challenge
-from mico.attacks.stats import VARIANCES
-from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
-from mico.report import (
-    comparison_frame,
-    format_frame,
-    metrics_table,
-    plot_roc,
-    plot_roc_panels,
-    summary_frame,
-)
-from mico.selection import DEFAULT_FOLDS
+    from mico.attacks.compare import ScenarioComparison, choices, phase_metrics, roc_panels
+    from mico.attacks.lira import LiraParams
+    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+    from mico.attacks.run import RunOptions, compare_challenge, run_challenge
+    from mico.attacks.stats import VARIANCES
+    from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+    from mico.report import (
+        comparison_frame,
+        format_frame,
+        metrics_table,
+        plot_roc,
+        plot_roc_panels,
+        summary_frame,
+    )
+    from mico.selection import DEFAULT_FOLDS
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("run_lira_mia")
 

@@ -16,18 +16,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mico.cli import (
-    add_common_args,
-    add_preds_dir_arg,
-    data_dir,
-    preds_dir,
-    resolve_device,
-    run_cli,
-    setup_logging,
-)
-from mico.inference import AUTOCAST
-from mico.predict import PredictOptions, predict
-from mico.tasks import load_task
+try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+    from mico.cli import (
+        add_common_args,
+        add_preds_dir_arg,
+        data_dir,
+        preds_dir,
+        resolve_device,
+        run_cli,
+        setup_logging,
+    )
+    from mico.inference import AUTOCAST
+    from mico.predict import PredictOptions, predict
+    from mico.tasks import load_task
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("save_preds")
 

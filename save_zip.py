@@ -16,12 +16,16 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mico.bundle import check_layout, read_prediction
-from mico.cli import add_common_args, run_cli, setup_logging
-from mico.fileio import atomic_write
-from mico.layout import PREDICTION_FILE, model_dir, model_ids
-from mico.manifest import check_predictions
-from mico.tasks import Task, load_task
+try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+    from mico.bundle import check_layout, read_prediction
+    from mico.cli import add_common_args, run_cli, setup_logging
+    from mico.fileio import atomic_write
+    from mico.layout import PREDICTION_FILE, model_dir, model_ids
+    from mico.manifest import check_predictions
+    from mico.tasks import Task, load_task
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("save_zip")
 

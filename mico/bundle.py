@@ -66,10 +66,17 @@ def model_splits(model_dir: str | Path, task: Task) -> Splits:
 
 
 def _read_csv_line(path: Path, length: int, what: str) -> list[str]:
+    """The ``length`` fields of a one-line CSV; MICO's files are ASCII."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} missing") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not a text {what} file (byte {raw[exc.start]:#04x} at offset {exc.start})"
+        ) from None
     lines = [line for line in text.splitlines() if line.strip()]  # MICO wrote "\r\n" endings
     if len(lines) != 1:
         raise ValueError(f"{path}: expected one line of {length} values, got {len(lines)} lines")
@@ -87,7 +94,14 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
     fields = _read_csv_line(path, length, "solution")
     if any(field not in ("0", "1") for field in fields):
         raise ValueError(f"{path}: solution values must be 0 or 1")
-    return np.array([int(field) for field in fields], dtype=np.int8)
+    solution = np.array([int(field) for field in fields], dtype=np.int8)
+    members = int(solution.sum())
+    if members in (0, length):  # MICO's are half members; one class alone cannot be scored
+        raise ValueError(
+            f"{path}: all {length} values are {solution[0]}, a MICO solution has "
+            f"{length // 2} members and {length // 2} non-members; is it the right file?"
+        )
+    return solution
 
 
 def read_prediction(path: str | Path, length: int) -> np.ndarray:

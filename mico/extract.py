@@ -105,14 +105,32 @@ def import_zip(zip_path: Path, root: Path, task: Task, *, quiet: bool) -> int:
             skipped = len(members) - len(chosen)
             if skipped:
                 logger.info("%s: ignoring %d files outside the bundle", zip_path, skipped)
+            _verify_members(archive, [info for info, _ in chosen], quiet=quiet)
             for info, relative in tqdm(
                 chosen, desc="extracting", unit="file", disable=True if quiet else None
             ):
                 with archive.open(info) as source, atomic_write(target.joinpath(*relative)) as out:
                     shutil.copyfileobj(source, out, COPY_BYTES)
-    except zipfile.BadZipFile as exc:  # also raised by a member whose CRC does not match
-        raise ValueError(f"{zip_path}: not a valid zip ({exc}); download it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # also a member's bad CRC
+        raise ValueError(
+            f"{zip_path}: not a valid zip ({exc}); nothing was extracted, download it again"
+        ) from None
     return len(chosen)
+
+
+def _verify_members(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], *, quiet: bool
+) -> None:
+    """Decompress every member and check its CRC-32 before the first one is written.
+
+    ``zipfile`` checks a member's CRC only once it is read to the end, so a corrupt payload
+    found while extracting would leave the files before it imported and the rest missing.
+    This pass reads the archive once more (the second read mostly comes from the page cache).
+    """
+    for info in tqdm(members, desc="verifying", unit="file", disable=True if quiet else None):
+        with archive.open(info) as source:
+            while source.read(COPY_BYTES):
+                pass
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

@@ -60,9 +60,14 @@ def load_weights(model: M, path: str | Path, device: str | torch.device = "cpu")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        # torch's first line is only "Error(s) in loading state_dict for MLP:"; the detail
+        # (missing, unexpected or mis-shaped keys) follows on the next lines.
         name = type(model).__name__
-        raise ValueError(f"{path}: does not fit the {name} model ({first})") from None
+        detail = " ".join(str(exc).split()).removeprefix(
+            f"Error(s) in loading state_dict for {name}: "
+        )
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise ValueError(f"{path}: does not fit the {name} model ({detail})") from None
     return model.to(device).eval()
 
 

@@ -118,7 +118,7 @@ def test_model_splits_and_check_layout(tmp_path):
                     (model / seed).write_text(f"{value}\n")
             (model / "model.pt").write_bytes(b"x")
             if phase == "train":
-                write_solution(model / "solution.csv", np.zeros(100))
+                write_solution(model / "solution.csv", np.arange(100) % 2)
     assert check_layout(tmp_path, task) == []
     (folder / "purchase100_lo" / "dev" / "model_1" / "model.pt").unlink()
     (problem,) = check_layout(tmp_path, task)
@@ -171,7 +171,7 @@ def _bundle(tmp_path, counts=(2, 1, 1)):
                 if phase == "train":
                     (model / "seed_training").write_text("1\n")
                     (model / "seed_membership").write_text("2\n")
-                    write_solution(model / "solution.csv", np.zeros(200))
+                    write_solution(model / "solution.csv", np.arange(200) % 2)
             first += n
     assert check_layout(tmp_path, task, need_models=False) == []
     return folder, task

@@ -82,7 +82,6 @@ def write_purchase100(data_dir: Path, features: np.ndarray, labels: np.ndarray) 
     rows[:, 1:-1:2] = features + ord("0")
     rows[:, -1] = ord("\n")
     path = data_dir / "purchase100" / PURCHASE100_FILE
-    path.with_name(path.name + ".npy").unlink(missing_ok=True)  # the loader's cache of old text
     with atomic_write(path, "wb") as handle:
         for label, row in zip(labels.tolist(), rows, strict=True):
             handle.write(b"%d" % (label + 1))
