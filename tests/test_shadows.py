@@ -157,7 +157,9 @@ def test_bad_input_is_one_line_and_writes_no_model(
 def test_unreachable_epsilon_is_refused_before_training(tiny_copy, tmp_path, capsys) -> None:
     root = tiny_copy("purchase100")
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({"recipe": {"epochs": 3}, "dp_epsilon": {"lo": 0.001}}))
+    # 12 Poisson steps an epoch (q = 1/12): the accountant gives up within seconds.
+    settings = {"recipe": {"epochs": 3, "dp_batch_size": 75}, "dp_epsilon": {"lo": 0.001}}
+    recipe.write_text(json.dumps(settings))
     assert run(root, "--models", "1", "--scenarios", "lo", "--recipe", str(recipe)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: purchase100_lo: epsilon 0.001 cannot be reached")
