@@ -45,7 +45,7 @@ from mico.layout import (
     bundle_config_path,
     challenge_dir,
     data_root,
-    model_dirs,
+    is_model_dir_name,
     model_id,
     model_name,
     shadow_design_path,
@@ -96,8 +96,10 @@ class ExtraShadow(NamedTuple):
 def extra_shadows(root: str | Path, task: Task, scenario: str) -> list[ExtraShadow]:
     """The complete extra shadows of a scenario in id order; unfinished folders are skipped
     (a folder exists only once complete, but files may have been removed by hand)."""
+    base = shadows_dir(root, task.name, scenario)
+    folders = [f for f in base.iterdir() if is_model_dir_name(f.name)] if base.is_dir() else []
     found = []
-    for folder in model_dirs(shadows_dir(root, task.name, scenario).parent, scenario):
+    for folder in sorted(folders, key=model_id):
         needed = (MEMBERS_FILE, EPSILON_FILE, ACCURACY_FILE, *task.model_files)
         if all((folder / name).is_file() for name in needed):
             members = np.load(folder / MEMBERS_FILE, allow_pickle=False)
