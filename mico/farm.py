@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -82,15 +83,24 @@ class ModelJob:
         return self.folder.is_dir() and all((self.folder / n).is_file() for n in names)
 
 
-def build_model_folder(
+class Trained(NamedTuple):
+    """What training one job produced, before anything is written: the state_dict (on the CPU,
+    ``_module.`` prefix kept for DP models), the achieved epsilon and the held-out accuracy."""
+
+    state_dict: dict[str, torch.Tensor]
+    epsilon: float
+    accuracy: float
+
+
+def train_job(
     job: ModelJob,
     task: Task,
     recipe: Recipe,
     x: torch.Tensor,
     y: torch.Tensor,
     device: torch.device,
-) -> None:
-    """Train one model and write its folder atomically (see the module docstring)."""
+) -> Trained:
+    """Train one job's model and measure it; writes nothing (a Ray worker returns this)."""
     rows = torch.from_numpy(job.train_rows)
     result = train_model(
         task,
@@ -106,17 +116,44 @@ def build_model_folder(
     model.load_state_dict(strip_opacus_prefix(result.state_dict))
     held_out = torch.from_numpy(job.eval_rows[:EVAL_LIMIT])
     test_accuracy = accuracy(model, x[held_out], y[held_out], forward=task.forward)
+    return Trained(result.state_dict, result.epsilon, test_accuracy)
 
+
+def write_model_folder(job: ModelJob, task: Task, trained: Trained) -> None:
+    """Write a trained job's folder atomically: built as ``.<name>.tmp``, renamed when whole.
+
+    The weights go through the track's ``write_model`` (which may need the architecture's
+    config, never its weights: a fresh ``task.architecture()`` serves).
+
+    A failure while writing (a full disk) removes the temporary folder, so nothing partial is
+    left, not even hidden.
+    """
     if job.tmp.exists():
         shutil.rmtree(job.tmp)
-    job.tmp.mkdir(parents=True)
-    for name, content in job.files:
-        with atomic_write(job.tmp / name, "wb") as handle:
-            handle.write(content)
-    task.write_model(job.tmp, model, result.state_dict)
-    write_text_atomic(job.tmp / EPSILON_FILE, f"{result.epsilon!r}\n")
-    write_text_atomic(job.tmp / ACCURACY_FILE, f"{test_accuracy!r}\n")
-    os.replace(job.tmp, job.folder)
+    try:
+        job.tmp.mkdir(parents=True)
+        for name, content in job.files:
+            with atomic_write(job.tmp / name, "wb") as handle:
+                handle.write(content)
+        task.write_model(job.tmp, task.architecture(), trained.state_dict)
+        write_text_atomic(job.tmp / EPSILON_FILE, f"{trained.epsilon!r}\n")
+        write_text_atomic(job.tmp / ACCURACY_FILE, f"{trained.accuracy!r}\n")
+        os.replace(job.tmp, job.folder)
+    except BaseException:
+        shutil.rmtree(job.tmp, ignore_errors=True)
+        raise
+
+
+def build_model_folder(
+    job: ModelJob,
+    task: Task,
+    recipe: Recipe,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+) -> None:
+    """Train one model and write its folder atomically (see the module docstring)."""
+    write_model_folder(job, task, train_job(job, task, recipe, x, y, device))
 
 
 def pending_jobs(
@@ -135,6 +172,28 @@ def pending_jobs(
             shutil.rmtree(job.folder)
         pending.append(job)
     return pending
+
+
+def with_noise(jobs: Sequence[ModelJob], recipe: Recipe) -> list[ModelJob]:
+    """The jobs with their DP noise multiplier filled in, calibrated once per (training-set
+    size, target epsilon): the PRV accountant takes seconds, a pool of workers would repeat it.
+
+    Raises ``ValueError`` naming the target when the accountant cannot reach it.
+    """
+    noise: dict[tuple[int, float], float] = {}
+    targets = {(len(j.train_rows), j.dp_epsilon) for j in jobs if j.dp_epsilon is not None}
+    for key in sorted(targets):
+        try:
+            noise[key] = dp_noise_multiplier(recipe, *key)
+        except ValueError as exc:
+            raise ValueError(
+                f"epsilon {key[1]} cannot be reached with {key[0]} records and {recipe.epochs} "
+                f"epochs (PRV accountant: {exc}); raise the epsilon or change the recipe"
+            ) from None
+    return [
+        dataclasses.replace(job, noise_multiplier=noise.get((len(job.train_rows), job.dp_epsilon)))
+        for job in jobs
+    ]
 
 
 def default_workers(device: torch.device, pending: int) -> int:
@@ -163,16 +222,9 @@ def build_models(
     ``workers`` processes train in parallel (0: :func:`default_workers`); each loads the base
     dataset from ``data_dir`` once.
     """
-    pending = pending_jobs(jobs, task.model_files)
+    pending = with_noise(pending_jobs(jobs, task.model_files), recipe)
     if not pending:
         return 0
-    noise = {
-        eps: dp_noise_multiplier(recipe, len(pending[0].train_rows), eps)
-        for eps in sorted({job.dp_epsilon for job in pending if job.dp_epsilon is not None})
-    }
-    pending = [
-        dataclasses.replace(job, noise_multiplier=noise.get(job.dp_epsilon)) for job in pending
-    ]
     workers = max(1, min(workers or default_workers(device, len(pending)), len(pending)))
     log.info(
         "training %d of %d models (%s, %d epochs) on %s with %d worker%s",

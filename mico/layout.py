@@ -13,6 +13,7 @@
     <root>/reference/<challenge>/<scenario>/<phase>/model_N/   hidden ground truth (demo)
     <root>/shadows/<challenge>/<scenario>/model_N/       extra shadow models (train_shadows)
         model.pt, members.npy, recipe.json, epsilon, accuracy
+    <root>/shadows/<challenge>/<scenario>/design.npz     their keep matrix (train_shadows)
     <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.store)
     <preds>/<challenge>/<scenario>/models/<kind>/model_N.npz     its per-model caches (kind:
                                                          the phase, or extra)
@@ -40,6 +41,8 @@ EPSILON_FILE = "epsilon"
 ACCURACY_FILE = "accuracy"
 #: An extra shadow's membership: the sorted dataset indices it trained on.
 MEMBERS_FILE = "members.npy"
+#: How an extra shadow was trained (recipe, DP target, seeds).
+RECIPE_FILE = "recipe.json"
 
 
 REFERENCE_DIR = "reference"
@@ -47,6 +50,8 @@ PREDS_DIR = "preds"
 DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
 SHADOWS_DIR = "shadows"
+#: The keep matrix of a scenario's extra shadow models (mico.shadow_design).
+SHADOW_DESIGN_FILE = "design.npz"
 
 _MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
 
@@ -144,3 +149,8 @@ def model_cache_path(preds_scenario: str | Path, phase: str, model: int, suffix:
 def shadows_dir(root: str | Path, challenge: str, scenario: str) -> Path:
     """``<root>/shadows/<challenge>/<scenario>``, the extra shadow models of a scenario."""
     return Path(root) / SHADOWS_DIR / challenge / scenario
+
+
+def shadow_design_path(root: str | Path, challenge: str, scenario: str) -> Path:
+    """``<root>/shadows/<challenge>/<scenario>/design.npz``, the extra shadows' keep matrix."""
+    return shadows_dir(root, challenge, scenario) / SHADOW_DESIGN_FILE

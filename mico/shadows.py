@@ -1,0 +1,340 @@
+"""Extra shadow models: ``train_shadows.py`` trains balanced shadows with MICO's recipes.
+
+With MICO's 100 train models per scenario a challenge point has only about 17-24 OUT shadows
+(CIFAR-10, Purchase-100), the ceiling the 2nd place named.  This module trains ``N`` more per
+scenario, each on ``len_training`` records chosen by :mod:`mico.shadow_design`, with the recipe
+the targets were trained with, and writes::
+
+    <root>/shadows/<challenge>/<scenario>/design.npz        the keep matrix (see shadow_design)
+    <root>/shadows/<challenge>/<scenario>/model_N/
+        model.pt       state_dict as MICO saves it (DP models keep Opacus' "_module.")
+        members.npy    sorted int64 dataset indices the model trained on
+        recipe.json    recipe, DP target and noise, seeds: how to retrain it
+        epsilon        achieved epsilon at delta 1e-5 ("inf": no DP)
+        accuracy       accuracy on records it did not train on
+
+Folders are built by the model farm (:mod:`mico.farm`): atomically, resumably (a rerun starts at
+the first missing model, and ``--models`` can grow without retraining), on a local process pool
+or GPU, or on a Ray cluster (:mod:`mico.shadow_ray`).  Readers use :func:`extra_shadows`.
+
+Recipes: a real bundle's models were trained with MICO's recipe (the track's registry entry),
+a demo bundle's with the one its ``bundle.json`` records; ``--recipe FILE`` overrides either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from mico.devices import resolve_device
+from mico.farm import ModelJob, build_models
+from mico.layout import (
+    ACCURACY_FILE,
+    EPSILON_FILE,
+    MEMBERS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    bundle_config_path,
+    challenge_dir,
+    data_root,
+    is_model_dir_name,
+    model_id,
+    model_name,
+    shadow_design_path,
+    shadows_dir,
+)
+from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
+from mico.shadow_design import Design, extend_design, load_design, scenario_pool
+from mico.shadow_ray import build_models_ray, check_reachable
+from mico.tasks import Task, load_task
+from mico.training import dp_noise_multiplier
+
+log = logging.getLogger(__name__)
+
+#: Stream tag of the shadows' training seeds.
+_TRAIN_TAG = 0x7EED
+
+
+@dataclass(frozen=True)
+class ShadowOptions:
+    """What ``train_shadows.py`` asks for.
+
+    ``scenarios``: names (``purchase100_inf``) or suffixes (``inf``), all by default;
+    ``ray``: ``None`` for the local pool/GPU, else ``auto``, ``local`` or a cluster address;
+    ``recipe``: a JSON file overriding the bundle's recipe.
+    """
+
+    challenge: str
+    root: Path
+    models: int
+    scenarios: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    ray: str | None = None
+    recipe: Path | None = None
+    data_dir: Path | None = None
+
+
+class ExtraShadow(NamedTuple):
+    """One complete extra shadow model, as ``save_preds`` reads it."""
+
+    id: int
+    folder: Path
+    members: np.ndarray
+    model_path: Path
+
+
+def extra_shadows(root: str | Path, task: Task, scenario: str) -> list[ExtraShadow]:
+    """The complete extra shadows of a scenario in id order; unfinished folders are skipped
+    (a folder exists only once complete, but files may have been removed by hand)."""
+    base = shadows_dir(root, task.name, scenario)
+    folders = [f for f in base.iterdir() if is_model_dir_name(f.name)] if base.is_dir() else []
+    found = []
+    for folder in sorted(folders, key=model_id):
+        needed = (MEMBERS_FILE, EPSILON_FILE, ACCURACY_FILE, *task.model_files)
+        if all((folder / name).is_file() for name in needed):
+            members = np.load(folder / MEMBERS_FILE, allow_pickle=False)
+            found.append(ExtraShadow(model_id(folder), folder, members, folder / MODEL_FILE))
+    return found
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """The recipe shadows are trained with, its DP targets per scenario suffix, and whence."""
+
+    recipe: Recipe
+    dp_epsilon: dict[str, float | None]
+    source: str
+
+
+def resolve_recipe(root: Path, task: Task, recipe_file: Path | None) -> RecipeChoice:
+    """``--recipe FILE``, else the demo recipe in ``bundle.json``, else MICO's for the track."""
+    if recipe_file is not None:
+        return _parse_recipe(_read_json(recipe_file), task, str(recipe_file))
+    config = bundle_config_path(root, task.name)
+    if config.is_file():
+        settings = _read_json(config).get("demo")
+        if settings is not None:
+            return _parse_recipe(settings, task, f"{config} (demo)")
+    return RecipeChoice(task.recipe, dict(SCENARIO_EPSILON), f"MICO's {task.name} recipe")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return value
+
+
+#: Keys of a recipe file besides the recipe: those of ``bundle.json``'s "demo" entry.
+_RECIPE_KEYS = {"recipe", "dp_epsilon", "delta", "max_grad_norm"}
+_INFORMATIONAL = {"preset", "seed", "synthesis_version", "comment"}
+
+
+def _parse_recipe(settings: dict, task: Task, where: str) -> RecipeChoice:
+    """A recipe in ``bundle.json``'s "demo" form: ``{"recipe": {Recipe fields}, "dp_epsilon":
+    {"hi": 10, "lo": 4}}``; missing fields keep MICO's values."""
+    settings = settings.get("demo", settings)  # a whole bundle.json is accepted too
+    unknown = set(settings) - _RECIPE_KEYS - _INFORMATIONAL
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_RECIPE_KEYS)}")
+    for key, fixed in (("delta", DELTA), ("max_grad_norm", MAX_GRAD_NORM)):
+        if settings.get(key, fixed) != fixed:
+            raise ValueError(f"{where}: {key} must be MICO's {fixed}, got {settings[key]!r}")
+    fields = settings.get("recipe", {})
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    if not isinstance(fields, dict) or set(fields) - names:
+        raise ValueError(f"{where}: 'recipe' must be an object with fields from {sorted(names)}")
+    try:
+        recipe = task.recipe.replace(**fields)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    _check_recipe(recipe, where)
+    epsilons = dict(SCENARIO_EPSILON)
+    targets = settings.get("dp_epsilon", {})
+    if not isinstance(targets, dict) or set(targets) - set(SCENARIO_EPSILON):
+        raise ValueError(f"{where}: 'dp_epsilon' maps {sorted(SCENARIO_EPSILON)} to epsilons")
+    for suffix, value in targets.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and (not number or not value > 0):
+            raise ValueError(f"{where}: dp_epsilon of {suffix!r} must be positive, got {value!r}")
+        epsilons[suffix] = None if value is None else float(value)
+    return RecipeChoice(recipe, epsilons, where)
+
+
+def _check_recipe(recipe: Recipe, where: str) -> None:
+    if recipe.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"{where}: optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
+    for name in ("batch_size", "epochs", "lr_step", "dp_batch_size"):
+        value = getattr(recipe, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+    for name in ("lr", "lr_gamma", "dp_lr"):
+        value = getattr(recipe, name)
+        if value is not None and (not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{where}: {name} must be a positive number, got {value!r}")
+
+
+def select_scenarios(task: Task, wanted: tuple[str, ...]) -> list[str]:
+    """Scenario names from names or suffixes (``inf``); all when none are given."""
+    if not wanted:
+        return list(task.scenarios)
+    chosen = []
+    for name in wanted:
+        full = name if name in task.scenarios else f"{task.name}_{name}"
+        if full not in task.scenarios:
+            raise ValueError(
+                f"unknown scenario {name!r}: choose from {', '.join(task.scenarios)} "
+                f"(or {', '.join(task.scenario_suffixes)})"
+            )
+        if full not in chosen:
+            chosen.append(full)
+    return chosen
+
+
+def scenario_jobs(
+    options: ShadowOptions, task: Task, scenario: str, choice: RecipeChoice
+) -> tuple[Design, list[ModelJob]]:
+    """The scenario's design (extended to ``options.models`` and stored) and its model jobs."""
+    index = task.scenarios.index(scenario)
+    suffix = task.scenario_suffixes[index]
+    pool = scenario_pool(challenge_dir(options.root, task.name) / scenario, task)
+    path = shadow_design_path(options.root, task.name, scenario)
+    stored = load_design(path) if path.is_file() else None
+    design = extend_design(stored, pool, task, options.models, options.seed, index)
+    if design is not stored:
+        design.save(path)
+    dp_epsilon = choice.dp_epsilon[suffix]
+    noise = None
+    if dp_epsilon is not None:
+        noise = dp_noise_multiplier(choice.recipe, task.len_training, dp_epsilon)
+    jobs = []
+    for shadow in range(options.models):
+        members = design.members(shadow)
+        rng = np.random.default_rng([options.seed, _TRAIN_TAG, index, shadow])
+        train_seed = int(rng.integers(0, 2**62))
+        recipe_json = {
+            "recipe": dataclasses.asdict(choice.recipe),
+            "recipe_source": choice.source,
+            "dp_epsilon": dp_epsilon,
+            "delta": DELTA,
+            "max_grad_norm": MAX_GRAD_NORM,
+            "noise_multiplier": noise,
+            "train_seed": train_seed,
+            "design_seed": options.seed,
+            "keep_fraction": design.fraction,
+        }
+        buffer = io.BytesIO()
+        np.save(buffer, members.astype(np.int64))
+        files = (
+            (MEMBERS_FILE, buffer.getvalue()),
+            (RECIPE_FILE, (json.dumps(recipe_json, indent=2) + "\n").encode()),
+        )
+        jobs.append(
+            ModelJob(
+                folder=shadows_dir(options.root, task.name, scenario) / model_name(shadow),
+                label=f"{scenario}/{model_name(shadow)}",
+                train_rows=members,
+                eval_rows=design.held_out(shadow, members),
+                dp_epsilon=dp_epsilon,
+                train_seed=train_seed,
+                files=files,
+            )
+        )
+    return design, jobs
+
+
+def _calibrate(choice: RecipeChoice, task: Task, scenarios: list[str]) -> None:
+    """Every DP target's noise, before anything is written: an unreachable epsilon is an error
+    (one line, no folder) rather than a crash after hours of training."""
+    for scenario in scenarios:
+        epsilon = choice.dp_epsilon[task.scenario_suffixes[task.scenarios.index(scenario)]]
+        if epsilon is None:
+            continue
+        try:
+            dp_noise_multiplier(choice.recipe, task.len_training, epsilon)
+        except ValueError as exc:
+            raise ValueError(
+                f"{scenario}: epsilon {epsilon} cannot be reached with {task.len_training} "
+                f"records and {choice.recipe.epochs} epochs (PRV accountant: {exc}); raise the "
+                "epsilon or change --recipe"
+            ) from None
+
+
+def run(options: ShadowOptions) -> int:
+    """Train (or finish) ``options.models`` extra shadows per scenario; returns 0."""
+    start = time.perf_counter()
+    if options.models < 1:
+        raise ValueError(f"--models must be at least 1, got {options.models}")
+    if options.workers < 0:
+        raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
+    if options.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
+    root = Path(options.root)
+    task = load_task(root, options.challenge)
+    scenarios = select_scenarios(task, options.scenarios)
+    device = resolve_device(options.device)
+    choice = resolve_recipe(root, task, options.recipe)
+    _calibrate(choice, task, scenarios)
+    if options.ray is not None:
+        check_reachable(options.ray)
+    data = data_root(root, options.data_dir)
+    log.info("recipe: %s (%d epochs)", choice.source, choice.recipe.epochs)
+
+    jobs: list[ModelJob] = []
+    for scenario in scenarios:
+        design, scenario_list = scenario_jobs(options, task, scenario, choice)
+        why = "1/2" if _is_half(design) else "1/2 is not feasible: the nearest feasible p"
+        print(
+            f"{scenario}: {len(design.pool)} pool points, each IN for p = {design.fraction:.4f} "
+            f"of the shadows ({why})"
+        )
+        jobs.extend(scenario_list)
+    desc = f"{task.name} shadows"
+    if options.ray is not None:
+        built = build_models_ray(
+            jobs,
+            task,
+            choice.recipe,
+            data,
+            device=device,
+            address=options.ray,
+            workers=options.workers,
+            desc=desc,
+        )
+    else:
+        built = build_models(
+            jobs, task, choice.recipe, data, device=device, workers=options.workers, desc=desc
+        )
+    log.info("%d shadow models trained in %.1f s", built, time.perf_counter() - start)
+    print(summary_table(root, task, scenarios, options.models))
+    return 0
+
+
+def _is_half(design: Design) -> bool:
+    return abs(design.fraction - 0.5) <= 1 / len(design.pool)
+
+
+def summary_table(root: Path, task: Task, scenarios: list[str], models: int) -> str:
+    """Per scenario: shadows present (of the ones asked for), mean accuracy, mean epsilon."""
+    lines = [f"{'scenario':<18} {'models':>6} {'accuracy':>9} {'epsilon':>8}"]
+    for scenario in scenarios:
+        shadows = [s for s in extra_shadows(root, task, scenario) if s.id < models]
+        acc = [float((s.folder / ACCURACY_FILE).read_text()) for s in shadows]
+        eps = [float((s.folder / EPSILON_FILE).read_text()) for s in shadows]
+        mean_acc = f"{np.mean(acc):>9.3f}" if acc else f"{'-':>9}"
+        mean_eps = f"{np.mean(eps):>8.2f}" if eps else f"{'-':>8}"
+        lines.append(f"{scenario:<18} {len(shadows):>6} {mean_acc} {mean_eps}")
+    return "\n".join(lines)
