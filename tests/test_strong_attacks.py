@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
+import run_lira_mia
 from mico.attacks.combine import (
     Combine,
     CombineParams,
@@ -37,6 +38,7 @@ from tests.test_attacks import (
     ref_log_sigmoid,
     synthetic_scores,
     with_population,
+    write_synthetic_root,
 )
 from tests.test_lira import naive_lira, scenarios
 
@@ -256,3 +258,24 @@ def test_strong_attacks_are_compared_and_beat_chance():
     assert RmiaOnline().missing(scores, "purchase100") is not None
     rows = compare_scenario(scores, available(scores)).rows
     assert "rmia_online (CV)" not in rows and "combine (CV)" in rows
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return write_synthetic_root(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "label"),
+    [
+        (["--attack", "rmia_online"], "rmia_online (5-fold CV"),
+        (["--attack", "rmia", "--online_attack"], "rmia_online (5-fold CV"),
+        (["--attack", "combine"], "combine (5-fold CV"),
+    ],
+)
+def test_strong_attack_cli(synthetic_root, extra, label, capsys):
+    args = ["--challenge", "purchase100", "--root", str(synthetic_root), *extra]
+    args += ["--no-write", "-q", "--reference", str(synthetic_root / "reference")]
+    assert run_lira_mia.main(args) == 0
+    out = capsys.readouterr().out
+    assert label in out and "purchase100_lo final" in out
