@@ -59,9 +59,13 @@ from mico.store import ScenarioScores
 #: Fraction cut from each end of a side's shadow values before averaging (research code).
 TRIM = 0.2
 
-#: Candidate temperatures of the signal and likelihood-ratio thresholds, chosen by CV.
-RMIA_ONLINE_TAU: tuple[float, ...] = (1.0, 2.0, 4.0)
-RMIA_ONLINE_GAMMA: tuple[float, ...] = (1.0, 2.0, 4.0)
+#: Candidate temperatures of the signal, chosen by CV with gamma = 1. On the purchase100 demo
+#: a softer signal ranks better (inf train TPR@10%: 0.660 at tau 1, 0.698 at 4, 0.703 at 16).
+RMIA_ONLINE_TAU: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+#: Thresholds besides gamma = 1, tried with tau = 1 only: a softer signal's ratios all lie
+#: near 1, so any fixed gamma > 1 (or < 1) there scores (almost) every point 0 (or 1).
+RMIA_ONLINE_GAMMA: tuple[float, ...] = (2.0, 4.0)
 
 _TINY = float(np.finfo(np.float64).tiny)
 
@@ -220,11 +224,12 @@ class RmiaOnline(Attack):
     )
 
     def configs(self) -> list[Config]:
-        """``tau`` x ``gamma``; the paper's plain probability with gamma = 1 first."""
+        """Every ``tau`` with gamma = 1, then tau = 1 with the other gammas; the paper's plain
+        probability with gamma = 1 first."""
+        grid = [(t, 1.0) for t in RMIA_ONLINE_TAU] + [(1.0, g) for g in RMIA_ONLINE_GAMMA]
         return [
             Config(self.name, f"rmia online tau={t:g} gamma={g:g}", RmiaOnlineParams(t, g))
-            for t in RMIA_ONLINE_TAU
-            for g in RMIA_ONLINE_GAMMA
+            for t, g in grid
         ]
 
     def prepare(self, scores: ScenarioScores, phase: str) -> dict[float, OnlineInputs]:
