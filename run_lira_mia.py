@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     lira_group.add_argument(
         "--online_attack",
         action="store_true",
-        help="likelihood ratio of IN and OUT Gaussians instead of the OUT-only test",
+        help="likelihood ratio of IN and OUT Gaussians instead of the OUT-only test (with "
+        "--attack rmia: online RMIA, the same as --attack rmia_online)",
     )
     lira_group.add_argument(
         "--original",
@@ -162,6 +163,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     if args.compare and args.attack is not None:
         raise ValueError("--compare runs every attack: drop --attack")
     attack = args.attack or DEFAULT_ATTACK
+    if attack == "rmia" and given == ["--online_attack"] and not args.compare:
+        attack, given = "rmia_online", []  # switches RMIA to online, as it does LiRA
     if given and (args.compare or attack != "lira"):
         what = "--compare" if args.compare else f"--attack {attack}"
         raise ValueError(f"{', '.join(given)} apply to --attack lira only, not to {what}")

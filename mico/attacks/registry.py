@@ -8,13 +8,15 @@ first.
 from __future__ import annotations
 
 from mico.attacks.base import Attack
+from mico.attacks.combine import Combine
 from mico.attacks.hardness import Hardness
 from mico.attacks.lira import Lira
 from mico.attacks.loss import Loss
 from mico.attacks.rmia import Rmia
+from mico.attacks.rmia_online import RmiaOnline
 
 ATTACKS: dict[str, Attack] = {
-    attack.name: attack for attack in (Loss(), Lira(), Hardness(), Rmia())
+    attack.name: attack for attack in (Loss(), Lira(), Hardness(), Rmia(), RmiaOnline(), Combine())
 }
 
 #: The attack ``run_lira_mia.py`` runs without ``--attack``.

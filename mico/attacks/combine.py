@@ -1,0 +1,176 @@
+"""Signals combined: several per-point membership signals of the stored outputs turned into one.
+
+Every signal is computed from ``scores.npz`` with each target's own shadow row left out, and
+oriented so that higher means member (shapes as in :mod:`mico.attacks.stats`):
+
+=================  =========================================================================
+``llr_logit``      online LiRA log-likelihood ratio of the margin z (``stable_logit``)
+``llr_prob``       online LiRA log-likelihood ratio of the probability sigmoid(z)
+``z_out``          offline LiRA: (z - mean OUT) / std OUT
+``hard_margin``    1st place's calibration: (z - mean ALL) / std ALL
+``hard_loss``      1st place's calibration: log p - (mean IN + mean OUT) / 2 of log p
+``rmia_online``    online RMIA's fraction (tau = 1, gamma = 1), as a log-odds, where the
+                   population outputs are stored (:mod:`mico.attacks.rmia_online`)
+=================  =========================================================================
+
+Two combiners (configurations of one attack, chosen by CV as ``--compare`` does):
+
+* ``ms-lira``: the sum of the two online LiRA log-likelihood ratios, as multi-signal LiRA
+  sums per-signal ratios. It assumes the signals independent; both are functions of the same
+  margin, so they are not, and the sum reweights the two Gaussian fits rather than adding
+  evidence.
+* ``logreg``: a logistic regression over all signals above (each through ``arcsinh`` so that
+  a few enormous ratios do not dominate, then standardised), fitted per scenario on the train
+  phase's ground truth. Leave-one-target-out: a train target's confidences come from a model
+  fitted on the other train targets only, so a target never trains its own combiner;
+  ``dev``/``final`` use the model fitted on every train target.
+
+The logistic regression's outputs are log-odds (mapped into [0, 1] by arcsinh and a min-max
+over the phase, monotone) on a common scale (each fit estimates the
+same membership probability), so pooling the leave-one-out fits' outputs is meaningful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logit
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.hardness import hardness_calibrated, minmax
+from mico.attacks.lira import transform_margin
+from mico.attacks.rmia import has_population
+from mico.attacks.rmia_online import rmia_online
+from mico.attacks.stats import inout_stats, standardise
+from mico.store import ScenarioScores
+
+COMBINERS: tuple[str, ...] = ("ms-lira", "logreg")
+
+#: The logistic regression's inverse regularisation strength (sklearn's default).
+LOGREG_C = 1.0
+
+#: Confidences are clipped into [eps, 1 - eps] before the log-odds of ``rmia_online``.
+_EPS = 1e-6
+
+
+def lira_log_ratio(
+    shadow_margin: np.ndarray,
+    shadow_in: np.ndarray,
+    target_margin: np.ndarray,
+    target_points: np.ndarray,
+    target_shadow: np.ndarray | None,
+    transform: str,
+) -> np.ndarray:
+    """Online LiRA's ``log N(y; in) - log N(y; out)`` ``[T, K]`` (per-point std), 0 where a
+    side has no shadow; the log-odds of :func:`mico.attacks.lira.lira`'s online confidence."""
+    stats = inout_stats(
+        transform_margin(shadow_margin, transform), shadow_in, target_points, target_shadow
+    )
+    y = transform_margin(target_margin, transform)
+    std_out, std_in = stats.std("out"), stats.std("in")
+    z_out = standardise(y, stats.mean_out, std_out)
+    z_in = standardise(y, stats.mean_in, std_in)
+    ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    return np.where((stats.n_in > 0) & (stats.n_out > 0), ratio, 0.0)
+
+
+def signals(scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
+    """Every signal of the module docstring ``{name: [T, K]}`` on one phase."""
+    data = scores.phases[phase]
+    args = (scores.shadow_margin, scores.shadow_in, data.margin, data.points, data.shadow_or_none)
+    out = {
+        "llr_logit": lira_log_ratio(*args, "stable_logit"),
+        "llr_prob": lira_log_ratio(*args, "prob"),
+    }
+    stats = inout_stats(scores.shadow_margin, scores.shadow_in, data.points, data.shadow_or_none)
+    z_out = standardise(data.margin, stats.mean_out, stats.std("out"))
+    out["z_out"] = np.where(stats.n_out > 0, z_out, 0.0)
+    out["hard_margin"] = hardness_calibrated(*args, score="margin", variant="std")
+    out["hard_loss"] = hardness_calibrated(*args, score="loss", variant="mid")
+    if has_population(scores):
+        assert scores.shadow_population is not None and data.population is not None
+        fraction = rmia_online(
+            *args[:4], scores.shadow_population, data.population, data.shadow_or_none
+        )
+        out["rmia_online"] = logit(np.clip(fraction, _EPS, 1.0 - _EPS))
+    return out
+
+
+def features(signal: dict[str, np.ndarray]) -> np.ndarray:
+    """The logistic regression's inputs ``[T, K, F]``: ``arcsinh`` of each signal."""
+    return np.arcsinh(np.stack([signal[name] for name in sorted(signal)], axis=-1))
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> Pipeline:
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=LOGREG_C, max_iter=1000))
+    return model.fit(x.reshape(-1, x.shape[-1]), y.ravel())
+
+
+def logreg_scores(
+    train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray | None = None
+) -> np.ndarray:
+    """Log-odds ``[T, K]`` of the logistic regression over features ``[T, K, F]``.
+
+    ``x`` None: the train targets themselves, each from a model fitted without it
+    (leave-one-target-out); else ``x``'s targets, from the model fitted on all train targets.
+    """
+    if x is not None:
+        return (
+            _fit(train_x, train_y)
+            .decision_function(x.reshape(-1, x.shape[-1]))
+            .reshape(x.shape[:2])
+        )
+    n_targets = train_x.shape[0]
+    if n_targets < 2:
+        raise ValueError("the logistic combiner needs at least 2 train models")
+    out = np.empty(train_x.shape[:2])
+    for t in range(n_targets):
+        others = np.arange(n_targets) != t
+        out[t] = _fit(train_x[others], train_y[others]).decision_function(train_x[t])
+    return out
+
+
+@dataclass(frozen=True)
+class CombineParams(Params):
+    """Which combiner of :data:`COMBINERS`."""
+
+    combiner: str = "logreg"
+
+
+class Combine(Attack):
+    """Signals combined; the combiner is chosen by CV on the train phase."""
+
+    name = "combine"
+    summary = "signals combined: MS-LiRA sum of log ratios, or a leave-one-out logistic model"
+
+    def configs(self) -> list[Config]:
+        """The logistic combiner first, then the MS-LiRA sum."""
+        return [Config(self.name, f"combine {c}", CombineParams(c)) for c in reversed(COMBINERS)]
+
+    def prepare(self, scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
+        """Both combiners' confidences on one phase (the fits are shared work)."""
+        signal = signals(scores, phase)
+        train = scores.phases.get("train")
+        if train is None or train.solution is None:
+            raise ValueError("the logistic combiner needs a train phase with solutions")
+        if phase == "train":
+            logodds = logreg_scores(features(signal), train.solution)
+        else:
+            train_x = features(signals(scores, "train"))
+            logodds = logreg_scores(train_x, train.solution, features(signal))
+        # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid
+        # it never rounds large log-odds to a tie at 1.
+        return {
+            "logreg": minmax(np.arcsinh(logodds)),
+            "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
+        }
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        assert isinstance(params, CombineParams) and isinstance(prepared, dict)
+        return prepared[params.combiner]
