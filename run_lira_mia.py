@@ -28,7 +28,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.compare import ScenarioComparison, choices, phase_metrics, roc_panels
     from mico.attacks.lira import LiraParams
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
-    from mico.attacks.run import RunOptions, compare_challenge, run_challenge
+    from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
     from mico.attacks.stats import VARIANCES
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.report import (
@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-write", action="store_true", help="score only; leave prediction.csv files alone"
     )
+    parser.add_argument(
+        "--shadows",
+        choices=tuple(SHADOW_CHOICES),
+        default=None,
+        help="which shadow models the attack uses: the bundle's train models, the extra "
+        "shadows of train_shadows.py, or all (default: all where extra shadows exist)",
+    )
     return parser
 
 
@@ -180,6 +187,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         reference=args.reference,
         write=not args.no_write,
         original=args.original,
+        shadows=args.shadows,
     )
 
 

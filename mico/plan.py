@@ -11,8 +11,8 @@ into a :class:`PlannedModel` (challenge points, solution, training members).  Tw
 A *shadow* is any model whose membership is known, whichever source it came from; a *target*
 is any model with challenge points (it gets predictions).  A ``train`` model is both.  Shadows
 run over the pooled challenge points of every target, targets that are not shadows over their
-own points only.  :data:`DEFAULT_SOURCES` names the sources a run uses; adding ``"extra"`` makes
-``save_preds.py`` pick up extra shadows without any other change.
+own points only.  :data:`DEFAULT_SOURCES` names the sources a run uses: both, so
+``save_preds.py`` picks up extra shadows without any other change.
 
 Planning reads every seed first, so a missing or malformed seed file is reported, naming the
 model, before the first model of any scenario runs.
@@ -158,8 +158,9 @@ EXTRA_SOURCE = ModelSource(EXTRA, _find_extra, _read_extra)
 #: Every model source by name (provenance records the names a ``scores.npz`` was made with).
 SOURCES: dict[str, ModelSource] = {s.name: s for s in (BUNDLE_SOURCE, EXTRA_SOURCE)}
 
-#: The sources a run uses.  ``("bundle", "extra")`` adds #12's extra shadows as shadow rows.
-DEFAULT_SOURCES: tuple[str, ...] = ("bundle",)
+#: The sources a run uses: the bundle's models, and ``train_shadows.py``'s extra shadows where
+#: there are any (none: the same ``scores.npz`` as the bundle alone).
+DEFAULT_SOURCES: tuple[str, ...] = ("bundle", "extra")
 
 
 def get_sources(names: Sequence[str]) -> list[ModelSource]:

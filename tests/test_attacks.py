@@ -35,6 +35,7 @@ from mico.attacks.rmia import RECOMMENDED_POPULATION, fraction_below, rmia
 from mico.attacks.run import RunOptions, attack_scenario
 from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
 from mico.bundle import model_dirs, read_prediction, write_solution
+from mico.provenance import bundle_record
 from mico.scoring import metrics as official_score
 from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
 from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
@@ -478,6 +479,8 @@ def write_synthetic_root(root, population=True, seed=0):
     for scenario in task.scenarios:
         (root / CHALLENGE / scenario).mkdir()
         scores, truths = synthetic_scores(rng, population=population)
+        # The bundle has no model folders: its record says so, and the attack checks it.
+        scores.provenance = bundle_record(root, load_task(root, CHALLENGE), scenario)
         (root / "preds" / CHALLENGE / scenario).mkdir(parents=True)
         scores.save(root / "preds" / CHALLENGE / scenario / SCORES_FILE)
         for phase, (ids, sol) in truths.items():

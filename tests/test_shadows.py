@@ -177,3 +177,33 @@ def test_full_disk_mid_write_leaves_no_partial_folder(tiny_copy, monkeypatch, ca
     assert "No space left on device" in capsys.readouterr().err
     assert no_model_folder(root)
     assert not list(shadows_dir(root, "purchase100", INF).glob(f"**/{MEMBERS_FILE}"))
+
+
+def test_save_preds_takes_extra_shadows_and_run_lira_mia_chooses_them(tiny_copy) -> None:
+    """Extra shadows become shadow rows (IN/OUT from ``members.npy``); ``--shadows`` picks."""
+    import run_lira_mia
+    import save_preds
+    from mico.layout import preds_root, scores_path
+    from mico.store import ScenarioScores
+
+    root = tiny_copy("purchase100")
+    assert run(root, "--models", "2", "--seed", "5") == 0
+    assert save_preds.main(["--challenge", "purchase100", "--root", str(root), "-q"]) == 0
+    task = load_task(root, "purchase100")
+    scores = ScenarioScores.load(scores_path(preds_root(root, "purchase100"), INF))
+    kinds = scores.kinds().tolist()
+    assert kinds.count("extra") == 2
+    assert kinds.count("train") == dict(task.models_per_phase)["train"]
+    shadows = extra_shadows(root, task, INF)
+    for shadow, row in zip(shadows, np.flatnonzero(scores.kinds() == "extra"), strict=True):
+        assert np.array_equal(scores.shadow_in[row], np.isin(scores.points, shadow.members))
+
+    base = ["--challenge", "purchase100", "--root", str(root), "-q"]
+    dev = root / "purchase100" / INF / "dev"
+    predictions = {}
+    for choice in ("train", "extra", "all"):
+        assert run_lira_mia.main([*base, "--global_variance", "--shadows", choice]) == 0
+        predictions[choice] = sorted(p.read_text() for p in dev.glob("model_*/prediction.csv"))
+    assert predictions["train"] != predictions["all"] != predictions["extra"]
+    assert run_lira_mia.main([*base, "--global_variance"]) == 0  # default: all
+    assert sorted(p.read_text() for p in dev.glob("model_*/prediction.csv")) == predictions["all"]

@@ -37,6 +37,7 @@ from mico.bundle import prediction_line, read_solution, scenario_dirs
 from mico.fileio import write_text_atomic
 from mico.layout import PREDICTION_FILE, model_dir, preds_root, scores_path
 from mico.manifest import write_manifest
+from mico.provenance import load_checked
 from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
 from mico.store import ScenarioScores
@@ -66,6 +67,30 @@ class RunOptions:
     reference: Path | None = None
     write: bool = True
     original: bool = False
+    #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
+    #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
+    shadows: str | None = None
+
+
+#: ``--shadows`` choices and the shadow kinds each keeps.
+SHADOW_CHOICES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "extra": ("extra",),
+    "all": ("train", "extra"),
+}
+
+
+def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> ScenarioScores:
+    """A scenario's ``scores.npz``, checked against the bundle it claims to come from
+    (:mod:`mico.provenance`), keeping the shadow rows ``options.shadows`` asks for.
+
+    ``--original`` always uses the train models alone: that is what the published code had.
+    """
+    scores = load_checked(path, options.root, task, scenario)
+    choice = "train" if options.original else options.shadows
+    if choice is None:
+        return scores
+    return scores.select_shadows(SHADOW_CHOICES[choice])
 
 
 @dataclass
@@ -92,6 +117,8 @@ def check_options(options: RunOptions) -> Task:
         check_original_params(options.params)
     if options.folds < 2:
         raise ValueError("--folds must be at least 2")
+    if options.shadows is not None and options.shadows not in SHADOW_CHOICES:
+        raise ValueError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
     task = load_task(options.root, options.challenge)
     if options.reference is not None and not (options.reference / task.name).is_dir():
         raise FileNotFoundError(f"{options.reference / task.name} not found (--reference)")
@@ -125,7 +152,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     if options.original:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
-    loaded = {name: ScenarioScores.load(path) for name, path in scenarios.items()}
+    loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
     if options.write:
         _check_model_folders(options.root, task, loaded)
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
@@ -288,7 +315,7 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
     results: dict[str, ScenarioComparison] = {}
     for scenario in scenario_dirs(options.root, task):
         path = scores_path(preds, scenario.name)
-        scores = ScenarioScores.load(path)
+        scores = load_scores(path, options, task, scenario.name)
         if "train" not in scores.phases or scores.phases["train"].solution is None:
             raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
         attacks = []
