@@ -4,12 +4,13 @@ Importing the package does no work; the scripts at the repository root drive it.
 drop-in for the competition's ``mico_competition`` package (``import mico as mico_competition``)
 with MICO's names and signatures (README, "Using mico as mico_competition"), without
 torchcsprng or torchvision: ``ChallengeDataset``, ``CNN``/``MLP`` with ``.load``,
-``load_model``, ``load_cifar10``, ``load_purchase100`` and the ``scoring`` module.
+``load_model``, ``load_cifar10``, ``load_purchase100``, ``load_sst2`` and the ``scoring``
+module.
 """
 
 from mico import scoring
 from mico.data import TensorPairDataset, load_purchase100
-from mico.dropin import load_cifar10
+from mico.dropin import load_cifar10, load_sst2
 from mico.models import CNN, MLP, build_model, load_model
 from mico.splits import ChallengeDataset, Splits, split_indices
 from mico.tasks import PHASES, TASKS, Task, get_task, load_task
@@ -28,6 +29,7 @@ __all__ = [
     "load_cifar10",
     "load_model",
     "load_purchase100",
+    "load_sst2",
     "load_task",
     "scoring",
     "split_indices",

@@ -68,6 +68,7 @@ MICO_SIGNATURES = {
     "load_model": [("task", _), ("path", _)],
     "load_cifar10": [("dataset_dir", "."), ("download", True)],
     "load_purchase100": [("dataset_dir", ".")],
+    "load_sst2": [],  # MICO takes no argument; ours are optional (the test checks it)
     "scoring.tpr_at_fpr": [("true_membership", _), ("predictions", _), ("max_fpr", 0.1)],
     "scoring.score": [("solutions", _), ("predictions", _)],
     "scoring.generate_roc": [("fpr", _), ("tpr", _)],
@@ -111,8 +112,15 @@ def test_signature_is_micos(name):
 
 
 def test_micos_public_names_are_exported():
-    # MICO's __all__ minus load_sst2 (the SST-2 track is not part of this package yet).
-    micos = {"ChallengeDataset", "load_model", "load_cifar10", "load_purchase100", "CNN", "MLP"}
+    micos = {
+        "ChallengeDataset",
+        "load_model",
+        "load_cifar10",
+        "load_purchase100",
+        "load_sst2",
+        "CNN",
+        "MLP",
+    }
     assert micos <= set(mico_competition.__all__)
     assert isinstance(mico_competition.ChallengeDataset.__dict__["from_path"], classmethod)
 
@@ -452,3 +460,21 @@ def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch):
     assert len(state.log) == 1  # the second call found the data and sent nothing
     reference = load_cifar10_offline(tiny_cifar / "data")
     assert torch.equal(fetched.x, reference.x) and torch.equal(again.y, reference.y)
+
+
+def test_load_sst2_yields_glue_rows_train_then_validation(tmp_path):
+    """MICO's ``load_sst2()``: a concatenation of GLUE's train and validation splits whose
+    items are ``{"sentence", "label", "idx"}`` dicts, ``idx`` restarting in validation."""
+    from mico.tracks.sst2 import synthesize_sst2, write_sst2
+
+    sentences, labels = synthesize_sst2(200, seed=3)
+    write_sst2(tmp_path, sentences, labels)
+    dataset = mico_competition.load_sst2(tmp_path, download=False)
+    assert len(dataset) == 200
+    rows = [dataset[i] for i in range(len(dataset))]
+    assert [r["sentence"] for r in rows] == list(sentences)
+    assert [r["label"] for r in rows] == labels.tolist()
+    train = len(dataset.datasets[0])
+    assert [r["idx"] for r in rows] == [*range(train), *range(200 - train)]
+    with pytest.raises(FileNotFoundError, match="download_files.py --challenge sst2"):
+        mico_competition.load_sst2(tmp_path / "missing", download=False)
