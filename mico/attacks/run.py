@@ -239,10 +239,15 @@ def _write_predictions(
 
 
 def configuration(options: RunOptions) -> str:
-    """The name the manifest records for what these options write."""
+    """The name the manifest records for what these options write (with the shadows chosen,
+    so sets written with and without extra shadows are told apart)."""
     if options.params is None and len(get_attack(options.attack).configs()) > 1:
-        return f"{options.attack}, chosen by {options.folds}-fold CV"
-    return describe(options)
+        name = f"{options.attack}, chosen by {options.folds}-fold CV"
+    else:
+        name = describe(options)
+    if options.shadows is not None and not options.original:
+        name += f", --shadows {options.shadows}"
+    return name
 
 
 def attack_scenario(
