@@ -20,12 +20,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
     import pandas as pd
 
-    from mico.attacks.compare import ScenarioComparison, choices, phase_metrics, roc_panels
+    from mico.attacks.compare import (
+        ScenarioComparison,
+        choices,
+        phase_metrics,
+        roc_panels,
+        side_by_side,
+    )
     from mico.attacks.lira import LiraParams
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
@@ -136,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shadows",
         choices=tuple(SHADOW_CHOICES),
+        nargs="+",
         default=None,
         help="which shadow models the attack uses: the bundle's train models, the extra "
-        "shadows of train_shadows.py, or all (default: all where extra shadows exist)",
+        "shadows of train_shadows.py, or all (default: all where extra shadows exist); with "
+        "--compare, several (e.g. --shadows train all) show each row once per choice",
     )
     return parser
 
@@ -177,6 +186,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise ValueError(f"{', '.join(given)} apply to --attack lira only, not to {what}")
     if args.markdown and not args.compare:
         raise ValueError("--markdown formats the --compare tables: add --compare")
+    if args.shadows and len(args.shadows) > 1 and not args.compare:
+        raise ValueError("several --shadows choices are for --compare; an attack uses one")
     return RunOptions(
         root=args.root,
         challenge=args.challenge,
@@ -187,7 +198,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         reference=args.reference,
         write=not args.no_write,
         original=args.original,
-        shadows=args.shadows,
+        shadows=args.shadows[0] if args.shadows else None,
     )
 
 
@@ -212,7 +223,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _compare(args: argparse.Namespace, options: RunOptions) -> int:
     """``--compare``: every row of :func:`mico.attacks.compare.comparison_rows`, printed."""
-    task, results = compare_challenge(options)
+    picked = list(dict.fromkeys(args.shadows or [options.shadows]))
+    if len(picked) == 1:
+        task, results = compare_challenge(options)
+    else:
+        by_choice = {c: compare_challenge(replace(options, shadows=c)) for c in picked}
+        task = by_choice[picked[0]][0]
+        results = side_by_side({c: found for c, (_, found) in by_choice.items()})
     _print_comparison(task.name, results, args)
     if args.plot is not None:
         plot_roc_panels(roc_panels(results), args.plot, f"{task.name}: train phase")

@@ -207,3 +207,27 @@ def test_save_preds_takes_extra_shadows_and_run_lira_mia_chooses_them(tiny_copy)
     assert predictions["train"] != predictions["all"] != predictions["extra"]
     assert run_lira_mia.main([*base, "--global_variance"]) == 0  # default: all
     assert sorted(p.read_text() for p in dev.glob("model_*/prediction.csv")) == predictions["all"]
+    assert run_lira_mia.main([*base, "--global_variance", "--shadows", "train", "all"]) == 2
+
+
+def test_compare_shows_each_row_once_per_shadow_choice(tiny_copy, capsys) -> None:
+    """``--compare --shadows train all``: every row twice, the train-only one equal to a plain
+    ``--compare --shadows train`` row."""
+    import run_lira_mia
+    import save_preds
+
+    root = tiny_copy("purchase100")
+    assert run(root, "--models", "2", "--seed", "5") == 0
+    base = ["--challenge", "purchase100", "--root", str(root), "-q", "--compare"]
+    assert save_preds.main(base[:5]) == 0
+    capsys.readouterr()
+    assert run_lira_mia.main([*base, "--shadows", "train"]) == 0
+    alone = capsys.readouterr().out
+    assert run_lira_mia.main([*base, "--shadows", "train", "all"]) == 0
+    both = capsys.readouterr().out
+    for label in ("loss", "lira offline prob gv", "best of all (CV)"):
+        row = next(line for line in alone.splitlines() if line.startswith(f"{label} "))
+        numbers = row[len(label) :].split()
+        twin = next(line for line in both.splitlines() if line.startswith(f"{label} [train]"))
+        assert twin[len(f"{label} [train]") :].split() == numbers
+        assert any(line.startswith(f"{label} [all]") for line in both.splitlines())

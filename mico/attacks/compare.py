@@ -124,6 +124,24 @@ class ScenarioComparison:
     solution: np.ndarray
 
 
+def side_by_side(
+    results: Mapping[str, Mapping[str, ScenarioComparison]],
+) -> dict[str, ScenarioComparison]:
+    """Comparisons of the same scenarios under several shadow choices, ``{choice: {scenario:
+    comparison}}``, as one comparison whose rows are ``"<row> [<choice>]"``, each row's
+    choices next to each other (``--compare --shadows train all``)."""
+    first = next(iter(results.values()))
+    merged = {}
+    for scenario, comparison in first.items():
+        rows = {
+            f"{label} [{choice}]": by_scenario[scenario].rows[label]
+            for label in comparison.rows
+            for choice, by_scenario in results.items()
+        }
+        merged[scenario] = ScenarioComparison(rows, comparison.solution)
+    return merged
+
+
 def compare_scenario(
     scores: ScenarioScores,
     attacks: Sequence[Attack],
