@@ -120,3 +120,22 @@ def test_a_missing_model_folder_is_listed_never_created(written, capsys):
     assert not gone.exists()
     del before[str((gone / "prediction.csv").relative_to(written))]
     assert _predictions(written) == before
+
+
+def test_the_writer_itself_never_creates_a_model_folder(written):
+    """Behind the provenance check, the writer lists folders ``scores.npz`` covers that the
+    bundle lacks rather than creating them (a preds folder shared by two bundles)."""
+    from mico.layout import preds_root, scores_path
+    from mico.store import ScenarioScores
+    from mico.tasks import load_task
+
+    task = load_task(written, CHALLENGE)
+    scenario = task.scenarios[0]
+    loaded = {scenario: ScenarioScores.load(scores_path(preds_root(written, CHALLENGE), scenario))}
+    mico.attacks.run._check_model_folders(written, task, loaded)  # all there: nothing raised
+    gone = next(written.glob(f"{CHALLENGE}/{scenario}/final/model_*"))
+    shutil.rmtree(gone)
+    with pytest.raises(FileNotFoundError, match="1 model folders") as caught:
+        mico.attacks.run._check_model_folders(written, task, loaded)
+    assert str(gone) in str(caught.value)
+    assert not gone.exists()
