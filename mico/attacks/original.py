@@ -37,9 +37,9 @@ Where the original crashes or reads a stale value, documented fallbacks (each wa
   per-point online attack does;
 * both densities 0 (``0 / 0``): 0.5.
 
-Inputs: ``scores.npz`` (points, labels, model ids) and the float32 logits ``save_preds.py
---save-logits`` keeps in its per-model caches (every shadow on every challenge point, every
-dev/final target on its own), plus the train models' seeds for the OUT lists.
+Inputs: ``scores.npz`` (points, labels, model ids, and the float32 logits ``save_preds.py
+--save-logits`` stores: every shadow on every challenge point, every dev/final target on its
+own), plus the train models' seeds for the OUT lists.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ from scipy.stats import norm
 
 from mico.attacks.lira import TRANSFORMS, LiraParams
 from mico.bundle import read_seeds
-from mico.layout import bundle_config_path, model_cache_path, model_dir
+from mico.layout import bundle_config_path, model_dir
 from mico.splits import random_split_indices
-from mico.store import ScenarioScores, points_digest
+from mico.store import ScenarioScores
 from mico.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def original_score(logits: np.ndarray, labels: np.ndarray, transform: str) -> np
     """The original's per-model score of float32 ``logits`` ``[..., C]`` at ``labels`` ``[...]``:
     float32 for ``prob``/``logit``, float64 for ``stable_logit`` (module docstring)."""
     logits = np.asarray(logits, dtype=np.float32)
-    take = np.asarray(labels)[..., None]
+    take = np.broadcast_to(np.asarray(labels)[..., None], (*logits.shape[:-1], 1))
     if transform == "stable_logit":
         shifted = logits - np.max(logits, axis=-1, keepdims=True)
         p = np.array(np.exp(shifted), dtype=np.float64)
@@ -163,60 +163,29 @@ def load_original_inputs(
     transform: str,
     len_training: int,
 ) -> OriginalInputs:
-    """Read the logits kept by ``save_preds.py --save-logits`` and the train models' seeds."""
-    rows = len(scores.points)
-    digest = points_digest(scores.points)
-    shadow_score = np.stack(
-        [
-            original_score(
-                _logits(model_cache_path(preds_scenario, "train", int(i)), digest, rows, task),
-                scores.labels,
-                transform,
-            )
-            for i in scores.shadow_ids
-        ]
+    """The logits ``save_preds.py --save-logits`` stored in ``scores.npz`` (``scores``, checked
+    against the bundle when it was loaded) and the train models' seeds."""
+    missing = scores.shadow_logits is None or any(
+        data.logits is None for phase, data in scores.phases.items() if phase != "train"
     )
+    if missing:
+        raise ValueError(
+            f"{preds_scenario}: scores.npz holds no logits, which --original needs: run "
+            f"`python save_preds.py --challenge {task.name} --save-logits`"
+        )
+    shadow_score = original_score(scores.shadow_logits, scores.labels, transform)
     target_score = {}
     for phase, data in scores.phases.items():
         if phase == "train":
             target_score[phase] = shadow_score[data.shadow[:, None], data.points]
-            continue
-        logits = np.stack(
-            [
-                _logits(
-                    model_cache_path(preds_scenario, phase, int(i)),
-                    points_digest(scores.points[cols]),
-                    len(cols),
-                    task,
-                )
-                for i, cols in zip(data.ids, data.points, strict=True)
-            ]
-        )
-        target_score[phase] = original_score(logits, scores.labels[data.points], transform)
+        else:
+            target_score[phase] = original_score(data.logits, scores.labels[data.points], transform)
     seeds = [
         read_seeds(model_dir(root, task.name, scenario, "train", int(i))) for i in scores.shadow_ids
     ]
     return OriginalInputs(
         scores, shadow_score, target_score, original_lists(task, seeds, len_training)
     )
-
-
-def _logits(path: Path, digest: str, rows: int, task: Task) -> np.ndarray:
-    """A per-model cache's float32 logits ``[rows, C]``, or a one-line error saying what to run."""
-    fix = f"run `python save_preds.py --challenge {task.name} --save-logits`"
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            logits = data["logits"] if "logits" in data.files else None
-    except (OSError, ValueError, KeyError):
-        raise ValueError(
-            f"{path}: missing or unreadable; --original needs the logits: {fix}"
-        ) from None
-    if logits is None:
-        raise ValueError(f"{path}: holds no logits, which --original needs: {fix}")
-    if meta.get("points") != digest or logits.ndim != 2 or logits.shape[0] != rows:
-        raise ValueError(f"{path}: computed on other points than scores.npz: {fix}")
-    return logits.astype(np.float32, copy=False)
 
 
 def original_predictions(inputs: OriginalInputs, params: LiraParams) -> dict[str, np.ndarray]:
