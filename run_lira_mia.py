@@ -4,6 +4,7 @@
     python run_lira_mia.py --challenge purchase100 --global_variance --original  # as published
     python run_lira_mia.py --challenge purchase100 --attack hardness      # or rmia, loss
     python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
+    python run_lira_mia.py --challenge ddp --attack reference --references 4   # DDP only
 
 Reads ``save_preds.py``'s ``scores.npz`` per scenario, writes
 ``<root>/<challenge>/<scenario>/<phase>/model_N/prediction.csv`` for train, dev and final models,
@@ -38,6 +39,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
     from mico.attacks.stats import VARIANCES
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+    from mico.references import DEFAULT_REFERENCES
     from mico.report import (
         comparison_frame,
         format_frame,
@@ -149,6 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
         "shadows of train_shadows.py, or all (default: all where extra shadows exist); with "
         "--compare, several (e.g. --shadows train all) show each row once per choice",
     )
+    refs = parser.add_argument_group(
+        "per-target reference models (--attack reference, or --compare with --references; DDP)"
+    )
+    refs.add_argument(
+        "--references",
+        type=int,
+        metavar="K",
+        default=None,
+        help=f"reference models a target, an even number (default {DEFAULT_REFERENCES} with "
+        "--attack reference); trained once with the target's recipe under "
+        "<root>/reference_models/ and reused by later runs",
+    )
+    refs.add_argument(
+        "--device", default="auto", help="where references train and run: auto, cpu, cuda[:N]"
+    )
+    refs.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CPU processes training references (default 0: automatic)",
+    )
+    refs.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="train references as Ray tasks: local (a local instance), auto or a cluster address",
+    )
     return parser
 
 
@@ -188,6 +217,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise ValueError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
         raise ValueError("several --shadows choices are for --compare; an attack uses one")
+    if args.references is not None and not (args.compare or ATTACKS[attack].needs_references):
+        raise ValueError("--references builds models for --attack reference or --compare")
     return RunOptions(
         root=args.root,
         challenge=args.challenge,
@@ -199,6 +230,11 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         write=not args.no_write,
         original=args.original,
         shadows=args.shadows[0] if args.shadows else None,
+        references=args.references,
+        data_dir=args.data_dir,
+        device=args.device,
+        workers=args.workers,
+        ray=args.ray,
     )
 
 
@@ -209,7 +245,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.compare:
         return _compare(args, options)
     run = run_challenge(options)
-    name = run.task.name
+    name = run.task.challenge
     print(f"\n{name}: {run.description} on the train phase")
     print(metrics_table(run.train, f"{name} average"))
     if run.held_out:
@@ -230,9 +266,9 @@ def _compare(args: argparse.Namespace, options: RunOptions) -> int:
         by_choice = {c: compare_challenge(replace(options, shadows=c)) for c in picked}
         task = by_choice[picked[0]][0]
         results = side_by_side({c: found for c, (_, found) in by_choice.items()})
-    _print_comparison(task.name, results, args)
+    _print_comparison(task.challenge, results, args)
     if args.plot is not None:
-        plot_roc_panels(roc_panels(results), args.plot, f"{task.name}: train phase")
+        plot_roc_panels(roc_panels(results), args.plot, f"{task.challenge}: train phase")
         log.info("ROC figure written to %s", args.plot)
     return 0
 

@@ -27,7 +27,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
         setup_logging,
     )
     from mico.inference import AUTOCAST
-    from mico.predict import PredictOptions, predict
+    from mico.predict import PredictOptions, dataset_loader, predict
     from mico.tasks import load_task
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
@@ -109,9 +109,9 @@ def _main(argv: Sequence[str] | None) -> int:
         shard=args.shard,
         autocast=AUTOCAST.get(args.autocast),
     )
-    dataset = task.load_dataset(data_dir(args))
     out = preds_dir(args)
-    for result in predict(args.root, task, dataset, out, options, assemble_only=args.assemble):
+    datasets = dataset_loader(data_dir(args))
+    for result in predict(args.root, task, datasets, out, options, assemble_only=args.assemble):
         plan, stats = result.plan, result.stats
         log.info(
             "%s: %d models: %d run, %d from cache (%d records evaluated); %d shadow models x "

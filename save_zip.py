@@ -59,18 +59,19 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
     problems = [str(problem) for problem in layout]
     files = []
     for scenario in task.scenarios:
+        part = task.at(scenario)
         for phase in SUBMITTED_PHASES:
-            for model in model_ids(task.models_per_phase, phase):
-                path = model_dir(root, task.name, scenario, phase, model) / PREDICTION_FILE
+            for model in model_ids(part.models_per_phase, phase):
+                path = model_dir(root, task.challenge, scenario, phase, model) / PREDICTION_FILE
                 if not path.parent.is_dir():
                     continue  # listed by check_layout
                 try:
-                    read_prediction(path, task.num_challenges)
+                    read_prediction(path, part.num_challenges)
                 except (FileNotFoundError, ValueError) as exc:
                     problems.append(str(exc))
                     continue
                 files.append(path)
-    if not problems and (mixture := check_predictions(root, task.name, files)):
+    if not problems and (mixture := check_predictions(root, task.challenge, files)):
         problems.append(mixture)
     return files, problems
 
@@ -88,7 +89,7 @@ def _main(argv: Sequence[str] | None) -> int:
             f"not writing a submission: {len(problems)} problems listed above "
             "(run run_lira_mia.py first)"
         )
-    output = args.output or Path(f"predictions_{task.name}.zip")
+    output = args.output or Path(f"predictions_{task.challenge}.zip")
     with (
         atomic_write(output, "wb") as handle,
         zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,

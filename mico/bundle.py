@@ -31,10 +31,10 @@ from mico.tasks import PHASES, Task
 
 def scenario_dirs(root: str | Path, task: Task) -> list[Path]:
     """The scenario folders that exist, in MICO's order (inf, hi, lo); files are ignored."""
-    base = challenge_dir(root, task.name)
+    base = challenge_dir(root, task.challenge)
     if not base.is_dir():
         raise FileNotFoundError(
-            f"{base} not found: run `python download_files.py --challenge {task.name}` "
+            f"{base} not found: run `python download_files.py --challenge {task.challenge}` "
             f"(add --demo for the offline demo) or pass --root"
         )
     found = [base / name for name in task.scenarios if (base / name).is_dir()]
@@ -55,6 +55,7 @@ def read_seeds(model_dir: str | Path) -> dict[str, int | None]:
 def model_splits(model_dir: str | Path, task: Task) -> Splits:
     """Reconstruct a model's splits from its seed files (dataset-index arrays)."""
     seeds = read_seeds(model_dir)
+    task = task.at(Path(model_dir).parent.parent.name)
     return split_indices(
         task.dataset_len,
         task.len_training,
@@ -184,7 +185,7 @@ def check_layout(
     (train models all seeds and ``solution.csv``; ``model.pt`` unless ``need_models`` is off).
     Only ``phases`` are checked (a submission needs dev and final alone).
     """
-    base = challenge_dir(root, task.name)
+    base = challenge_dir(root, task.challenge)
     problems: list[LayoutProblem] = []
     if not base.is_dir():
         return [LayoutProblem(base, "challenge folder missing")]
@@ -194,7 +195,7 @@ def check_layout(
             problems.append(LayoutProblem(scenario, "scenario folder missing"))
             continue
         for phase in phases:
-            problems.extend(_check_phase(scenario / phase, task, phase, need_models))
+            problems.extend(_check_phase(scenario / phase, task.at(name), phase, need_models))
     return problems
 
 
@@ -219,7 +220,7 @@ def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> lis
             problems.append(
                 LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
             )
-    required = bundle_model_files(phase, task.model_files if need_models else ())
+    required = bundle_model_files(phase, task.model_files if need_models else (), task.eval_seeds)
     for i in expected:
         if i in found:
             problems.extend(

@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ from mico.layout import (
 )
 from mico.recipes import DELTA, SCENARIO_EPSILON, Recipe
 from mico.splits import split_indices
-from mico.tasks import PHASES, Task, get_task
+from mico.tasks import PHASES, Task, get_task, load_task
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,21 @@ class DemoConfig:
     eval_models: int
     epochs: int
     recipe_changes: tuple[tuple[str, float], ...] = ()
+    #: The challenge this track is a scenario of (``ddp``), or empty: the track's own bundle.
+    group: str = ""
+
+    @property
+    def folder(self) -> str:
+        """The bundle's folder under the root (``purchase100``, or ``ddp``)."""
+        return self.group or self.challenge
 
     @property
     def task(self) -> Task:
         """The track with this bundle's sizes (what ``load_task`` reads back), and the preset's
-        architecture where it has one."""
+        architecture where it has one; for a ``group`` demo, the group's scenario of it."""
         track = get_task(self.challenge)
+        if self.group:
+            track = next(p for p in get_task(self.group).parts if p.name == self.challenge)
         architecture = track.demo.presets[self.preset].architecture or track.architecture
         return track.replace(
             dataset_len=self.dataset_len,
@@ -122,20 +132,22 @@ class DemoConfig:
             "seed": self.seed,
             "synthesis_version": SYNTHESIS_VERSION,
             "recipe": dataclasses.asdict(self.recipe),
-            "dp_epsilon": {k: v for k, v in SCENARIO_EPSILON.items() if v is not None},
+            "dp_epsilon": {
+                suffix: SCENARIO_EPSILON[suffix]
+                for suffix in self.task.scenario_suffixes
+                if SCENARIO_EPSILON[suffix] is not None
+            },
             "delta": DELTA,
             "max_grad_norm": self.recipe.max_grad_norm,
         }
 
-    def bundle_json(self) -> dict[str, object]:
+    def sizes(self) -> dict[str, object]:
+        """The sizes ``bundle.json`` records (per scenario in a ``group`` bundle)."""
         return {
-            "comment": "offline demo bundle made by `download_files.py --demo` from synthetic "
-            "data; not MICO's data",
             "dataset_len": self.dataset_len,
             "len_training": self.len_training,
             "len_challenge": self.len_challenge,
             "models_per_phase": self.models_per_phase,
-            "demo": self.settings(),
         }
 
     def data_marker(self) -> dict[str, object]:
@@ -157,8 +169,9 @@ def make_config(
     eval_models: int | None = None,
     dataset_len: int | None = None,
     epochs: int | None = None,
+    group: str = "",
 ) -> DemoConfig:
-    """A preset with the given knobs overridden.
+    """A preset with the given knobs overridden (``group``: see :class:`DemoConfig`).
 
     A new ``dataset_len`` keeps the preset's ratio ``len_training / dataset_len``.
     """
@@ -182,6 +195,7 @@ def make_config(
         eval_models=eval_models if eval_models is not None else base.eval_models,
         epochs=epochs if epochs is not None else base.epochs,
         recipe_changes=base.recipe_changes,
+        group=group,
     )
     for name in ("train_models", "eval_models", "epochs"):
         if getattr(config, name) < 1:
@@ -247,8 +261,9 @@ def plan_models(config: DemoConfig, root: Path, reference: Path) -> list[ModelJo
     determine it)."""
     task = config.task
     jobs = []
-    for index, scenario in enumerate(task.scenarios):
-        dp_epsilon = SCENARIO_EPSILON[task.scenario_suffixes[index]]
+    for suffix, scenario in zip(task.scenario_suffixes, task.scenarios, strict=True):
+        dp_epsilon = SCENARIO_EPSILON[suffix]
+        index = list(SCENARIO_EPSILON).index(suffix)  # inf, hi, lo, then ddp
         for phase in PHASES:
             for model in model_ids(task.models_per_phase, phase):
                 seeds = model_seeds(config.seed, index, model)
@@ -260,11 +275,12 @@ def plan_models(config: DemoConfig, root: Path, reference: Path) -> list[ModelJo
                 texts = dict(zip(SEED_FILES, (f"{seed}\n" for seed in seeds[:3]), strict=True))
                 texts[SOLUTION_FILE] = solution_line(splits.solution)
                 if phase != "train":
-                    _write_reference(model_dir(reference, task.name, scenario, phase, model), texts)
-                    texts = {"seed_challenge": texts["seed_challenge"]}
+                    truth = model_dir(reference, task.challenge, scenario, phase, model)
+                    _write_reference(truth, texts)
+                    texts = {name: texts[name] for name in task.eval_seeds}
                 jobs.append(
                     ModelJob(
-                        folder=model_dir(root, task.name, scenario, phase, model),
+                        folder=model_dir(root, task.challenge, scenario, phase, model),
                         label=f"{scenario}/{phase}/model_{model}",
                         # MICO trains on ConcatDataset([member, training]).
                         train_rows=np.concatenate([splits.member, splits.training]),
@@ -284,16 +300,40 @@ def _write_reference(folder: Path, texts: dict[str, str]) -> None:
         write_text_atomic(folder / name, text)
 
 
-def check_bundle(config: DemoConfig, root: Path, reference_root: Path) -> list[tuple[Path, dict]]:
+#: What a demo's ``bundle.json`` says about itself.
+COMMENT = (
+    "offline demo bundle made by `download_files.py --demo` from synthetic data; not MICO's data"
+)
+
+
+def bundle_json(configs: Sequence[DemoConfig]) -> dict[str, object]:
+    """``bundle.json`` of a demo: one track's sizes and settings, or per scenario for a
+    challenge made of several tracks (:func:`mico.tasks.load_task` reads both)."""
+    if not configs[0].group:
+        (config,) = configs
+        return {"comment": COMMENT, **config.sizes(), "demo": config.settings()}
+    scenarios = [(scenario, c) for c in configs for scenario in c.task.scenarios]
+    return {
+        "comment": COMMENT,
+        "scenarios": {scenario: c.sizes() for scenario, c in scenarios},
+        "demo": {scenario: c.settings() for scenario, c in scenarios},
+    }
+
+
+def check_bundle(
+    configs: Sequence[DemoConfig], root: Path, reference_root: Path
+) -> list[tuple[Path, dict]]:
     """Check that the bundle and reference folders are free or hold this very demo.
 
     Returns the marker files still to write (``bundle.json``, the reference's ``demo.json``);
     raises ``FileExistsError`` for a folder that holds anything else.
     """
     to_write = []
+    bundle = bundle_json(configs)
+    folder_name = configs[0].folder
     for folder, name, content in (
-        (challenge_dir(root, config.challenge), BUNDLE_CONFIG, config.bundle_json()),
-        (reference_root / config.challenge, DEMO_MARKER, {"demo": config.settings()}),
+        (challenge_dir(root, folder_name), BUNDLE_CONFIG, bundle),
+        (reference_root / folder_name, DEMO_MARKER, {"demo": bundle["demo"]}),
     ):
         path = folder / name
         if path.is_file():
@@ -364,17 +404,27 @@ class DemoOptions:
 
 
 def run(options: DemoOptions) -> int:
-    """Build (or finish) the demo dataset, bundle and reference answers; returns 0."""
+    """Build (or finish) the demo dataset, bundle and reference answers; returns 0.
+
+    A challenge made of several tracks (DDP) gets one scenario per track of its
+    ``demo_parts``, each from its own track's preset and synthetic data.
+    """
     start = time.perf_counter()
-    config = make_config(
-        options.challenge,
-        options.preset,
-        seed=options.seed,
-        train_models=options.train_models,
-        eval_models=options.eval_models,
-        dataset_len=options.dataset_len,
-        epochs=options.epochs,
-    )
+    challenge = get_task(options.challenge)
+    tracks = [p.name for p in challenge.parts if p.name in challenge.demo_parts]
+    configs = [
+        make_config(
+            track,
+            options.preset,
+            seed=options.seed,
+            train_models=options.train_models,
+            eval_models=options.eval_models,
+            dataset_len=options.dataset_len,
+            epochs=options.epochs,
+            group=challenge.name if challenge.parts else "",
+        )
+        for track in tracks or [options.challenge]
+    ]
     device = resolve_device(options.device)
     root = Path(options.root)
     data = data_root(root, options.data_dir)
@@ -382,33 +432,39 @@ def run(options: DemoOptions) -> int:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 
-    markers = check_bundle(config, root, reference)  # refuse before writing anything
-    if ensure_dataset(config, data):
-        log.info("synthesised %d %s records under %s", config.dataset_len, config.challenge, data)
+    markers = check_bundle(configs, root, reference)  # refuse before writing anything
+    for config in configs:
+        if ensure_dataset(config, data):
+            log.info(
+                "synthesised %d %s records under %s", config.dataset_len, config.challenge, data
+            )
     for path, content in markers:
         _write_json(path, content)
-    task = config.task
-    built = build_models(
-        plan_models(config, root, reference),
-        task,
-        config.recipe,
-        data,
-        device=device,
-        workers=options.workers,
-        desc=f"{config.challenge} demo models",
-    )
+    built = 0
+    for config in configs:
+        built += build_models(
+            plan_models(config, root, reference),
+            config.task,
+            config.recipe,
+            data,
+            device=device,
+            workers=options.workers,
+            desc=f"{config.task.scenarios[0] if config.group else config.challenge} demo models",
+        )
+    folder = configs[0].folder
     if built == 0:
-        log.info("all models of %s are already built", challenge_dir(root, config.challenge))
+        log.info("all models of %s are already built", challenge_dir(root, folder))
+    task = load_task(root, folder)
     problems = check_layout(root, task)
     if problems:  # every model was just checked complete: this is a bug, not a user error
         raise RuntimeError(f"demo bundle incomplete: {problems[0]} ({len(problems)} problems)")
     log.info(
         "demo %s ready in %.1f s (%d models trained): bundle %s, ground truth %s\n%s",
-        config.challenge,
+        folder,
         time.perf_counter() - start,
         built,
-        challenge_dir(root, config.challenge),
-        challenge_dir(reference, config.challenge),
+        challenge_dir(root, folder),
+        challenge_dir(reference, folder),
         summary_table(task, root),
     )
     return 0
@@ -418,7 +474,7 @@ def summary_table(task: Task, root: Path) -> str:
     """Per scenario: models, mean accuracy and epsilon, read back from the model folders."""
     lines = [f"{'scenario':<18} {'models':>6} {'accuracy':>9} {'epsilon':>8}"]
     for scenario in task.scenarios:
-        base = challenge_dir(root, task.name) / scenario
+        base = challenge_dir(root, task.challenge) / scenario
         folders = [f for phase in PHASES for f in model_dirs(base, phase)]
         acc = np.mean([float((f / ACCURACY_FILE).read_text()) for f in folders])
         eps = np.mean([float((f / EPSILON_FILE).read_text()) for f in folders])

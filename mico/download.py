@@ -395,17 +395,19 @@ def _dry_run(args: DownloadOptions, source: Source, fetcher: Fetcher) -> None:
             sizes = fetcher.sizes([repo.url(path) for path in todo], repo.headers)
             what = f"{len(todo)} of {len(paths)} bundle files from {repo} into {root / name}"
             _print_plan(what, todo, sizes)
-    if not args.skip_base:
-        folder = args.data / source.base.folder
-        if base_complete(folder, source.base):
+    if args.skip_base:
+        return
+    for base in args.selection.base_datasets(get_task(name)):
+        folder = args.data / base.folder
+        if base_complete(folder, base):
             print(f"base dataset already in {folder}")
-        elif source.base.files:
-            urls = [_file_url(f.url, f.filename, args.base_url) for f in source.base.files]
+        elif base.files:
+            urls = [_file_url(f.url, f.filename, args.base_url) for f in base.files]
             what = f"{len(urls)} base dataset files into {folder}"
             _print_plan(what, [display_url(url) for url in urls], fetcher.sizes(urls, {}))
         else:
-            url = mirror_url(source.base, args.base_url)
-            what = f"{display_url(url)} and extract {source.base.entry} into {folder}"
+            url = mirror_url(base, args.base_url)
+            what = f"{display_url(url)} and extract {base.entry} into {folder}"
             _print_plan(what, [], fetcher.sizes([url], {}))
 
 
@@ -460,5 +462,6 @@ def run(options: DownloadOptions) -> int:
                 counts,
             )
         if not args.skip_base:
-            fetch_base(source.base, args.data, args.base_url, fetcher)
+            for base in args.selection.base_datasets(get_task(name)):
+                fetch_base(base, args.data, args.base_url, fetcher)
     return 0

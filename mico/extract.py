@@ -62,13 +62,13 @@ def _bundle_offset(tops: set[str], task: Task, source: Path) -> int:
     The published zips hold ``<challenge>/<scenario>/...``; a zip or folder of the challenge
     folder's content (``<scenario>/...``) is accepted too.
     """
-    if task.name in tops:
+    if task.challenge in tops:
         return 1
     if tops & set(task.scenarios):
         return 0
     raise ValueError(
-        f"{source}: holds neither {task.name}/ nor its scenario folders "
-        f"({', '.join(task.scenarios)}); is it a {task.name} bundle?"
+        f"{source}: holds neither {task.challenge}/ nor its scenario folders "
+        f"({', '.join(task.scenarios)}); is it a {task.challenge} bundle?"
     )
 
 
@@ -83,7 +83,7 @@ def import_zip(zip_path: Path, root: Path, task: Task, *, quiet: bool) -> int:
     Every member is checked before the first byte is written; each file is written atomically
     and overwrites what was there (the zip is the source being imported).
     """
-    target = root / task.name
+    target = root / task.challenge
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = []
@@ -100,7 +100,7 @@ def import_zip(zip_path: Path, root: Path, task: Task, *, quiet: bool) -> int:
             chosen = []
             for info, parts in members:
                 relative = parts[offset:]
-                if (offset == 0 or parts[0] == task.name) and _in_bundle(relative, task):
+                if (offset == 0 or parts[0] == task.challenge) and _in_bundle(relative, task):
                     chosen.append((info, relative))
             skipped = len(members) - len(chosen)
             if skipped:
@@ -155,8 +155,8 @@ def import_folder(folder: Path, root: Path, task: Task) -> int:
     ``folder`` may be a root holding ``<challenge>/`` or the challenge folder itself.
     """
     tops = {entry.name for entry in folder.iterdir() if entry.is_dir()}
-    source = folder / task.name if _bundle_offset(tops, task, folder) else folder
-    target = root / task.name
+    source = folder / task.challenge if _bundle_offset(tops, task, folder) else folder
+    target = root / task.challenge
     if target.exists() and os.path.samefile(source, target):
         return 0
     files = [source / BUNDLE_CONFIG] if (source / BUNDLE_CONFIG).is_file() else []

@@ -6,7 +6,8 @@
     <root>/<challenge>/predictions.json                  which configuration wrote predictions
     <root>/<challenge>/<scenario>/<phase>/model_N/       a bundle model (MICO's layout)
         seed_challenge                                   every model
-        seed_training, seed_membership, solution.csv     train models only
+        seed_training                                    train models; DDP: every model
+        seed_membership, solution.csv                    train models only
         model.pt                                         the target's state_dict
         epsilon, accuracy                                demo models: what training achieved
         prediction.csv                                   written by run_lira_mia.py
@@ -14,9 +15,14 @@
     <root>/shadows/<challenge>/<scenario>/model_N/       extra shadow models (train_shadows)
         model.pt, members.npy, recipe.json, epsilon, accuracy
     <root>/shadows/<challenge>/<scenario>/design.npz     their keep matrix (train_shadows)
+    <root>/reference_models/<challenge>/<scenario>/<phase>/model_N/model_R/
+        model.pt, solution.csv, epsilon, accuracy        per-target reference models
+                                                         (run_lira_mia.py --attack reference)
     <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.store)
     <preds>/<challenge>/<scenario>/models/<kind>/model_N.npz     its per-model caches (kind:
                                                          the phase, or extra)
+    <preds>/<challenge>/<scenario>/references/<phase>/model_N.npz  reference models' margins
+                                                         on target N's challenge points
 
 Model ids run on across phases as in MICO: train ``0..T-1``, dev from ``T``, final after dev.
 Nothing here touches the disk except :func:`model_dirs`, which lists what exists.
@@ -50,16 +56,22 @@ PREDS_DIR = "preds"
 DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
 SHADOWS_DIR = "shadows"
+REFERENCE_MODELS_DIR = "reference_models"
 #: The keep matrix of a scenario's extra shadow models (mico.shadow_design).
 SHADOW_DESIGN_FILE = "design.npz"
 
 _MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
 
 
-def bundle_model_files(phase: str, model_files: tuple[str, ...] = (MODEL_FILE,)) -> tuple[str, ...]:
-    """Files of a complete bundle model: train models also reveal their seeds and solution;
-    ``model_files`` are the track's weight files (``task.model_files``)."""
-    public = (*SEED_FILES, SOLUTION_FILE) if phase == "train" else SEED_FILES[:1]
+def bundle_model_files(
+    phase: str,
+    model_files: tuple[str, ...] = (MODEL_FILE,),
+    eval_seeds: tuple[str, ...] = SEED_FILES[:1],
+) -> tuple[str, ...]:
+    """Files of a complete bundle model: train models reveal all their seeds and solution,
+    dev/final models ``eval_seeds`` (``task.eval_seeds``); ``model_files`` are the track's
+    weight files (``task.model_files``)."""
+    public = (*SEED_FILES, SOLUTION_FILE) if phase == "train" else eval_seeds
     return (*public, *model_files)
 
 
@@ -154,3 +166,16 @@ def shadows_dir(root: str | Path, challenge: str, scenario: str) -> Path:
 def shadow_design_path(root: str | Path, challenge: str, scenario: str) -> Path:
     """``<root>/shadows/<challenge>/<scenario>/design.npz``, the extra shadows' keep matrix."""
     return shadows_dir(root, challenge, scenario) / SHADOW_DESIGN_FILE
+
+
+def reference_models_dir(
+    root: str | Path, challenge: str, scenario: str, phase: str, model: int
+) -> Path:
+    """``<root>/reference_models/<challenge>/<scenario>/<phase>/model_N``: the per-target
+    reference models of target ``model_N`` (:mod:`mico.references`)."""
+    return Path(root) / REFERENCE_MODELS_DIR / challenge / scenario / phase / model_name(model)
+
+
+def reference_cache_path(preds_scenario: str | Path, phase: str, model: int) -> Path:
+    """``<preds>/<scenario>/references/<phase>/model_N.npz``: its reference models' margins."""
+    return Path(preds_scenario) / "references" / phase / f"{model_name(model)}.npz"

@@ -99,10 +99,10 @@ class ModelSource:
 
 
 def _find_bundle(root: Path, task: Task, scenario: str) -> list[ModelRef]:
-    folder = challenge_dir(root, task.name) / scenario
+    folder = challenge_dir(root, task.challenge) / scenario
     refs = []
     for phase in PHASES:
-        seeds = SEED_FILES if phase == "train" else SEED_FILES[:1]
+        seeds = SEED_FILES if phase == "train" else task.eval_seeds
         for model in model_dirs(folder, phase):
             refs.append(ModelRef(phase, model_id(model), model, seeds, task.model_files))
     return refs
@@ -123,7 +123,7 @@ def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
 
 
 def _find_extra(root: Path, task: Task, scenario: str) -> list[ModelRef]:
-    folder = shadows_dir(root, task.name, scenario)
+    folder = shadows_dir(root, task.challenge, scenario)
     return [
         ModelRef(EXTRA, model_id(model), model, (MEMBERS_FILE,), task.model_files)
         for model in model_dirs(folder.parent, folder.name)
@@ -173,6 +173,7 @@ def get_sources(names: Sequence[str]) -> list[ModelSource]:
 
 def find_models(root: Path, task: Task, scenario: str, sources: Sequence[str]) -> list[ModelRef]:
     """Every model of the scenario, as listed by ``sources``, in plan order."""
+    task = task.at(scenario)
     return [ref for source in get_sources(sources) for ref in source.find(root, task, scenario)]
 
 
@@ -243,6 +244,7 @@ def plan_scenario(
     population_seed: int = 0,
 ) -> ScenarioPlan:
     """Read every model's seeds or membership and pool the challenge points (no model runs)."""
+    task = task.at(scenario)
     listed = [(src, ref) for src in get_sources(sources) for ref in src.find(root, task, scenario)]
     models = [
         source.read(ref, task)
@@ -250,8 +252,8 @@ def plan_scenario(
     ]
     if not any(m.is_shadow for m in models):
         raise ValueError(
-            f"{challenge_dir(root, task.name) / scenario}/train: no train models, so no shadow "
-            "models for the attack"
+            f"{challenge_dir(root, task.challenge) / scenario}/train: no train models, so no "
+            "shadow models for the attack"
         )
     challenges = [m.challenge for m in models if m.challenge is not None]
     if not challenges:

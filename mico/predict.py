@@ -19,7 +19,7 @@ dev/final targets over their own points only, and train targets reuse their shad
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,6 +342,19 @@ def warn_few_out_models(scenario: str, shadow_in: np.ndarray) -> None:
         )
 
 
+def dataset_loader(data_dir: Path) -> Callable[[Task], TensorPairDataset]:
+    """``datasets(track)`` for :func:`predict`: each track's base dataset from ``data_dir``,
+    read once and only when a scenario of that track is run (DDP has three datasets)."""
+    loaded: dict[str, TensorPairDataset] = {}
+
+    def dataset_of(task: Task) -> TensorPairDataset:
+        if task.name not in loaded:
+            loaded[task.name] = task.load_dataset(data_dir)
+        return loaded[task.name]
+
+    return dataset_of
+
+
 def plan_all(root: Path, task: Task, options: PredictOptions) -> list[ScenarioPlan]:
     """Plan every scenario of the bundle (so bad seeds stop the run before any model runs)."""
     return [
@@ -364,7 +377,7 @@ class ScenarioResult:
 def predict(
     root: Path,
     task: Task,
-    dataset: TensorPairDataset,
+    datasets: Callable[[Task], TensorPairDataset],
     preds: Path,
     options: PredictOptions,
     *,
@@ -372,12 +385,13 @@ def predict(
 ) -> list[ScenarioResult]:
     """save_preds' engine: plan every scenario, run (a shard of) the models, assemble.
 
-    ``preds`` is ``<preds-dir>/<challenge>``.  With ``options.shard`` only that shard runs and
-    nothing is assembled; with ``assemble_only`` nothing runs, and a model without outputs in
-    any scenario stops the call before any ``scores.npz`` is written.
+    ``preds`` is ``<preds-dir>/<challenge>``; ``datasets(track)`` gives the base dataset of a
+    scenario's track (:meth:`Task.at`: DDP's scenarios each have their own).  With
+    ``options.shard`` only that shard runs and nothing is assembled; with ``assemble_only``
+    nothing runs, and a model without outputs in any scenario stops the call before any
+    ``scores.npz`` is written.
     """
     plans = plan_all(root, task, options)
-    labels = dataset.y.numpy()
     results = []
     if assemble_only:
         loaded = [load_outputs(plan, preds / plan.scenario, options) for plan in plans]
@@ -385,18 +399,21 @@ def predict(
         if missing:
             raise missing_error(missing)
         for plan, (outputs, _) in zip(plans, loaded, strict=True):
-            scores = assemble(plan, outputs, task, labels, options)
+            part = task.at(plan.scenario)
+            scores = assemble(plan, outputs, part, datasets(part).y.numpy(), options)
             write_scores(scores_path(preds, plan.scenario), scores)
             results.append(ScenarioResult(plan, RunStats(from_cache=len(plan.models)), scores))
         return results
     for plan in tqdm(plans, desc="scenarios", unit="scenario", disable=None):
         out_dir = preds / plan.scenario
+        part = task.at(plan.scenario)
+        dataset = datasets(part)
         stats, outputs = run_models(
-            plan, out_dir, task, dataset, options, plan.in_shard(options.shard)
+            plan, out_dir, part, dataset, options, plan.in_shard(options.shard)
         )
         scores = None
         if options.shard is None:
-            scores = assemble(plan, outputs, task, labels, options)
+            scores = assemble(plan, outputs, part, dataset.y.numpy(), options)
             write_scores(scores_path(preds, plan.scenario), scores)
         results.append(ScenarioResult(plan, stats, scores))
     return results
@@ -415,6 +432,7 @@ def save_scenario(
     everything came from the per-model caches).
     """
     root = scenario.parent.parent  # <root>/<challenge>/<scenario>
+    task = task.at(scenario.name)
     plan = plan_scenario(
         root, task, scenario.name, options.sources, options.population, options.population_seed
     )

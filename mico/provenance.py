@@ -53,12 +53,13 @@ def bundle_record(
 
     ``refs`` are the models to record (default: whatever ``sources`` list now).
     """
+    task = task.at(scenario)
     if refs is None:
         refs = find_models(Path(root), task, scenario, sources)
     return {
         "format": RECORD_FORMAT,
         "root": str(Path(root).resolve()),
-        "challenge": task.name,
+        "challenge": task.challenge,
         "scenario": scenario,
         "sizes": _sizes(task),
         "sources": list(sources),
@@ -100,7 +101,7 @@ def check_against_bundle(
     ``scenario`` is the scenario's name or folder.
     """
     name = Path(scenario).name
-    rerun = f"rerun save_preds.py --challenge {task.name} --root {root}"
+    rerun = f"rerun save_preds.py --challenge {task.challenge} --root {root}"
     recorded = scores.provenance
     if not isinstance(recorded, dict):
         raise ValueError(f"{name}: scores.npz does not record what it was computed from; {rerun}")

@@ -16,8 +16,9 @@ MAX_GRAD_NORM = 2.6
 #: The delta of MICO's (epsilon, delta) guarantees.
 DELTA = 1e-5
 
-#: Target epsilon per scenario suffix; ``None`` trains without DP.
-SCENARIO_EPSILON: dict[str, float | None] = {"inf": None, "hi": 10.0, "lo": 4.0}
+#: Target epsilon per scenario suffix; ``None`` trains without DP.  MICO's ``train_*_ddp.sh``
+#: are byte-identical to ``train_*_lo.sh``: the DP distinguisher's models are ``lo`` models.
+SCENARIO_EPSILON: dict[str, float | None] = {"inf": None, "hi": 10.0, "lo": 4.0, "ddp": 4.0}
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ class ExtraShadow(NamedTuple):
 def extra_shadows(root: str | Path, task: Task, scenario: str) -> list[ExtraShadow]:
     """The complete extra shadows of a scenario in id order; unfinished folders are skipped
     (a folder exists only once complete, but files may have been removed by hand)."""
-    base = shadows_dir(root, task.name, scenario)
+    base = shadows_dir(root, task.challenge, scenario)
     folders = [f for f in base.iterdir() if is_model_dir_name(f.name)] if base.is_dir() else []
     found = []
     for folder in sorted(folders, key=model_id):
@@ -116,16 +116,26 @@ class RecipeChoice:
     source: str
 
 
-def resolve_recipe(root: Path, task: Task, recipe_file: Path | None) -> RecipeChoice:
-    """``--recipe FILE``, else the demo recipe in ``bundle.json``, else MICO's for the track."""
+def resolve_recipe(
+    root: Path, task: Task, recipe_file: Path | None, scenario: str | None = None
+) -> RecipeChoice:
+    """``--recipe FILE``, else the demo recipe in ``bundle.json``, else MICO's for the track.
+
+    A challenge made of several tracks (DDP) has a recipe per scenario: name ``scenario``.
+    """
+    part = task.at(scenario) if scenario is not None else task
     if recipe_file is not None:
-        return _parse_recipe(_read_json(recipe_file), task, str(recipe_file))
-    config = bundle_config_path(root, task.name)
+        return _parse_recipe(_read_json(recipe_file), part, str(recipe_file))
+    config = bundle_config_path(root, task.challenge)
     if config.is_file():
         settings = _read_json(config).get("demo")
+        if settings is not None and task.parts:
+            settings = settings.get(scenario) if isinstance(settings, dict) else None
+            if not isinstance(settings, dict):
+                raise ValueError(f"{config}: the demo settings of {scenario} are missing")
         if settings is not None:
-            return _parse_recipe(settings, task, f"{config} (demo)")
-    return RecipeChoice(task.recipe, dict(SCENARIO_EPSILON), f"MICO's {task.name} recipe")
+            return _parse_recipe(settings, part, f"{config} (demo)")
+    return RecipeChoice(part.recipe, dict(SCENARIO_EPSILON), f"MICO's {part.name} recipe")
 
 
 def _read_json(path: Path) -> dict:
@@ -210,8 +220,8 @@ def scenario_jobs(
     """The scenario's design (extended to ``options.models`` and stored) and its model jobs."""
     index = task.scenarios.index(scenario)
     suffix = task.scenario_suffixes[index]
-    pool = scenario_pool(challenge_dir(options.root, task.name) / scenario, task)
-    path = shadow_design_path(options.root, task.name, scenario)
+    pool = scenario_pool(challenge_dir(options.root, task.challenge) / scenario, task)
+    path = shadow_design_path(options.root, task.challenge, scenario)
     stored = load_design(path) if path.is_file() else None
     design = extend_design(stored, pool, task, options.models, options.seed, index)
     if design is not stored:
@@ -244,7 +254,7 @@ def scenario_jobs(
         )
         jobs.append(
             ModelJob(
-                folder=shadows_dir(options.root, task.name, scenario) / model_name(shadow),
+                folder=shadows_dir(options.root, task.challenge, scenario) / model_name(shadow),
                 label=f"{scenario}/{model_name(shadow)}",
                 train_rows=members,
                 eval_rows=design.held_out(shadow, members),
@@ -284,6 +294,11 @@ def run(options: ShadowOptions) -> int:
         raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
     root = Path(options.root)
     task = load_task(root, options.challenge)
+    if task.parts:
+        raise ValueError(
+            f"train_shadows.py trains shadows for single-dataset challenges; {task.challenge}'s "
+            "attack on its revealed training sets is run_lira_mia.py --attack reference"
+        )
     scenarios = select_scenarios(task, options.scenarios)
     device = resolve_device(options.device)
     choice = resolve_recipe(root, task, options.recipe)
@@ -302,7 +317,7 @@ def run(options: ShadowOptions) -> int:
             f"of the shadows ({why})"
         )
         jobs.extend(scenario_list)
-    desc = f"{task.name} shadows"
+    desc = f"{task.challenge} shadows"
     if options.ray is not None:
         built = build_models_ray(
             jobs,

@@ -141,6 +141,11 @@ class PhaseScores:
     solution: np.ndarray | None = None
     population: np.ndarray | None = None
     logits: np.ndarray | None = None
+    #: Per-target reference models' margins on the target's points, float64 [T, R, K], and
+    #: whether each trained on the point, bool [T, R, K]: not in ``scores.npz``, attached by
+    #: :func:`mico.references.attach_references`.
+    reference_margin: np.ndarray | None = None
+    reference_in: np.ndarray | None = None
 
     @property
     def shadow_or_none(self) -> np.ndarray | None:

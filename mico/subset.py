@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mico.layout import bundle_model_files, model_ids
+from mico.sources import BaseDataset
 from mico.tasks import Task
 
 
@@ -36,10 +37,9 @@ class Selection:
 
     def check(self, task: Task) -> None:
         """Refuse names the track does not have, naming the valid ones."""
-        names = {*task.scenarios, *task.scenario_suffixes}
-        unknown = [s for s in self.scenarios if s not in names]
+        unknown = [s for s in self.scenarios if task.scenario_name(s) is None]
         if unknown:
-            valid = ", ".join(task.scenario_suffixes)
+            valid = ", ".join(task.scenarios)
             raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
         phases = [phase for phase, _ in task.models_per_phase]
         unknown = [p for p in self.phases if p not in phases]
@@ -50,14 +50,26 @@ class Selection:
         if self.models is not None and self.models < 1:
             raise ValueError(f"--models must be at least 1, got {self.models}")
 
+    def keeps_scenario(self, task: Task, scenario: str) -> bool:
+        """Whether ``scenario`` is selected."""
+        return not self.scenarios or scenario in {task.scenario_name(s) for s in self.scenarios}
+
     def keeps(self, task: Task, scenario: str, phase: str, index: int) -> bool:
         """Whether the ``index``-th model (from 0) of ``scenario``/``phase`` is selected."""
-        suffix = scenario.removeprefix(f"{task.name}_")
         return (
-            (not self.scenarios or scenario in self.scenarios or suffix in self.scenarios)
+            self.keeps_scenario(task, scenario)
             and (not self.phases or phase in self.phases)
             and (self.models is None or index < self.models)
         )
+
+    def base_datasets(self, task: Task) -> list[BaseDataset]:
+        """The base datasets the selected scenarios read (DDP's scenarios have one each)."""
+        parts = [
+            part
+            for part in task.parts or (task,)
+            if any(self.keeps_scenario(task, scenario) for scenario in part.scenarios)
+        ]
+        return [part.source.base for part in parts]
 
 
 def bundle_files(task: Task, selection: Selection | None = None) -> list[str]:
@@ -70,9 +82,10 @@ def bundle_files(task: Task, selection: Selection | None = None) -> list[str]:
     selection = selection or Selection()
     paths = []
     for scenario in task.scenarios:
-        for phase, _ in task.models_per_phase:
-            names = bundle_model_files(phase, task.model_files)
-            for index, model in enumerate(model_ids(task.models_per_phase, phase)):
+        part = task.at(scenario)
+        for phase, _ in part.models_per_phase:
+            names = bundle_model_files(phase, part.model_files, part.eval_seeds)
+            for index, model in enumerate(model_ids(part.models_per_phase, phase)):
                 if selection.keeps(task, scenario, phase, index):
                     paths.extend(f"{scenario}/{phase}/model_{model}/{name}" for name in names)
     return paths
@@ -85,12 +98,16 @@ def check_free_space(paths: Sequence[str], task: Task, folder: Path) -> None:
     number of weight files to fetch, so no request is needed; tracks without an estimate skip
     the check.
     """
-    per_model = task.source.model_bytes
-    if per_model is None:
+    count, needed = 0, 0
+    for part in task.parts or (task,):
+        if part.source.model_bytes is None:
+            continue
+        ends = tuple(f"{scenario}/" for scenario in part.scenarios)
+        weights = f"/{part.model_files[-1]}"
+        found = sum(1 for path in paths if path.startswith(ends) and path.endswith(weights))
+        count, needed = count + found, needed + found * part.source.model_bytes
+    if not needed:
         return
-    weights = task.model_files[-1]
-    count = sum(1 for path in paths if path.endswith(f"/{weights}"))
-    needed = count * per_model
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

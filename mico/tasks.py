@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from mico.layout import bundle_config_path
-from mico.tracks import cifar10, purchase100, sst2
+from mico.tracks import cifar10, ddp, purchase100, sst2
 from mico.tracks.base import MICO_MODELS_PER_PHASE, PHASES, SCENARIO_SUFFIXES, Task
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 #: Every track by name.  A new track is a module under mico/tracks and one entry here.
-TASKS: dict[str, Task] = {task.name: task for task in (cifar10.TASK, purchase100.TASK, sst2.TASK)}
+TASKS: dict[str, Task] = {
+    task.name: task for task in (cifar10.TASK, purchase100.TASK, sst2.TASK, ddp.TASK)
+}
 
 #: The sizes ``bundle.json`` may set; ``comment`` and ``demo`` are informational.
 SIZE_KEYS = ("dataset_len", "len_training", "len_challenge")
@@ -54,7 +56,9 @@ def load_task(root: str | Path, name: str) -> Task:
     The file may set ``dataset_len``, ``len_training``, ``len_challenge`` (positive integers)
     and ``models_per_phase`` (a ``{phase: count}`` object of non-negative integers with at least
     one train model); anything else, a float, a string or a null is an error naming the file,
-    so that a typo never silently falls back to MICO's sizes.
+    so that a typo never silently falls back to MICO's sizes.  A challenge made of several
+    tracks (DDP) takes the sizes per scenario, ``"scenarios": {"cifar10_ddp": {sizes}, ...}``,
+    and then holds those scenarios alone (a demo builds two of MICO's three).
     """
     task = get_task(name)
     path = bundle_config_path(root, name)
@@ -66,30 +70,70 @@ def load_task(root: str | Path, name: str) -> Task:
         raise ValueError(f"{path}: not readable JSON ({exc}); fix or delete it") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    allowed = {*SIZE_KEYS, "models_per_phase"}
+    allowed = {*SIZE_KEYS, "models_per_phase", *(("scenarios",) if task.parts else ())}
     unknown = set(config) - allowed - {"comment", "demo"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    changes = _sizes(config, path)
+    if "models_per_phase" in config:
+        changes["models_per_phase"] = _models_per_phase(config["models_per_phase"], path)
+    if not task.parts:
+        return task.replace(**changes)
+    per_scenario = config.get("scenarios")
+    if per_scenario is None:
+        parts = tuple(part.replace(**changes) for part in task.parts)
+    else:
+        if not isinstance(per_scenario, dict) or not per_scenario:
+            raise ValueError(f"{path}: scenarios must map scenario names to their sizes")
+        named = {scenario: part for part in task.parts for scenario in part.scenarios}
+        unknown = sorted(set(per_scenario) - set(named))
+        if unknown:
+            raise ValueError(f"{path}: unknown scenarios {unknown}; choose from {', '.join(named)}")
+        parts = tuple(
+            named[scenario].replace(**{**changes, **_scenario_sizes(sizes, path, scenario)})
+            for scenario, sizes in per_scenario.items()
+        )
+    return ddp.ddp_challenge(parts)
+
+
+def _scenario_sizes(config: object, path: Path, scenario: str) -> dict[str, object]:
+    """One scenario's entry of a ``bundle.json``'s ``scenarios``: sizes and models_per_phase."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: {scenario}: expected an object of sizes")
+    allowed = [*SIZE_KEYS, "models_per_phase"]
+    if extra := set(config) - set(allowed):
+        raise ValueError(f"{path}: {scenario}: unknown keys {sorted(extra)}; allowed: {allowed}")
+    changes = _sizes(config, path, scenario)
+    if "models_per_phase" in config:
+        changes["models_per_phase"] = _models_per_phase(config["models_per_phase"], path)
+    return changes
+
+
+def _sizes(config: dict, path: Path, scenario: str = "") -> dict[str, object]:
+    """The ``SIZE_KEYS`` a ``bundle.json`` object sets, checked."""
+    where = f"{path}: {scenario + ': ' if scenario else ''}"
     changes: dict[str, object] = {}
     for key in SIZE_KEYS:
         if key in config:
             value = config[key]
             if not _count(value) or value <= 0:
-                raise ValueError(f"{path}: {key} must be a positive integer, got {value!r}")
+                raise ValueError(f"{where}{key} must be a positive integer, got {value!r}")
             changes[key] = value
-    if "models_per_phase" in config:
-        counts = config["models_per_phase"]
-        if not isinstance(counts, dict) or set(counts) != set(PHASES):
-            raise ValueError(
-                f"{path}: models_per_phase must be an object mapping each of {', '.join(PHASES)} "
-                f"to a count, got {counts!r}"
-            )
-        bad = {k: v for k, v in counts.items() if not _count(v) or v < 0}
-        if bad:
-            raise ValueError(
-                f"{path}: models_per_phase counts must be non-negative integers, got {bad}"
-            )
-        if counts["train"] < 1:
-            raise ValueError(f"{path}: models_per_phase needs at least one train model")
-        changes["models_per_phase"] = tuple((phase, counts[phase]) for phase in PHASES)
-    return task.replace(**changes)
+    return changes
+
+
+def _models_per_phase(counts: object, path: Path) -> tuple[tuple[str, int], ...]:
+    """``models_per_phase`` of a ``bundle.json``, checked."""
+    if not isinstance(counts, dict) or set(counts) != set(PHASES):
+        raise ValueError(
+            f"{path}: models_per_phase must be an object mapping each of {', '.join(PHASES)} "
+            f"to a count, got {counts!r}"
+        )
+    bad = {k: v for k, v in counts.items() if not _count(v) or v < 0}
+    if bad:
+        raise ValueError(
+            f"{path}: models_per_phase counts must be non-negative integers, got {bad}"
+        )
+    if counts["train"] < 1:
+        raise ValueError(f"{path}: models_per_phase needs at least one train model")
+    return tuple((phase, counts[phase]) for phase in PHASES)

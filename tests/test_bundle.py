@@ -34,7 +34,7 @@ def test_registry_values():
     sst2 = get_task("sst2")
     assert (sst2.dataset_len, sst2.len_training, sst2.num_classes) == (68221, 67349, 2)
     assert sst2.model_files == ("config.json", "pytorch_model.bin")
-    with pytest.raises(ValueError, match="choose one of cifar10, purchase100, sst2"):
+    with pytest.raises(ValueError, match="choose one of cifar10, ddp, purchase100, sst2"):
         get_task("cifar100")
 
 

@@ -69,6 +69,9 @@ class Attack(ABC):
     #: Whether ``--compare`` shows every configuration as a row of its own (besides the row
     #: that chooses among them by cross-validation, when there are several).
     show_each: ClassVar[bool] = False
+    #: Whether it reads per-target reference models (:mod:`mico.references`), which
+    #: ``run_lira_mia.py`` then builds or reuses before running it.
+    needs_references: ClassVar[bool] = False
 
     @abstractmethod
     def configs(self) -> list[Config]:

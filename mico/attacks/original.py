@@ -171,7 +171,7 @@ def load_original_inputs(
     if missing:
         raise ValueError(
             f"{preds_scenario}: scores.npz holds no logits, which --original needs: run "
-            f"`python save_preds.py --challenge {task.name} --save-logits`"
+            f"`python save_preds.py --challenge {task.challenge} --save-logits`"
         )
     shadow_score = original_score(scores.shadow_logits, scores.labels, transform)
     target_score = {}
@@ -181,7 +181,8 @@ def load_original_inputs(
         else:
             target_score[phase] = original_score(data.logits, scores.labels[data.points], transform)
     seeds = [
-        read_seeds(model_dir(root, task.name, scenario, "train", int(i))) for i in scores.shadow_ids
+        read_seeds(model_dir(root, task.challenge, scenario, "train", int(i)))
+        for i in scores.shadow_ids
     ]
     return OriginalInputs(
         scores, shadow_score, target_score, original_lists(task, seeds, len_training)

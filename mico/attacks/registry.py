@@ -12,11 +12,13 @@ from mico.attacks.combine import Combine
 from mico.attacks.hardness import Hardness
 from mico.attacks.lira import Lira
 from mico.attacks.loss import Loss
+from mico.attacks.reference import Reference
 from mico.attacks.rmia import Rmia
 from mico.attacks.rmia_online import RmiaOnline
 
 ATTACKS: dict[str, Attack] = {
-    attack.name: attack for attack in (Loss(), Lira(), Hardness(), Rmia(), RmiaOnline(), Combine())
+    attack.name: attack
+    for attack in (Loss(), Lira(), Hardness(), Rmia(), RmiaOnline(), Combine(), Reference())
 }
 
 #: The attack ``run_lira_mia.py`` runs without ``--attack``.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.attacks.base import Config, Params
+from mico.attacks.base import Attack, Config, Params
 from mico.attacks.compare import (
     Predictor,
     RowResult,
@@ -34,10 +34,12 @@ from mico.attacks.original import (
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.devices import resolve_device
 from mico.fileio import write_text_atomic
-from mico.layout import PREDICTION_FILE, model_dir, preds_root, scores_path
+from mico.layout import PREDICTION_FILE, data_root, model_dir, preds_root, scores_path
 from mico.manifest import write_manifest
 from mico.provenance import load_checked
+from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
 from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
 from mico.store import ScenarioScores
@@ -70,6 +72,13 @@ class RunOptions:
     #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
     #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
     shadows: str | None = None
+    #: Per-target reference models a target (:mod:`mico.references`); None: the default
+    #: for an attack that needs them, none otherwise.  The rest say where and how they train.
+    references: int | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    workers: int = 0
+    ray: str | None = None
 
 
 #: ``--shadows`` choices and the shadow kinds each keeps.
@@ -119,9 +128,18 @@ def check_options(options: RunOptions) -> Task:
         raise ValueError("--folds must be at least 2")
     if options.shadows is not None and options.shadows not in SHADOW_CHOICES:
         raise ValueError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
+    if options.references is not None:
+        check_count(options.references)
+    if options.workers < 0:
+        raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
-    if options.reference is not None and not (options.reference / task.name).is_dir():
-        raise FileNotFoundError(f"{options.reference / task.name} not found (--reference)")
+    if options.original and task.parts:
+        raise ValueError(
+            f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
+            "drop --original"
+        )
+    if options.reference is not None and not (options.reference / task.challenge).is_dir():
+        raise FileNotFoundError(f"{options.reference / task.challenge} not found (--reference)")
     return task
 
 
@@ -148,11 +166,14 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     """
     task = check_options(options)
     result = ChallengeRun(task, describe(options))
-    preds = preds_root(options.root, task.name, options.preds_dir)
+    preds = preds_root(options.root, task.challenge, options.preds_dir)
     if options.original:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
     loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
+    count = reference_count(options, [get_attack(options.attack)])
+    for name, scores in loaded.items():
+        _attach_references(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
@@ -176,8 +197,40 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     return result
 
 
+def reference_count(options: RunOptions, attacks: list[Attack]) -> int | None:
+    """How many reference models a target the run builds: ``--references``, else the default
+    where an attack needs them (``--compare`` builds none unless asked: they cost training)."""
+    if options.references is not None:
+        return options.references
+    return DEFAULT_REFERENCES if any(a.needs_references for a in attacks) else None
+
+
+def _attach_references(
+    options: RunOptions,
+    task: Task,
+    scenario: str,
+    scores: ScenarioScores,
+    preds: Path,
+    count: int | None,
+) -> None:
+    """Build or reuse the scenario's per-target reference models and attach their margins."""
+    if count is None:
+        return
+    reference_options = ReferenceOptions(
+        count=count,
+        root=Path(options.root),
+        data_dir=data_root(options.root, options.data_dir),
+        preds=preds,
+        device=resolve_device(options.device),
+        workers=options.workers,
+        ray=options.ray,
+    )
+    built = attach_references(scores, task, scenario, reference_options)
+    log.info("%s: %d reference models trained, %d a target in use", scenario, built, count)
+
+
 def _say_original_len_training(options: RunOptions, task: Task) -> None:
-    len_training, from_bundle = original_len_training(options.root, task.name)
+    len_training, from_bundle = original_len_training(options.root, task.challenge)
     if from_bundle:
         log.warning(
             "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
@@ -207,7 +260,7 @@ def _check_model_folders(root: Path, task: Task, loaded: dict[str, ScenarioScore
         folder
         for name, scores in loaded.items()
         for phase, data in scores.phases.items()
-        for folder in (model_dir(root, task.name, name, phase, int(i)) for i in data.ids)
+        for folder in (model_dir(root, task.challenge, name, phase, int(i)) for i in data.ids)
         if not folder.is_dir()
     ]
     if missing:
@@ -230,10 +283,10 @@ def _write_predictions(
     for name, scores in loaded.items():
         for phase, data in scores.phases.items():
             for model, values in zip(data.ids, predictions[name][phase], strict=True):
-                folder = model_dir(options.root, task.name, name, phase, int(model))
+                folder = model_dir(options.root, task.challenge, name, phase, int(model))
                 path = folder / PREDICTION_FILE
                 texts[path] = prediction_line(values, path)
-    write_manifest(options.root, task.name, configuration(options), texts)
+    write_manifest(options.root, task.challenge, configuration(options), texts)
     for path, text in texts.items():
         write_text_atomic(path, text)
 
@@ -247,6 +300,8 @@ def configuration(options: RunOptions) -> str:
         name = describe(options)
     if options.shadows is not None and not options.original:
         name += f", --shadows {options.shadows}"
+    if count := reference_count(options, [get_attack(options.attack)]):
+        name += f", {count} reference models a target"
     return name
 
 
@@ -257,7 +312,7 @@ def attack_scenario(
     predictions to write, ``{phase: [T, K]}``."""
     if options.original:
         assert isinstance(options.params, LiraParams)
-        len_training = original_len_training(options.root, task.name)[0]
+        len_training = original_len_training(options.root, task.challenge)[0]
         inputs = load_original_inputs(
             scores,
             path.parent,
@@ -270,7 +325,7 @@ def attack_scenario(
         predictions = original_predictions(inputs, options.params)
         return predictions.get("train"), predictions
     attack = get_attack(options.attack)
-    if reason := attack.missing(scores, task.name):
+    if reason := attack.missing(scores, task.challenge):
         raise ValueError(f"{path}: {reason}")
     if warning := attack.warning(scores):
         log.warning("%s: %s", path.parent.name, warning)
@@ -309,23 +364,25 @@ def reference_solutions(
     reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
 ) -> np.ndarray:
     """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
-    folders = [model_dir(reference, task.name, scenario, phase, int(i)) for i in ids]
-    return np.stack([read_solution(folder, task.num_challenges) for folder in folders])
+    folders = [model_dir(reference, task.challenge, scenario, phase, int(i)) for i in ids]
+    length = task.at(scenario).num_challenges
+    return np.stack([read_solution(folder, length) for folder in folders])
 
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
     """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
     task = check_options(options)
-    preds = preds_root(options.root, task.name, options.preds_dir)
+    preds = preds_root(options.root, task.challenge, options.preds_dir)
     results: dict[str, ScenarioComparison] = {}
     for scenario in scenario_dirs(options.root, task):
         path = scores_path(preds, scenario.name)
         scores = load_scores(path, options, task, scenario.name)
+        _attach_references(options, task, scenario.name, scores, preds, options.references)
         if "train" not in scores.phases or scores.phases["train"].solution is None:
             raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
         attacks = []
         for attack in ATTACKS.values():
-            if reason := attack.missing(scores, task.name):
+            if reason := attack.missing(scores, task.challenge):
                 log.warning("%s left out: %s: %s", attack.name, path, reason)
                 continue
             if warning := attack.warning(scores):

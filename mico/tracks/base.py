@@ -21,7 +21,7 @@ from torch import nn
 from mico.data import TensorPairDataset
 from mico.fileio import atomic_write
 from mico.layout import MODEL_FILE
-from mico.recipes import Recipe
+from mico.recipes import SCENARIO_EPSILON, Recipe
 from mico.sources import Source
 
 #: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
@@ -127,11 +127,55 @@ class Task:
     write_model: Callable[[Path, nn.Module, dict[str, torch.Tensor]], None] = field(
         default=save_state_dict, compare=False, repr=False
     )
+    #: The seed files of a dev/final model: MICO reveals ``seed_challenge`` alone, the DP
+    #: distinguisher also ``seed_training`` (the non-challenge part of the training set).
+    eval_seeds: tuple[str, ...] = ("seed_challenge",)
+    #: The challenge whose folder holds this track's scenarios when it is a scenario of another
+    #: challenge (``cifar10_ddp`` lives under ``ddp/``); empty: the track's own name.
+    group: str = ""
+    #: The scenarios of a challenge made of several tracks (DDP), one track each; empty for a
+    #: track whose scenarios all share its dataset and architecture.
+    parts: tuple[Task, ...] = field(default=(), compare=False, repr=False)
+    #: The parts (by track name) that the offline demo of such a challenge builds.
+    demo_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def challenge(self) -> str:
+        """The ``--challenge`` name and folder: ``cifar10``, or ``ddp`` for ``cifar10_ddp``."""
+        return self.group or self.name
 
     @property
     def scenarios(self) -> tuple[str, ...]:
         """Scenario folder names, e.g. ``("cifar10_inf", "cifar10_hi", "cifar10_lo")``."""
+        if self.parts:
+            return tuple(scenario for part in self.parts for scenario in part.scenarios)
         return tuple(f"{self.name}_{suffix}" for suffix in self.scenario_suffixes)
+
+    def at(self, scenario: str) -> Task:
+        """The track that ``scenario`` is made of: this one, or the part of a DDP-like
+        challenge whose dataset, architecture and recipe the scenario uses."""
+        for part in self.parts:
+            if scenario in part.scenarios:
+                return part
+        if self.parts:
+            raise ValueError(
+                f"{self.name} has no scenario {scenario!r}: choose from {', '.join(self.scenarios)}"
+            )
+        return self
+
+    def scenario_name(self, name: str) -> str | None:
+        """The scenario a ``--scenarios`` value names (a full name, a suffix such as ``lo``, or
+        a part's track such as ``cifar10`` for ``cifar10_ddp``), or None."""
+        for part in self.parts or (self,):
+            for suffix, scenario in zip(part.scenario_suffixes, part.scenarios, strict=True):
+                if name in (scenario, suffix) or (self.parts and name == part.name):
+                    return scenario
+        return None
+
+    def dp_epsilon(self, scenario: str) -> float | None:
+        """The target epsilon of ``scenario``'s models (None: trained without DP)."""
+        part = self.at(scenario)
+        return SCENARIO_EPSILON[part.scenario_suffixes[part.scenarios.index(scenario)]]
 
     @property
     def num_challenges(self) -> int:

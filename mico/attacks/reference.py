@@ -1,0 +1,140 @@
+"""``reference``: online LiRA against per-target reference models (DDP; :mod:`mico.references`).
+
+Each target ``t`` has ``R`` reference models trained on its revealed training set plus a
+balanced half of its challenge points, so each of its points ``k`` has exactly ``R/2`` IN and
+``R/2`` OUT references whose data differ from the target's only in the challenge points.  The
+target's score ``x`` on the point is compared with theirs::
+
+    online:  sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out, std_out))
+    offline: Phi((x - mean_out) / std_out)
+
+Inputs (:class:`~mico.store.PhaseScores`): ``margin`` [T, K] the targets' own margins,
+``reference_margin`` [T, R, K] and ``reference_in`` [T, R, K].  The candidates, chosen by
+cross-validation on the train phase like every attack (:mod:`mico.selection`):
+
+* ``transform``: ``stable_logit`` (the margin itself) or ``prob`` (see
+  :func:`mico.attacks.lira.transform_margin`);
+* ``variance``: ``pooled`` (per target and side, the within-point variance pooled over its K
+  points: with 4 references a point has 2 scores a side, too few for a variance of its own)
+  or ``per-point`` (ddof=1; a side with fewer than 2 scores falls back to the pooled one);
+* ``test``: ``online`` or ``offline``.
+
+Stds are floored at ``STD_FLOOR_REL * max(|mean|, 1)`` so saturated probabilities compare
+with the mean instead of dividing by zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from mico.attacks.base import Attack, Config, Params
+from mico.attacks.lira import transform_margin
+from mico.attacks.stats import STD_FLOOR_REL, standardise
+from mico.store import ScenarioScores
+
+REFERENCE_TRANSFORMS = ("stable_logit", "prob")
+REFERENCE_VARIANCES = ("pooled", "per-point")
+REFERENCE_TESTS = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class ReferenceParams(Params):
+    """One variant of the reference attack (see the module docstring)."""
+
+    transform: str = "stable_logit"
+    variance: str = "pooled"
+    test: str = "online"
+
+
+def _side(scores: np.ndarray, inside: np.ndarray, per_point: bool) -> tuple[np.ndarray, ...]:
+    """Mean and std [T, K] of the references on one side (``inside`` [T, R, K])."""
+    n = inside.sum(axis=1)
+    mean = np.where(inside, scores, 0.0).sum(axis=1) / np.maximum(n, 1)
+    squares = np.where(inside, (scores - mean[:, None, :]) ** 2, 0.0).sum(axis=1)
+    dof = np.maximum(n - 1, 0)
+    pooled = squares.sum(axis=1, keepdims=True) / np.maximum(dof.sum(axis=1, keepdims=True), 1)
+    var = np.broadcast_to(pooled, mean.shape)
+    if per_point:
+        var = np.where(dof > 0, squares / np.maximum(dof, 1), var)
+    floor = STD_FLOOR_REL * np.maximum(np.abs(mean), 1.0)
+    return mean, np.maximum(np.sqrt(var), floor)
+
+
+def reference_attack(
+    target_margin: np.ndarray,
+    reference_margin: np.ndarray,
+    reference_in: np.ndarray,
+    *,
+    transform: str = "stable_logit",
+    variance: str = "pooled",
+    test: str = "online",
+) -> np.ndarray:
+    """Confidences [T, K] in [0, 1] from the targets' and their references' margins."""
+    if reference_margin.shape != reference_in.shape or reference_margin.ndim != 3:
+        raise ValueError(
+            f"reference margins {reference_margin.shape} and memberships "
+            f"{reference_in.shape} must both be [T, R, K]"
+        )
+    if target_margin.shape != (reference_margin.shape[0], reference_margin.shape[2]):
+        raise ValueError(
+            f"target margins {target_margin.shape} do not match references "
+            f"{reference_margin.shape} ([T, K] and [T, R, K])"
+        )
+    if variance not in REFERENCE_VARIANCES or test not in REFERENCE_TESTS:
+        raise ValueError(f"unknown variant {variance!r}/{test!r}")
+    x = transform_margin(target_margin, transform)
+    refs = transform_margin(reference_margin, transform)
+    inside = reference_in.astype(bool)
+    per_point = variance == "per-point"
+    mean_out, std_out = _side(refs, ~inside, per_point)
+    z_out = standardise(x, mean_out, std_out)
+    if test == "offline":
+        return ndtr(z_out)
+    mean_in, std_in = _side(refs, inside, per_point)
+    z_in = standardise(x, mean_in, std_in)
+    llr = 0.5 * (z_out**2 - z_in**2) + np.log(std_out) - np.log(std_in)
+    return expit(np.clip(llr, -700.0, 700.0))
+
+
+class Reference(Attack):
+    """Per-target reference models (DDP): online LiRA on neighbouring datasets."""
+
+    name = "reference"
+    summary = "LiRA against per-target reference models trained on the revealed training set"
+    show_each = False
+    needs_references = True
+
+    def configs(self) -> list[Config]:
+        return [
+            Config(self.name, f"reference {transform} {variance} {test}", params)
+            for test in REFERENCE_TESTS
+            for transform in REFERENCE_TRANSFORMS
+            for variance in REFERENCE_VARIANCES
+            for params in (ReferenceParams(transform, variance, test),)
+        ]
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        assert isinstance(params, ReferenceParams)
+        data = scores.phases[phase]
+        assert data.reference_margin is not None and data.reference_in is not None
+        return reference_attack(
+            data.margin,
+            data.reference_margin,
+            data.reference_in,
+            transform=params.transform,
+            variance=params.variance,
+            test=params.test,
+        )
+
+    def missing(self, scores: ScenarioScores, challenge: str) -> str | None:
+        if any(data.reference_margin is None for data in scores.phases.values()):
+            return (
+                "no per-target reference models: run `python run_lira_mia.py --challenge "
+                f"{challenge} --attack reference --references K` (trains K models a target)"
+            )
+        return None
