@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--scenarios",
         help="comma-separated scenarios to fetch, e.g. inf,lo (default: all; SST-2's full "
-        "bundle is about 300 GB)",
+        "bundle is about 300 GB; DDP's sst2_ddp about 100 GB); with --challenge ddp --demo, "
+        "the datasets to build (cifar10_ddp, purchase100_ddp)",
     )
     group.add_argument("--phases", help="comma-separated phases to fetch, e.g. dev,final")
     group.add_argument(
@@ -117,6 +118,7 @@ def demo_options(args: argparse.Namespace) -> demo.DemoOptions:
         epochs=args.epochs,
         device=args.device,
         workers=args.workers,
+        scenarios=_names(args.scenarios),
     )
 
 

@@ -21,6 +21,10 @@ On-disk contract (the first two paths are exactly where the real data would be):
         model.pt                                 state_dict; DP models keep Opacus' "_module."
         epsilon                                  achieved epsilon at delta 1e-5 ("inf": no DP)
         accuracy                                 accuracy on (part of) the model's evaluation split
+    <root>/ddp/{cifar10_ddp,purchase100_ddp}/... --challenge ddp: one scenario per dataset, each
+                                                 from its track's preset; dev/final models also
+                                                 hold seed_training; bundle.json has the sizes
+                                                 and settings per scenario (--scenarios: some)
     <reference-dir>/<challenge>/demo.json        the same "demo" settings as bundle.json
     <reference-dir>/<challenge>/<challenge>_{inf,hi,lo}/{dev,final}/model_N/
         seed_challenge, seed_training,           the organisers' ground truth that a real bundle
@@ -401,6 +405,8 @@ class DemoOptions:
     epochs: int | None = None
     device: str = "auto"
     workers: int = 0
+    #: Scenarios of a challenge made of several tracks to build (empty: its ``demo_parts``).
+    scenarios: tuple[str, ...] = ()
 
 
 def run(options: DemoOptions) -> int:
@@ -411,7 +417,6 @@ def run(options: DemoOptions) -> int:
     """
     start = time.perf_counter()
     challenge = get_task(options.challenge)
-    tracks = [p.name for p in challenge.parts if p.name in challenge.demo_parts]
     configs = [
         make_config(
             track,
@@ -423,7 +428,7 @@ def run(options: DemoOptions) -> int:
             epochs=options.epochs,
             group=challenge.name if challenge.parts else "",
         )
-        for track in tracks or [options.challenge]
+        for track in challenge.demo_tracks(options.scenarios)
     ]
     device = resolve_device(options.device)
     root = Path(options.root)

@@ -5,8 +5,12 @@ balanced half of its challenge points, so each of its points ``k`` has exactly `
 ``R/2`` OUT references whose data differ from the target's only in the challenge points.  The
 target's score ``x`` on the point is compared with theirs::
 
-    online:  sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out, std_out))
-    offline: Phi((x - mean_out) / std_out)
+    online:   sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out, std_out))
+    offline:  Phi((x - mean_out) / std_out)
+    midpoint: Phi((x - (mean_in + mean_out) / 2) / sqrt((var_in + var_out) / 2))
+
+The midpoint test is the 1st place's ``score - (mean_in + mean_out) / 2`` calibration: with
+balanced references its centre is the mean of all K of them, half the noise of a side's mean.
 
 Inputs (:class:`~mico.store.PhaseScores`): ``margin`` [T, K] the targets' own margins,
 ``reference_margin`` [T, R, K] and ``reference_in`` [T, R, K].  The candidates, chosen by
@@ -17,7 +21,11 @@ cross-validation on the train phase like every attack (:mod:`mico.selection`):
 * ``variance``: ``pooled`` (per target and side, the within-point variance pooled over its K
   points: with 4 references a point has 2 scores a side, too few for a variance of its own)
   or ``per-point`` (ddof=1; a side with fewer than 2 scores falls back to the pooled one);
-* ``test``: ``online`` or ``offline``.
+* ``test``: ``online``, ``offline`` or ``midpoint``;
+* ``shadows``: the references alone, or together with the bundle's shadow models on the same
+  point (``+shadows``; a train target never among its own): the shadows differ from the target
+  in far more than the challenge points, but there are many of them (48 train models give a
+  demo point about 11 OUT and 37 IN scores beside the references' K/2 each).
 
 Stds are floored at ``STD_FLOOR_REL * max(|mean|, 1)`` so saturated probabilities compare
 with the mean instead of dividing by zero.
@@ -37,7 +45,7 @@ from mico.store import ScenarioScores
 
 REFERENCE_TRANSFORMS = ("stable_logit", "prob")
 REFERENCE_VARIANCES = ("pooled", "per-point")
-REFERENCE_TESTS = ("online", "offline")
+REFERENCE_TESTS = ("online", "offline", "midpoint")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class ReferenceParams(Params):
     transform: str = "stable_logit"
     variance: str = "pooled"
     test: str = "online"
+    shadows: bool = False
 
 
 def _side(scores: np.ndarray, inside: np.ndarray, per_point: bool) -> tuple[np.ndarray, ...]:
@@ -68,11 +77,13 @@ def reference_attack(
     reference_margin: np.ndarray,
     reference_in: np.ndarray,
     *,
+    valid: np.ndarray | None = None,
     transform: str = "stable_logit",
     variance: str = "pooled",
     test: str = "online",
 ) -> np.ndarray:
-    """Confidences [T, K] in [0, 1] from the targets' and their references' margins."""
+    """Confidences [T, K] in [0, 1] from the targets' and their references' margins;
+    ``valid`` [T, R, K] (default: all) leaves entries out of the statistics."""
     if reference_margin.shape != reference_in.shape or reference_margin.ndim != 3:
         raise ValueError(
             f"reference margins {reference_margin.shape} and memberships "
@@ -88,15 +99,26 @@ def reference_attack(
     x = transform_margin(target_margin, transform)
     refs = transform_margin(reference_margin, transform)
     inside = reference_in.astype(bool)
+    known = np.ones_like(inside) if valid is None else valid.astype(bool)
     per_point = variance == "per-point"
-    mean_out, std_out = _side(refs, ~inside, per_point)
+    mean_out, std_out = _side(refs, ~inside & known, per_point)
     z_out = standardise(x, mean_out, std_out)
     if test == "offline":
         return ndtr(z_out)
-    mean_in, std_in = _side(refs, inside, per_point)
+    mean_in, std_in = _side(refs, inside & known, per_point)
+    if test == "midpoint":
+        return ndtr(
+            standardise(x, (mean_in + mean_out) / 2, np.hypot(std_in, std_out) / np.sqrt(2))
+        )
     z_in = standardise(x, mean_in, std_in)
     llr = 0.5 * (z_out**2 - z_in**2) + np.log(std_out) - np.log(std_in)
     return expit(np.clip(llr, -700.0, 700.0))
+
+
+def reference_label(params: ReferenceParams) -> str:
+    """``reference prob pooled online [+shadows]``: the ``--compare`` row of a variant."""
+    label = f"reference {params.transform} {params.variance} {params.test}"
+    return label + (" +shadows" if params.shadows else "")
 
 
 class Reference(Attack):
@@ -109,12 +131,28 @@ class Reference(Attack):
 
     def configs(self) -> list[Config]:
         return [
-            Config(self.name, f"reference {transform} {variance} {test}", params)
+            Config(self.name, reference_label(params), params)
+            for shadows in (False, True)
             for test in REFERENCE_TESTS
             for transform in REFERENCE_TRANSFORMS
             for variance in REFERENCE_VARIANCES
-            for params in (ReferenceParams(transform, variance, test),)
+            for params in (ReferenceParams(transform, variance, test, shadows),)
         ]
+
+    def prepare(self, scores: ScenarioScores, phase: str) -> object:
+        """The references and, for ``+shadows``, the shadows' scores on each target's points
+        appended (a train target's own shadow row marked invalid): [T, R + S, K] each."""
+        data = scores.phases[phase]
+        assert data.reference_margin is not None and data.reference_in is not None
+        shadow = np.moveaxis(scores.shadow_margin[:, data.points], 0, 1)
+        shadow_in = np.moveaxis(scores.shadow_in[:, data.points], 0, 1)
+        valid = np.ones(shadow.shape, dtype=bool)
+        own = np.flatnonzero(data.shadow >= 0)
+        valid[own, data.shadow[own]] = False
+        margin = np.concatenate([data.reference_margin, shadow], axis=1)
+        inside = np.concatenate([data.reference_in, shadow_in], axis=1)
+        valid = np.concatenate([np.ones(data.reference_in.shape, dtype=bool), valid], axis=1)
+        return margin, inside, valid
 
     def predict(
         self, scores: ScenarioScores, phase: str, params: Params, prepared: object
@@ -122,10 +160,12 @@ class Reference(Attack):
         assert isinstance(params, ReferenceParams)
         data = scores.phases[phase]
         assert data.reference_margin is not None and data.reference_in is not None
+        margin, inside, valid = prepared if params.shadows else (None, None, None)
         return reference_attack(
             data.margin,
-            data.reference_margin,
-            data.reference_in,
+            data.reference_margin if margin is None else margin,
+            data.reference_in if inside is None else inside,
+            valid=valid,
             transform=params.transform,
             variance=params.variance,
             test=params.test,

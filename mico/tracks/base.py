@@ -172,6 +172,28 @@ class Task:
                     return scenario
         return None
 
+    def demo_tracks(self, scenarios: tuple[str, ...] = ()) -> list[str]:
+        """The tracks an offline demo of this challenge builds: its own, or its
+        ``demo_parts`` (DDP), narrowed by ``--scenarios``."""
+        if not self.parts:
+            if scenarios:
+                raise ValueError(
+                    "--scenarios with --demo picks datasets of a challenge made of several "
+                    f"(ddp); a {self.name} demo builds all its scenarios"
+                )
+            return [self.name]
+        unknown = [name for name in scenarios if self.scenario_name(name) is None]
+        if unknown:
+            valid = ", ".join(self.scenarios)
+            raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
+        wanted = {self.scenario_name(name) for name in scenarios}
+        built = [part for part in self.parts if part.name in self.demo_parts]
+        tracks = [p.name for p in built if not wanted or wanted & set(p.scenarios)]
+        if not tracks:
+            demo = ", ".join(p.scenarios[0] for p in built)
+            raise ValueError(f"--scenarios: the {self.name} demo builds {demo} only")
+        return tracks
+
     def dp_epsilon(self, scenario: str) -> float | None:
         """The target epsilon of ``scenario``'s models (None: trained without DP)."""
         part = self.at(scenario)

@@ -1,0 +1,227 @@
+"""The DP distinguisher: the ``ddp`` challenge end to end, its download, and ``--attack reference``.
+
+One tiny DDP demo (both scenarios) is built per module and run through all four scripts; the
+download tests serve that very bundle from the local fake hub in the Hugging Face layout of
+``szanella/MICO-DDP`` (files under ``ddp/``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import download_files
+import mico.http
+import run_lira_mia
+import save_preds
+import save_zip
+from mico.attacks.reference import reference_attack
+from mico.bundle import read_solution
+from mico.layout import reference_models_dir
+from mico.references import read_target, reference_keep
+from mico.scoring import metrics
+from mico.tasks import get_task, load_task
+from tests.fake_hub import hub_path, make_tar, purchase_text, start_server
+
+SCENARIOS = ("cifar10_ddp", "purchase100_ddp")
+
+
+def args(root: Path, *more: str) -> list[str]:
+    return ["--challenge", "ddp", "--root", str(root), "-q", *more]
+
+
+@pytest.fixture(scope="module")
+def ddp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``--demo tiny`` then ``save_preds.py`` and ``--attack reference --references 4``."""
+    root = tmp_path_factory.mktemp("ddp")
+    assert download_files.main(args(root, "--demo", "tiny")) == 0
+    assert save_preds.main(args(root)) == 0
+    reference = str(root / "reference")
+    attack = ("--attack", "reference", "--references", "4", "--reference", reference)
+    assert run_lira_mia.main(args(root, *attack)) == 0
+    return root
+
+
+def test_registry_facts() -> None:
+    ddp = get_task("ddp")
+    assert ddp.scenarios == ("cifar10_ddp", "purchase100_ddp", "sst2_ddp")
+    sizes = {s: ddp.at(s).len_training for s in ddp.scenarios}
+    assert sizes == {"cifar10_ddp": 50_000, "purchase100_ddp": 150_000, "sst2_ddp": 67_349}
+    assert all(ddp.dp_epsilon(s) == 4.0 for s in ddp.scenarios)
+    assert ddp.at("purchase100_ddp").model_name == "MLP"
+    assert ddp.at("sst2_ddp").model_files == get_task("sst2").model_files
+    assert {ddp.at(s).challenge for s in ddp.scenarios} == {"ddp"}
+    assert ddp.at("cifar10_ddp").eval_seeds == ("seed_challenge", "seed_training")
+    assert [ddp.expected_models(p) for p in ("train", "dev", "final")] == [100, 50, 50]
+    assert ddp.scenario_name("purchase100") == "purchase100_ddp"
+    with pytest.raises(ValueError, match="no scenario 'cifar10_lo'"):
+        ddp.at("cifar10_lo")
+
+
+def test_bundle_json_sizes_per_scenario(tmp_path: Path) -> None:
+    folder = tmp_path / "ddp"
+    folder.mkdir()
+    sizes = {"dataset_len": 1200, "len_training": 900, "len_challenge": 100}
+    (folder / "bundle.json").write_text(json.dumps({"scenarios": {"purchase100_ddp": sizes}}))
+    task = load_task(tmp_path, "ddp")
+    assert task.scenarios == ("purchase100_ddp",)
+    assert task.at("purchase100_ddp").dataset_len == 1200
+    (folder / "bundle.json").write_text(json.dumps({"scenarios": {"mnist_ddp": sizes}}))
+    with pytest.raises(ValueError, match="unknown scenarios \\['mnist_ddp'\\]"):
+        load_task(tmp_path, "ddp")
+
+
+def test_demo_layout_reveals_seed_training(ddp_root: Path) -> None:
+    for scenario in SCENARIOS:
+        dev = sorted((ddp_root / "ddp" / scenario / "dev").iterdir())[0]
+        names = {p.name for p in dev.iterdir()}
+        assert {"seed_challenge", "seed_training", "model.pt"} <= names
+        assert not names & {"seed_membership", "solution.csv"}
+        truth = ddp_root / "reference" / "ddp" / scenario / "dev" / dev.name
+        assert (truth / "solution.csv").is_file()
+
+
+def test_reference_models_differ_from_the_target_only_in_challenge_points(ddp_root: Path) -> None:
+    task = load_task(ddp_root, "ddp")
+    part = task.at("purchase100_ddp")
+    target = read_target(ddp_root, task, "purchase100_ddp", "dev", 4)
+    folder = reference_models_dir(ddp_root, "ddp", "purchase100_ddp", "dev", 4)
+    keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(4)])
+    assert (keeps.sum(axis=0) == 2).all() and (keeps.sum(axis=1) == 100).all()
+    truth = read_solution(ddp_root / "reference/ddp/purchase100_ddp/dev/model_4", 200)
+    members = target.challenge[truth == 1]
+    assert len(members) + len(target.training) == part.len_training
+
+
+def test_end_to_end_zip_and_rerun_trains_nothing(ddp_root: Path, capsys) -> None:
+    root = ddp_root
+    zip_path = root / "out.zip"
+    assert save_zip.main(args(root, "--output", str(zip_path))) == 0
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert len(names) == 4  # tiny: one dev and one final model per scenario
+    assert {n.split("/")[1] for n in names} == set(SCENARIOS)
+    assert all(n.startswith("ddp/") and n.endswith("/prediction.csv") for n in names)
+    manifest = json.loads((root / "ddp" / "predictions.json").read_text())
+    assert "4 reference models a target" in json.dumps(manifest)
+    argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
+    assert run_lira_mia.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "0 to train" in err and "0 reference models trained" in err
+
+
+def test_every_attack_runs_on_ddp(ddp_root: Path, capsys) -> None:
+    assert run_lira_mia.main(args(ddp_root, "--compare", "--references", "4")) == 0
+    out = capsys.readouterr().out
+    for row in ("hardness", "reference (CV)", "lira (CV)", "loss"):
+        assert row in out
+
+
+def test_reference_needs_revealed_training(tiny_copy, capsys) -> None:
+    root = tiny_copy("purchase100")
+    argv = ["--challenge", "purchase100", "--root", str(root), "--attack", "reference"]
+    assert run_lira_mia.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no seed_training" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--references", "3"), "--references must be an even number"),
+        (("--attack", "lira", "--references", "4"), "--references builds models for"),
+        (("--original", "--attack", "lira"), "--original reproduces the 2nd place"),
+    ],
+)
+def test_bad_reference_options_are_one_line_errors(ddp_root, capsys, extra, message) -> None:
+    more = extra if "--attack" in extra else ("--attack", "reference", *extra)
+    assert run_lira_mia.main(args(ddp_root, "--no-write", *more)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_scenarios_and_train_shadows_refusal(tmp_path, capsys) -> None:
+    assert download_files.main(args(tmp_path, "--demo", "tiny", "--scenarios", "sst2_ddp")) == 2
+    assert "builds cifar10_ddp, purchase100_ddp only" in capsys.readouterr().err
+    import train_shadows
+
+    assert train_shadows.main(args(tmp_path, "--models", "2")) == 2
+    assert "--attack reference" in capsys.readouterr().err
+
+
+def test_reference_keep_is_balanced_and_prefix_stable() -> None:
+    eight = reference_keep(3, "cifar10_ddp", 7, 8, 200)
+    four = reference_keep(3, "cifar10_ddp", 7, 4, 200)
+    assert (eight.sum(axis=0) == 4).all() and (eight.sum(axis=1) == 100).all()
+    assert np.array_equal(eight[:4], four)
+    assert not np.array_equal(four, reference_keep(3, "cifar10_ddp", 8, 4, 200))
+
+
+def test_reference_attack_separates_members() -> None:
+    rng = np.random.default_rng(0)
+    targets, refs, points = 20, 4, 200
+    keep = np.stack([reference_keep(0, "s", t, refs, points) for t in range(targets)])
+    effect = rng.normal(0, 3, (targets, 1, points))  # per-point difficulty
+    reference = effect + 1.0 * keep + rng.normal(0, 0.3, keep.shape)
+    truth = rng.random((targets, points)) < 0.5
+    target = effect[:, 0] + 1.0 * truth + rng.normal(0, 0.3, truth.shape)
+    auc = {}
+    for variance in ("pooled", "per-point"):
+        for test in ("online", "offline"):
+            scores = reference_attack(target, reference, keep, variance=variance, test=test)
+            assert scores.shape == truth.shape and scores.min() >= 0 and scores.max() <= 1
+            auc[variance, test] = metrics(truth.ravel(), scores.ravel())["AUC"]
+    assert min(auc.values()) > 0.75
+    # Two references a side: a per-point variance is noise, the pooled one is not.
+    assert auc["pooled", "online"] > 0.95 and auc["pooled", "online"] > auc["per-point", "online"]
+    with pytest.raises(ValueError, match="must both be"):
+        reference_attack(target, reference, keep[:, :2])
+
+
+@pytest.fixture
+def hub(monkeypatch, ddp_root):
+    """The tiny DDP bundle served as ``szanella/MICO-DDP`` (under ``ddp/``), and a purchase
+    tarball behind ``/mirror``."""
+    state, http = start_server()
+    bundle = ddp_root / "ddp"
+    for path in bundle.rglob("*"):
+        relative = path.relative_to(bundle).as_posix()
+        keep = path.name in ("bundle.json", "model.pt", "solution.csv") or "seed_" in path.name
+        if path.is_file() and keep:
+            state.files[hub_path(f"ddp/{relative}", "szanella/MICO-DDP")] = path.read_bytes()
+    state.files["/mirror/dataset_purchase.tgz"] = make_tar({"dataset_purchase": purchase_text()})
+    monkeypatch.setenv("HF_ENDPOINT", state.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    yield state
+    http.shutdown()
+    http.server_close()
+
+
+def test_download_ddp_layout_whole(hub, tmp_path: Path, ddp_root: Path) -> None:
+    assert download_files.main(args(tmp_path, "--skip-base")) == 0
+    for scenario in SCENARIOS:
+        fetched = tmp_path / "ddp" / scenario / "final"
+        model = sorted(fetched.iterdir())[0]
+        assert {p.name for p in model.iterdir()} == {"seed_challenge", "seed_training", "model.pt"}
+        original = ddp_root / "ddp" / scenario / "final" / model.name / "model.pt"
+        assert (model / "model.pt").read_bytes() == original.read_bytes()
+
+
+def test_download_ddp_scenarios_fetches_one_dataset(hub, tmp_path: Path) -> None:
+    mirror = f"{hub.url}/mirror"
+    argv = args(tmp_path, "--scenarios", "purchase100_ddp", "--base-url", mirror)
+    assert download_files.main(argv) == 0
+    assert (tmp_path / "ddp" / "purchase100_ddp" / "dev").is_dir()
+    assert not (tmp_path / "ddp" / "cifar10_ddp").exists()
+    assert (tmp_path / "data" / "purchase100" / "dataset_purchase").is_file()
+    assert not any("cifar" in request.path for request in hub.log)
+
+
+def test_download_unknown_ddp_scenario(hub, tmp_path: Path, capsys) -> None:
+    assert download_files.main(args(tmp_path, "--scenarios", "mnist_ddp", "--skip-base")) == 2
+    assert "unknown mnist_ddp" in capsys.readouterr().err
+    shutil.rmtree(tmp_path, ignore_errors=True)
