@@ -445,6 +445,7 @@ def verify_selection(root: Path, name: str, selection: Selection) -> Task:
 def run(options: DownloadOptions) -> int:
     """Fetch and verify the bundle (unless ``--skip-bundle``), then the base dataset."""
     args = check_options(options)
+    args.selection.check(get_task(args.challenge))  # before --skip-bundle picks base datasets
     source = get_task(args.challenge).source
     root, name = args.root, args.challenge
     with Fetcher(jobs=args.jobs, retries=args.retries, quiet=args.quiet) as fetcher:

@@ -53,8 +53,8 @@ from mico.tasks import Task
 
 log = logging.getLogger(__name__)
 
-#: ``--references`` when not given: 4 models a target (measured in the README's DDP table).
-DEFAULT_REFERENCES = 4
+#: ``--references`` when not given: 8 models a target (measured in the README's DDP table).
+DEFAULT_REFERENCES = 8
 
 
 @dataclass(frozen=True)

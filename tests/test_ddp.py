@@ -109,6 +109,7 @@ def test_end_to_end_zip_and_rerun_trains_nothing(ddp_root: Path, capsys) -> None
     manifest = json.loads((root / "ddp" / "predictions.json").read_text())
     assert "4 reference models a target" in json.dumps(manifest)
     argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
+    argv += ["--references", "4"]
     assert run_lira_mia.main(argv) == 0
     err = capsys.readouterr().err
     assert "0 to train" in err and "0 reference models trained" in err

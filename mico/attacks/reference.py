@@ -174,7 +174,7 @@ class Reference(Attack):
     def missing(self, scores: ScenarioScores, challenge: str) -> str | None:
         if any(data.reference_margin is None for data in scores.phases.values()):
             return (
-                "no per-target reference models: run `python run_lira_mia.py --challenge "
-                f"{challenge} --attack reference --references K` (trains K models a target)"
+                "no per-target reference models: they need bundles that reveal every target's "
+                "seed_training (ddp); add --references K (trains K models a target)"
             )
         return None
