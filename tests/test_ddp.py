@@ -232,10 +232,11 @@ def test_references_grow_on_ray(ddp_root: Path, tmp_path: Path, capsys) -> None:
     """``--ray local`` trains the two new references a target that ``--references 6`` adds
     (the first four are reused: the design is prefix-stable), written like the pool's."""
     root = Path(shutil.copytree(ddp_root, tmp_path / "root", symlinks=True))
+    shutil.rmtree(root / "ddp" / "cifar10_ddp")  # the scenarios present are run: keep it quick
     argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
     assert run_lira_mia.main([*argv, "--references", "6", "--ray", "local", "--workers", "2"]) == 0
     err = capsys.readouterr().err
-    assert "cifar10_ddp: 8 reference models trained" in err
+    assert "cifar10_ddp" not in err
     assert "purchase100_ddp: 12 reference models trained" in err
     folder = reference_models_dir(root, "ddp", "purchase100_ddp", "final", 5)
     keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(6)])
