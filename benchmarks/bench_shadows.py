@@ -5,8 +5,9 @@ phase: only the bundle's seeds and recipe matter here), then times, in one proce
 
 * baseline: for each shadow job, ``train_model`` on exactly the job's records, with the job's
   seed, DP target and noise, and nothing else (no design, no accuracy, no files);
-* ``mico.shadows.run``: the whole step, design, training, held-out accuracy and the atomic
-  folder writes included.
+* ``mico.shadows.run``: the whole step from an empty shadows folder: the design (computed
+  again: the jobs above stored one, which is removed first), data loading, training, held-out
+  accuracy and the atomic folder writes.
 
 DP noise is calibrated before both (the PRV accountant's result is cached per setting), so
 neither side pays for it.  It prints models per minute for each and their ratio (target: at
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ import torch
 import download_files
 from mico.cli import resolve_device
 from mico.farm import with_noise
-from mico.layout import data_root
+from mico.layout import SHADOWS_DIR, data_root
 from mico.shadows import ShadowOptions, resolve_recipe, run, scenario_jobs
 from mico.tasks import TASKS, load_task
 from mico.training import train_model
@@ -57,6 +59,7 @@ def bench_track(challenge: str, root: Path, args: argparse.Namespace) -> tuple[f
         for job in scenario_jobs(options, task, scenario, choice)[1]
     ]
     jobs = with_noise(jobs, choice.recipe)  # calibrates every DP target once, for both sides
+    shutil.rmtree(root / SHADOWS_DIR)  # the design scenario_jobs stored: run() makes its own
     device = resolve_device(args.device)
     dataset = task.load_dataset(data_root(root))
     x, y = dataset.x.to(device), dataset.y.to(device)

@@ -267,17 +267,24 @@ def train_model(
     return TrainResult(state, epsilon, noise, sample_rate, steps)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    batch_size: int = 1024,
+    batch_size: int = 128,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = call_model,
 ) -> float:
     """Top-1 accuracy of ``model`` on ``x`` [n, ...], ``y`` [n], evaluated in batches
-    (``forward``: the track's, see :attr:`mico.tracks.base.Task.forward`)."""
+    (``forward``: the track's, see :attr:`mico.tracks.base.Task.forward`).
+
+    Every trained model pays for this pass (its held-out ``accuracy``), so it is tuned: image
+    batches [B, C, H, W] go through in channels-last layout, which oneDNN's CPU convolutions
+    take directly (contiguous NCHW input made MICO's CNN 2.5-3x slower on a 2-core CPU), and
+    128 records a batch keep the CNN's activations near the caches (1024 at once cost 25% more
+    per image).  The float32 arithmetic is the same; only the order of the sums may differ.
+    """
     if len(y) == 0:
         raise ValueError("accuracy of an empty set")
     device = next(model.parameters()).device
@@ -285,7 +292,10 @@ def accuracy(
     model.eval()
     correct = 0
     for start in range(0, len(y), batch_size):
-        logits = forward(model, x[start : start + batch_size].to(device))
+        batch = x[start : start + batch_size].to(device)
+        if batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        logits = forward(model, batch)
         correct += int((logits.argmax(1).cpu() == y[start : start + batch_size].cpu()).sum())
     model.train(was_training)
     return correct / len(y)

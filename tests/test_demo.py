@@ -23,7 +23,7 @@ from mico.models import OPACUS_PREFIX, load_model
 from mico.splits import split_indices
 from mico.tasks import PHASES, get_task, load_task
 from mico.tracks import cifar10, purchase100
-from mico.training import train_model
+from mico.training import accuracy, train_model
 
 TARGET_EPSILON = {"inf": None, "hi": 10.0, "lo": 4.0}
 
@@ -301,6 +301,28 @@ def test_train_model_dp_leaves_global_rng_alone() -> None:
     again = train_model(task, x, y, recipe, dp_epsilon=4.0, seed=7)
     for key, value in result.state_dict.items():
         assert torch.equal(value, again.state_dict[key])
+
+
+@pytest.mark.parametrize(
+    ("challenge", "shape"), [("cifar10", (3, 32, 32)), ("purchase100", (600,))]
+)
+def test_accuracy_counts_like_one_record_at_a_time(challenge: str, shape: tuple[int, ...]) -> None:
+    """The held-out accuracy pass runs images channels-last in batches; it must count exactly
+    what a plain NCHW forward of each record counts, and leave the model as it was."""
+    task = get_task(challenge)
+    model = task.architecture().train()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(300, *shape, generator=generator)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % task.num_classes  # a third wrong
+    with torch.no_grad():
+        model.eval()
+        plain = [int(model(x[i : i + 1]).argmax(1)) == int(y[i]) for i in range(len(y))]
+        model.train()
+    got = accuracy(model, x, y, batch_size=128)
+    assert got == sum(plain) / len(y) == 200 / 300
+    assert model.training and all(p.is_contiguous() for p in model.parameters())
 
 
 def test_download_files_dispatches_demo(tmp_path: Path) -> None:
