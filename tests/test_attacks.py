@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import run_lira_mia
@@ -63,7 +63,7 @@ def ref_hardness_score(z, score):
 
 
 def naive_hardness(sm, si, tm, tp, ts, score, variant):
-    """Per (target, point): the calibrated score with plain loops, then min-max."""
+    """Per (target, point): the calibrated score with plain loops (before the min-max)."""
     n_shadows, n_points = sm.shape
     x = [[ref_hardness_score(sm[s, p], score) for p in range(n_points)] for s in range(n_shadows)]
     out = np.empty(tm.shape)
@@ -101,8 +101,7 @@ def naive_hardness(sm, si, tm, tp, ts, score, variant):
             else:
                 reference = y
             out[t, k] = y - reference
-    low, high = out.min(), out.max()
-    return (out - low) / (high - low) if high > low else np.full(out.shape, 0.5)
+    return out
 
 
 def naive_rmia_bounds(sm, si, tm, tp, ts, spop, tpop, a, gamma, tol=1e-9):
@@ -168,12 +167,27 @@ def test_loss_is_the_true_label_probability():
 @pytest.mark.parametrize(("score", "variant"), HARDNESS_COMBOS)
 @settings(max_examples=30, deadline=None)
 @given(data=scenarios())
+@example(  # three mathematically equal z-scores (1/sqrt 2) that differ in the last bit
+    data=(
+        np.array([[3.0, 3.0, 0.5], [-2.0, 0.0, -2.0], [-2.0, -2.0, 0.0]]),
+        np.zeros((3, 3), dtype=bool),
+        np.array([[0.5, 3.0, 3.0]]),
+        np.array([[2, 0, 1]]),
+        np.array([2]),
+    )
+)
 def test_hardness_matches_naive_reference(data, score, variant):
     sm, si, tm, tp, ts = data
-    got = hardness(sm, si, tm, tp, ts, score=score, variant=variant)
+    calibrated = hardness_calibrated(sm, si, tm, tp, ts, score=score, variant=variant)
     want = naive_hardness(sm, si, tm, tp, ts, score, variant)
+    np.testing.assert_allclose(calibrated, want, rtol=1e-9, atol=1e-9)
+    # The min-max is compared on our own calibrated values: applied to the loop's, it would
+    # turn last-bit differences between mathematically equal scores into 0 and 1.
+    got = hardness(sm, si, tm, tp, ts, score=score, variant=variant)
+    low, high = calibrated.min(), calibrated.max()
+    scaled = (calibrated - low) / (high - low) if high > low else np.full(tm.shape, 0.5)
     assert got.shape == tm.shape and np.all((got >= 0) & (got <= 1))
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got, scaled, rtol=1e-9, atol=1e-9)
 
 
 @settings(max_examples=30, deadline=None)
