@@ -50,7 +50,12 @@ def _assert_same(got: dict, want: dict) -> None:
     for scenario, arrays in want.items():
         assert got[scenario].keys() == arrays.keys(), scenario
         for key, value in arrays.items():
-            assert np.array_equal(got[scenario][key], value), f"{scenario}: {key}"
+            if np.issubdtype(value.dtype, np.floating):
+                # float32 reductions may differ in the last bit between processes (the BLAS
+                # kernel depends on thread count and alignment): 1e-6 relative is float32's.
+                np.testing.assert_allclose(got[scenario][key], value, rtol=1e-5, err_msg=scenario)
+            else:
+                assert np.array_equal(got[scenario][key], value), f"{scenario}: {key}"
 
 
 def test_shards_in_two_processes_then_a_plain_run_equal_an_unsharded_run(
