@@ -22,7 +22,6 @@ against the points and the model files, and attached to the phase's
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from tqdm.auto import tqdm
 from mico.bundle import read_seeds, read_solution, solution_line
 from mico.data import TensorPairDataset
 from mico.farm import ModelJob, build_models
-from mico.fileio import save_npz_atomic
 from mico.inference import model_outputs
 from mico.layout import (
     SOLUTION_FILE,
@@ -48,7 +46,14 @@ from mico.models import load_model
 from mico.recipes import Recipe
 from mico.shadows import resolve_recipe
 from mico.splits import split_indices
-from mico.store import READ_ERRORS, ScenarioScores, model_stamp, points_digest
+from mico.store import (
+    ModelOutputs,
+    ScenarioScores,
+    load_cached,
+    model_stamp,
+    points_digest,
+    save_cached,
+)
 from mico.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -163,7 +168,7 @@ def attach_references(
     check_count(options.count)
     part = task.at(scenario)
     choice = resolve_recipe(options.root, task, None, scenario)
-    epsilon = choice.dp_epsilon[part.scenario_suffixes[part.scenarios.index(scenario)]]
+    epsilon = choice.dp_epsilon[task.suffix(scenario)]
     targets = {
         phase: [read_target(options.root, task, scenario, phase, int(i)) for i in data.ids]
         for phase, data in scores.phases.items()
@@ -253,9 +258,10 @@ def _target_margins(
     path = reference_cache_path(options.preds / scenario, target.phase, target.id)
     length = len(target.challenge)
     keep = np.stack([read_solution(folder, length).astype(bool) for folder in folders])
-    cached = _load(path, digest, stamp, (options.count, length))
+    shape = (options.count, length)
+    cached = load_cached(path, digest, stamp, options.count * length)
     if cached is not None:
-        return cached, keep
+        return cached.margin.reshape(shape), keep
     rows = torch.from_numpy(target.challenge)
     x, y = dataset.x[rows].to(options.device), dataset.y[rows].to(options.device)
     margins = []
@@ -263,24 +269,7 @@ def _target_margins(
         model = load_model(part, folder, options.device)
         margins.append(model_outputs(model, x, y, options.batch_size, forward=part.forward)[0])
     margin = np.stack(margins).astype(np.float64)
-    meta = json.dumps({"points": digest, "models": stamp})
-    save_npz_atomic(path, durable=False, margin=margin, meta=np.array(meta))
+    # The store's per-model cache, flattened: its checks (points digest, model stamps,
+    # length, finite values) are the ones these margins need.
+    save_cached(path, ModelOutputs(margin.ravel()), digest, stamp)
     return margin, keep
-
-
-def _load(path: Path, digest: str, stamp: str, shape: tuple[int, int]) -> np.ndarray | None:
-    """A reference cache's margins if it was made from these points and model files."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            margin = data["margin"]
-    except READ_ERRORS as exc:
-        log.warning("%s: unreadable cache (%s); recomputing", path, exc)
-        return None
-    if not isinstance(meta, dict) or meta.get("points") != digest or meta.get("models") != stamp:
-        return None
-    if margin.shape != shape or not np.all(np.isfinite(margin)):
-        return None
-    return margin

@@ -270,7 +270,7 @@ def _calibrate(choice: RecipeChoice, task: Task, scenarios: list[str]) -> None:
     """Every DP target's noise, before anything is written: an unreachable epsilon is an error
     (one line, no folder) rather than a crash after hours of training."""
     for scenario in scenarios:
-        epsilon = choice.dp_epsilon[task.scenario_suffixes[task.scenarios.index(scenario)]]
+        epsilon = choice.dp_epsilon[task.suffix(scenario)]
         if epsilon is None:
             continue
         try:

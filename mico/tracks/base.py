@@ -194,10 +194,14 @@ class Task:
             raise ValueError(f"--scenarios: the {self.name} demo builds {demo} only")
         return tracks
 
+    def suffix(self, scenario: str) -> str:
+        """``scenario``'s suffix (``inf``, ``hi``, ``lo``, ``ddp``): what sets its recipe."""
+        part = self.at(scenario)
+        return part.scenario_suffixes[part.scenarios.index(scenario)]
+
     def dp_epsilon(self, scenario: str) -> float | None:
         """The target epsilon of ``scenario``'s models (None: trained without DP)."""
-        part = self.at(scenario)
-        return SCENARIO_EPSILON[part.scenario_suffixes[part.scenarios.index(scenario)]]
+        return SCENARIO_EPSILON[self.suffix(scenario)]
 
     @property
     def num_challenges(self) -> int:
