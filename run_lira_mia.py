@@ -4,14 +4,18 @@
     python run_lira_mia.py --challenge purchase100 --global_variance --original  # as published
     python run_lira_mia.py --challenge purchase100 --attack hardness      # or rmia, loss
     python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
+    python run_lira_mia.py --challenge purchase100 --compare --audit --report DIR   # auditor's view
+    python run_lira_mia.py --challenge purchase100 --attack best       # what --compare would pick
     python run_lira_mia.py --challenge ddp --attack reference --references 4   # DDP only
 
 Reads ``save_preds.py``'s ``scores.npz`` per scenario, writes
 ``<root>/<challenge>/<scenario>/<phase>/model_N/prediction.csv`` for train, dev and final models,
-and prints the official metrics on the train phase (which has ground truth). Where an attack
+and prints the official metrics on the train phase (which has ground truth), each with a 95%
+cluster-bootstrap interval over target models (:mod:`mico.attacks.audit`). Where an attack
 chooses a variant or parameter, the choice is made on the train models and the train-phase
 numbers are a k-fold cross-validation estimate (:mod:`mico.selection`). ``--compare`` writes
-nothing: it scores every attack and LiRA flag combination (:mod:`mico.attacks.compare`).
+nothing: it scores every attack and LiRA flag combination (:mod:`mico.attacks.compare`), and
+says which leads are real (paired intervals); ``--audit`` adds empirical epsilon lower bounds.
 The work is done by :mod:`mico.attacks.run`; this script parses, calls it and prints.
 """
 
@@ -25,12 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    import pandas as pd
-
+    from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
     from mico.attacks.compare import (
-        ScenarioComparison,
-        choices,
-        phase_metrics,
+        BEST_ATTACK,
+        Uncertainty,
         roc_panels,
         side_by_side,
     )
@@ -40,15 +42,9 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.stats import VARIANCES
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.references import DEFAULT_REFERENCES
-    from mico.report import (
-        comparison_frame,
-        format_frame,
-        metrics_table,
-        plot_roc,
-        plot_roc_panels,
-        summary_frame,
-    )
-    from mico.selection import DEFAULT_FOLDS
+    from mico.report import plot_roc, plot_roc_panels, print_comparison, print_run
+    from mico.report_html import argv_line, check_report_dir, write_report
+    from mico.selection import DEFAULT_FOLDS, Rule
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)
@@ -65,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_preds_dir_arg(parser)
     parser.add_argument(
         "--attack",
-        choices=list(ATTACKS),
+        choices=[*ATTACKS, BEST_ATTACK],
         default=None,
         help="; ".join(
             f"{name}{' (default)' if name == DEFAULT_ATTACK else ''}: {attack.summary}"
             for name, attack in ATTACKS.items()
-        ),
+        )
+        + f"; {BEST_ATTACK}: every attack and configuration, the one --compare's 'best of all "
+        "(CV)' row chooses by cross-validation on train",
     )
     parser.add_argument(
         "--compare",
@@ -88,6 +86,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--markdown", action="store_true", help="print --compare tables as markdown"
+    )
+    honest = parser.add_argument_group("uncertainty and auditing")
+    honest.add_argument(
+        "--no-intervals",
+        action="store_true",
+        help="print plain tables, without the 95%% cluster-bootstrap intervals",
+    )
+    honest.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOT,
+        metavar="B",
+        help="bootstrap replicates (resampled target models) behind every interval and "
+        f"every choice of a variant (default {DEFAULT_BOOT})",
+    )
+    honest.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the bootstrap draws (default 0): the same seed gives the same intervals",
+    )
+    honest.add_argument(
+        "--audit",
+        action="store_true",
+        help="empirical epsilon lower bound per scenario (one-run audit of Steinke, Nasr and "
+        "Jagielski, NeurIPS 2023) beside the claimed epsilon",
+    )
+    honest.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help=f"delta of the audited (epsilon, delta) guarantee (default {DEFAULT_DELTA:g}, MICO's)",
+    )
+    honest.add_argument(
+        "--audit-level",
+        type=float,
+        default=None,
+        help=f"confidence of the epsilon lower bound (default {DEFAULT_LEVEL:g})",
+    )
+    honest.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="with --compare: write DIR/index.html (one self-contained page: ROC with "
+        "bootstrap bands, tables with intervals, paired differences, epsilon bounds, the most "
+        "exposed points, provenance) and DIR/report.json with every number",
     )
     lira_group = parser.add_argument_group("LiRA options (the original flags; --attack lira only)")
     variance = lira_group.add_mutually_exclusive_group()
@@ -217,8 +262,22 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise ValueError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
         raise ValueError("several --shadows choices are for --compare; an attack uses one")
-    if args.references is not None and not (args.compare or ATTACKS[attack].needs_references):
+    needs_references = attack == BEST_ATTACK or ATTACKS[attack].needs_references
+    if args.references is not None and not (args.compare or needs_references):
         raise ValueError("--references builds models for --attack reference or --compare")
+    if (args.delta is not None or args.audit_level is not None) and not (
+        args.audit or args.report is not None
+    ):
+        raise ValueError("--delta and --audit-level set the epsilon audit: add --audit")
+    if args.report is not None and not args.compare:
+        raise ValueError("--report writes the --compare audit report: add --compare")
+    audited = args.audit or args.report is not None  # the report shows epsilon bounds
+    uncertainty = Uncertainty(
+        rule=Rule(n_boot=args.bootstrap, seed=args.bootstrap_seed),
+        intervals=not args.no_intervals,
+        audit_delta=(DEFAULT_DELTA if args.delta is None else args.delta) if audited else None,
+        audit_level=DEFAULT_LEVEL if args.audit_level is None else args.audit_level,
+    )
     return RunOptions(
         root=args.root,
         challenge=args.challenge,
@@ -235,6 +294,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         device=args.device,
         workers=args.workers,
         ray=args.ray,
+        uncertainty=uncertainty,
     )
 
 
@@ -242,22 +302,20 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
+    if args.report is not None:
+        check_report_dir(args.report)
     if args.compare:
-        return _compare(args, options)
+        return _compare(args, options, argv_line("run_lira_mia.py", argv))
     run = run_challenge(options)
-    name = run.task.challenge
-    print(f"\n{name}: {run.description} on the train phase")
-    print(metrics_table(run.train, f"{name} average"))
-    if run.held_out:
-        print(f"\n{name}: dev/final against the reference in {args.reference}")
-        print(metrics_table(run.held_out, None))
+    print_run(run, options, args.markdown)
     if args.plot is not None:
+        name = run.task.challenge
         plot_roc(run.curves, args.plot, f"{name}: {run.description}, train phase")
         log.info("ROC figure written to %s", args.plot)
     return 0
 
 
-def _compare(args: argparse.Namespace, options: RunOptions) -> int:
+def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int:
     """``--compare``: every row of :func:`mico.attacks.compare.comparison_rows`, printed."""
     picked = list(dict.fromkeys(args.shadows or [options.shadows]))
     if len(picked) == 1:
@@ -266,41 +324,14 @@ def _compare(args: argparse.Namespace, options: RunOptions) -> int:
         by_choice = {c: compare_challenge(replace(options, shadows=c)) for c in picked}
         task = by_choice[picked[0]][0]
         results = side_by_side({c: found for c, (_, found) in by_choice.items()})
-    _print_comparison(task.challenge, results, args)
+    print_comparison(task, results, options, args.markdown)
     if args.plot is not None:
         plot_roc_panels(roc_panels(results), args.plot, f"{task.challenge}: train phase")
         log.info("ROC figure written to %s", args.plot)
+    if args.report is not None:
+        write_report(args.report, task, results, options, command)
+        log.info("audit report written to %s", args.report / "index.html")
     return 0
-
-
-def _print_comparison(
-    name: str, results: dict[str, ScenarioComparison], args: argparse.Namespace
-) -> None:
-    md = args.markdown
-    print(
-        f"\n{name}, train phase: each target is left out of its own shadows; rows marked "
-        f"(CV) choose a variant by {args.folds}-fold cross-validation over train models"
-    )
-    print(format_frame(comparison_frame(phase_metrics(results, "train")), md))
-    per_phase = {"train": phase_metrics(results, "train")}
-    for phase in ("dev", "final"):
-        metrics = phase_metrics(results, phase)
-        if metrics:
-            per_phase[phase] = metrics
-            print(f"\n{name}, {phase} phase against the reference in {args.reference}")
-            print(format_frame(comparison_frame(metrics), md))
-    if len(per_phase) > 1:
-        print(f"\n{name}: track averages, train-phase estimate beside dev/final")
-        print(format_frame(summary_frame(per_phase), md))
-    chosen = choices(results)
-    if chosen:
-        print(
-            "\nChosen on all train models (what dev/final use); [n/k]: how many of the k CV "
-            "folds chose the same"
-        )
-        frame = pd.DataFrame.from_dict(chosen, orient="index")
-        frame.index.name = "row"
-        print(format_frame(frame, md))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

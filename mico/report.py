@@ -6,14 +6,34 @@ nothing here changes a score, and matplotlib is imported only when a figure is a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mico.attacks.audit import AuditCounts, Interval, percentile_interval
+from mico.attacks.compare import (
+    AVERAGE,
+    BEST_ROW,
+    CV_SUFFIX,
+    INTERVAL_KEYS,
+    RowResult,
+    ScenarioComparison,
+    Uncertainty,
+    choices,
+    interval_table,
+    paired_differences,
+    phase_metrics,
+    runner_up,
+)
+from mico.attacks.run import ChallengeRun, RunOptions, claimed_epsilon
 from mico.fileio import atomic_write
-from mico.scoring import roc_curve
+from mico.scoring import MAIN_METRIC, roc_curve
+from mico.tasks import Task
+
+log = logging.getLogger(__name__)
 
 #: Column headers for the official keys, in the order the table shows them.
 METRIC_LABELS: dict[str, str] = {
@@ -29,14 +49,73 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, float]], average_label: str | None) -> str:
-    """Format ``{row name: score dict}`` as a fixed-width table, with a mean row if asked."""
+def interval_cell(interval: Interval) -> str:
+    """``0.5660 [0.5412, 0.5903]``: a value and its interval."""
+    if not np.isfinite(interval.low):
+        return f"{interval.point:.4f} [n/a]"
+    return f"{interval.point:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def difference_cell(interval: Interval) -> str:
+    """``+0.0120 [-0.0040, +0.0290] tied``: a paired difference, ``tied`` when its interval
+    contains 0 (the lead is not shown to be real)."""
+    if not np.isfinite(interval.low):
+        return f"{interval.point:+.4f} [n/a]"
+    text = f"{interval.point:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+    return text + (" tied" if interval.contains(0.0) else "")
+
+
+def metrics_table(
+    rows: Mapping[str, Mapping[str, float]],
+    average_label: str | None,
+    intervals: Mapping[str, Mapping[str, Interval]] | None = None,
+) -> str:
+    """Format ``{row name: score dict}`` as a fixed-width table, with a mean row if asked.
+
+    With ``intervals`` (``{row name: {key: Interval}}``, the mean row under ``average_label``)
+    the metrics they cover show as ``value [low, high]``.
+    """
     frame = pd.DataFrame.from_dict(dict(rows), orient="index")
     frame = frame[[key for key in METRIC_LABELS if key in frame.columns]]
     if average_label is not None and len(frame) > 1:
         frame.loc[average_label] = frame.mean(axis=0)
+    if intervals:
+        frame = frame.astype(object)
+        for row, by_key in intervals.items():
+            for key, interval in by_key.items():
+                if row in frame.index and key in frame.columns:
+                    frame.loc[row, key] = interval_cell(interval)
+        frame = frame.map(lambda v: v if isinstance(v, str) else f"{v:.4f}")
     frame = frame.rename(columns=METRIC_LABELS)
     return frame.to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def interval_frame(
+    rows: Mapping[str, Mapping[str, Interval]], index_name: str = "attack"
+) -> pd.DataFrame:
+    """Rows x metrics of ``value [low, high]`` cells from ``{row: {key: Interval}}``."""
+    frame = pd.DataFrame.from_dict(
+        {
+            row: {METRIC_LABELS[k]: interval_cell(v) for k, v in cells.items()}
+            for row, cells in rows.items()
+        },
+        orient="index",
+    )
+    frame.index.name = index_name
+    return frame
+
+
+def difference_frame(rows: Mapping[str, Mapping[str, Interval]], index_name: str) -> pd.DataFrame:
+    """Rows x metrics of paired differences (:func:`difference_cell`)."""
+    frame = pd.DataFrame.from_dict(
+        {
+            row: {METRIC_LABELS[k]: difference_cell(v) for k, v in cells.items()}
+            for row, cells in rows.items()
+        },
+        orient="index",
+    )
+    frame.index.name = index_name
+    return frame
 
 
 #: Metrics of the comparison table: the ranking metric, a low-FPR one, and AUC.
@@ -168,3 +247,227 @@ def plot_roc_panels(
         _draw_roc(ax, curves, name, colors)
     fig.suptitle(title)
     _save(fig, path)
+
+
+# --- What run_lira_mia.py prints ----------------------------------------------------------
+
+
+def _level_text(uncertainty: Uncertainty) -> str:
+    rule = uncertainty.rule
+    return (
+        f"{uncertainty.rule.level:.0%} intervals: cluster bootstrap over target models, "
+        f"{rule.n_boot} replicates, seed {rule.seed}"
+    )
+
+
+def _phase_title(phase: str, reference: Path | None) -> str:
+    if phase == "train":
+        return "train phase"
+    return f"{phase} phase against the reference in {reference}"
+
+
+def print_comparison(
+    task: Task,
+    results: Mapping[str, ScenarioComparison],
+    options: RunOptions,
+    markdown: bool,
+) -> None:
+    """The ``--compare`` tables: per scenario and phase with intervals (or the plain wide
+    tables with ``--no-intervals``), the paired differences to ``best of all (CV)``, what each
+    (CV) row chose, and the epsilon bounds when audited."""
+    name, uncertainty = task.challenge, options.uncertainty
+    print(
+        f"\n{name}: each target is left out of its own shadows; rows marked (CV) choose a "
+        f"variant by {options.folds}-fold cross-validation over train models"
+    )
+    phases = [p for p in ("train", "dev", "final") if phase_metrics(results, p)]
+    if uncertainty.intervals:
+        level = uncertainty.rule.level
+        print(f"({_level_text(uncertainty)})")
+        for phase in phases:
+            for column, rows in interval_table(results, phase, level).items():
+                where = "track average" if column == AVERAGE else column
+                print(f"\n{where}, {_phase_title(phase, options.reference)}")
+                print(format_frame(interval_frame(rows), markdown))
+        print_paired(results, phases, options, markdown)
+    else:
+        per_phase = {p: phase_metrics(results, p) for p in phases}
+        for phase, table in per_phase.items():
+            print(f"\n{name}, {_phase_title(phase, options.reference)}")
+            print(format_frame(comparison_frame(table), markdown))
+        if len(per_phase) > 1:
+            print(f"\n{name}: track averages, train-phase estimate beside dev/final")
+            print(format_frame(summary_frame(per_phase), markdown))
+    chosen = choices(results)
+    if chosen:
+        print(
+            "\nChosen on all train models (what dev/final use); [n/k]: how many of the k CV "
+            "folds chose the same"
+        )
+        frame = pd.DataFrame.from_dict(chosen, orient="index")
+        frame.index.name = "row"
+        print(format_frame(frame, markdown))
+    if uncertainty.audit_delta is not None:
+        audited = {
+            scenario: {
+                label: row
+                for label, row in result.rows.items()
+                if label.endswith(CV_SUFFIX) or CV_SUFFIX + " [" in label
+            }
+            for scenario, result in results.items()
+        }
+        print_epsilon(task, audited, options, markdown)
+
+
+def print_paired(
+    results: Mapping[str, ScenarioComparison],
+    phases: list[str],
+    options: RunOptions,
+    markdown: bool,
+) -> None:
+    """Per scenario and phase: ``best of all (CV)`` minus every other (CV) row, paired."""
+    level = options.uncertainty.rule.level
+    for phase in phases:
+        for column, by_best in paired_differences(results, phase, level).items():
+            where = "track average" if column == AVERAGE else column
+            for best, others in by_best.items():
+                print(
+                    f"\n{where}, {phase}: {best} minus each (CV) row, paired bootstrap "
+                    "(the same resampled models for both); 'tied' = the interval contains 0"
+                )
+                print(format_frame(difference_frame(others, "row"), markdown))
+
+
+def print_epsilon(
+    task: Task,
+    audited: Mapping[str, Mapping[str, RowResult]],
+    options: RunOptions,
+    markdown: bool,
+) -> None:
+    """The epsilon table (``{scenario: {row: result}}``), then one loud line per scenario
+    whose bound exceeds the epsilon its models claim."""
+    uncertainty = options.uncertainty
+    delta, level = uncertainty.audit_delta, uncertainty.audit_level
+    print(
+        f"\nEmpirical epsilon lower bounds at delta {delta:g}, {level:.0%} confidence (one-run "
+        "audit, Steinke, Nasr and Jagielski 2023; guesses: each target's top and bottom k "
+        "confidences, k chosen from a grid with Bonferroni correction)"
+    )
+    table: dict[str, dict[str, str]] = {}
+    contradicted: dict[str, tuple[float, str, float]] = {}
+    for scenario, rows in audited.items():
+        claimed = claimed_epsilon(options.root, task, scenario)
+        for label, row in rows.items():
+            cells = {"scenario": scenario, "claimed": epsilon_text(claimed)}
+            for phase, (bound, counts) in row.epsilon.items():
+                cells[phase] = bound_text(bound, counts)
+                if claimed is not None and bound > claimed:
+                    worst = contradicted.get(scenario)
+                    if worst is None or bound > worst[0]:
+                        contradicted[scenario] = (bound, f"{label}, {phase}", claimed)
+            table[f"{scenario} | {label}"] = cells
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    frame.index = [key.split(" | ", 1)[1] for key in frame.index]
+    frame.index.name = "row"
+    print(format_frame(frame, markdown))
+    for scenario, (bound, where, claimed) in contradicted.items():
+        line = (
+            f"DP GUARANTEE CONTRADICTED: {scenario}: the empirical lower bound {bound:.3f} "
+            f"({where}) exceeds the claimed epsilon {claimed:.2f} at delta {delta:g}"
+        )
+        print(f"\n!!! {line} !!!")
+        log.warning(line)
+
+
+def epsilon_text(claimed: float | None) -> str:
+    """A claimed epsilon: ``inf`` without DP."""
+    return "inf" if claimed is None else f"{claimed:.2f}"
+
+
+def bound_text(bound: float, counts: AuditCounts) -> str:
+    """``1.191 (k=20: 136/160)``: the bound, and the guess budget behind it and its score."""
+    if bound <= 0:
+        return "0"
+    return f"{bound:.3f} (k={counts.k}: {counts.correct}/{counts.guesses})"
+
+
+def print_run(run: ChallengeRun, options: RunOptions, markdown: bool) -> None:
+    """What an attack run prints: the train table (and dev/final against a reference) with
+    intervals, ``--attack best``'s choice against its runner-up, and the epsilon bounds."""
+    name, uncertainty = run.task.challenge, options.uncertainty
+    level = uncertainty.rule.level
+    print(f"\n{name}: {run.description} on the train phase")
+    train = {scenario: {"train": row} for scenario, row in run.measured.items()}
+    intervals = _run_intervals(train, f"{name} average", level) if uncertainty.intervals else None
+    print(metrics_table(run.train, f"{name} average", intervals))
+    if uncertainty.intervals:
+        print(f"({_level_text(uncertainty)})")
+    if run.held_out:
+        held = {
+            f"{scenario} {phase}": {phase: row}
+            for scenario, row in run.measured.items()
+            for phase in row.metrics
+            if phase != "train"
+        }
+        print(f"\n{name}: dev/final against the reference in {options.reference}")
+        held_intervals = _run_intervals(held, None, level) if uncertainty.intervals else None
+        print(metrics_table(run.held_out, None, held_intervals))
+    for scenario, comparison in run.comparisons.items():
+        print_best_choice(scenario, comparison, options)
+    if uncertainty.audit_delta is not None:
+        rows = {scenario: {options.attack: row} for scenario, row in run.measured.items()}
+        print_epsilon(run.task, rows, options, markdown)
+
+
+def _run_intervals(
+    rows: Mapping[str, Mapping[str, RowResult]], average_label: str | None, level: float
+) -> dict[str, dict[str, Interval]]:
+    """``{table row: {key: Interval}}`` from ``{table row: {phase: measured row}}``, plus the
+    track average of the train rows (their independent replicates averaged)."""
+    table = {
+        label: {key: row.interval(phase, key, level) for key in INTERVAL_KEYS}
+        for label, by_phase in rows.items()
+        for phase, row in by_phase.items()
+        if phase in row.replicates
+    }
+    if average_label is not None and len(rows) > 1:
+        measured = [row for by_phase in rows.values() for row in by_phase.values()]
+        table[average_label] = {
+            key: percentile_interval(
+                float(np.mean([row.metrics["train"][key] for row in measured])),
+                np.mean([row.replicates["train"][key] for row in measured], axis=0),
+                level,
+            )
+            for key in INTERVAL_KEYS
+        }
+    return table
+
+
+def print_best_choice(scenario: str, comparison: ScenarioComparison, options: RunOptions) -> None:
+    """``--attack best``: what it chose, its cross-validated interval, and whether its lead
+    over the runner-up (the best (CV) row of another attack) is real."""
+    level = options.uncertainty.rule.level
+    best = comparison.rows[BEST_ROW]
+    agree = best.fold_choices.count(best.chosen.label)
+    line = (
+        f"{scenario}: chose {best.chosen.label} [{agree}/{len(best.fold_choices)} folds]; "
+        f"train TPR@10% (CV) "
+    )
+    if not best.replicates:
+        print(line + f"{best.metrics['train'][MAIN_METRIC]:.4f}")
+        return
+    print(line + interval_cell(best.interval("train", MAIN_METRIC, level)))
+    rival = runner_up(comparison)
+    if rival is None:
+        return
+    other = comparison.rows[rival]
+    difference = percentile_interval(
+        best.metrics["train"][MAIN_METRIC] - other.metrics["train"][MAIN_METRIC],
+        best.replicates["train"][MAIN_METRIC] - other.replicates["train"][MAIN_METRIC],
+        level,
+    )
+    verdict = "tied with" if difference.contains(0.0) else "ahead of"
+    print(
+        f"  {verdict} the runner-up {rival} ({other.chosen.label}): difference "
+        f"{difference_cell(difference)}"
+    )

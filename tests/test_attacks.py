@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,15 @@ from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
 from mico.bundle import model_dirs, read_prediction, write_solution
 from mico.provenance import bundle_record
 from mico.scoring import metrics as official_score
-from mico.selection import criterion, cross_validate, fold_assignment, phase_quantiles
+from mico.scoring import tpr_at_fpr
+from mico.selection import (
+    Rule,
+    best_candidate,
+    candidate_bootstraps,
+    cross_validate,
+    fold_assignment,
+    phase_quantiles,
+)
 from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
 from mico.tasks import get_task, load_task
 from tests.test_lira import ref_pooled_var, ref_sigmoid, scenarios
@@ -369,8 +378,11 @@ def test_cv_choice_ignores_the_held_out_fold():
     b = solution * 1.3 + noise[1]
     a[[0, 5]] = np.where(solution[[0, 5]] == 1, 100.0, -100.0)  # fold 0 = targets 0 and 5
     outside = fold_assignment(n_targets) != 0
-    assert criterion(solution, a) > criterion(solution, b)  # A wins with fold 0 included
-    assert criterion(solution[outside], a[outside]) < criterion(solution[outside], b[outside])
+    for limit in (0.1, 0.01):  # A wins with fold 0 included, B without it
+        assert tpr_at_fpr(solution, a, limit) > tpr_at_fpr(solution, b, limit)
+        assert tpr_at_fpr(solution[outside], a[outside], limit) < tpr_at_fpr(
+            solution[outside], b[outside], limit
+        )
 
     selection = cross_validate([a, b], solution)
     assert selection.chosen == 0
@@ -380,6 +392,32 @@ def test_cv_choice_ignores_the_held_out_fold():
     for t in range(n_targets):
         choice = selection.fold_choice[selection.fold_of[t]]
         np.testing.assert_array_equal(selection.held_out[t], quantiles[choice, t])
+
+
+def _low_fpr_specialist(rng, n_targets=30, k=200):
+    """Two candidates tied at TPR@10% FPR (0.392 and 0.373 here: within noise of each other)
+    whose TPR@1% differ by 0.13 (0.100 and 0.229): ``spread`` scores every member a little
+    higher, ``sharp`` picks out a fifth of the members with near certainty and the rest not
+    at all."""
+    solution = _two_classes(rng, n_targets, k)
+    spread = rng.normal(size=(n_targets, k)) + 1.0 * solution
+    sharp = rng.normal(size=(n_targets, k)) + np.where(
+        solution & (rng.random((n_targets, k)) < 0.2), 8.0, 0.5 * solution
+    )
+    return solution, spread, sharp
+
+
+def test_a_tie_at_ten_percent_goes_to_the_better_tpr_at_one_percent():
+    solution, spread, sharp = _low_fpr_specialist(np.random.default_rng(7))
+    assert tpr_at_fpr(solution, spread, 0.1) > tpr_at_fpr(solution, sharp, 0.1)
+    assert tpr_at_fpr(solution, sharp, 0.01) > tpr_at_fpr(solution, spread, 0.01) + 0.1
+    boots = candidate_bootstraps(np.stack([spread, sharp]), solution)
+    assert best_candidate(boots, rule=Rule(n_boot=500)) == 1
+    # Without the tie (a clear lead at 10%), the leader keeps its place whatever TPR@1% says.
+    clear = spread + 0.3 * solution  # TPR@10% 0.505, TPR@1% 0.162
+    boots = candidate_bootstraps(np.stack([clear, sharp]), solution)
+    assert tpr_at_fpr(solution, clear, 0.01) < tpr_at_fpr(solution, sharp, 0.01)
+    assert best_candidate(boots, rule=Rule(n_boot=500)) == 0
 
 
 def test_phase_quantiles_keep_order_ties_and_metrics():
@@ -411,13 +449,15 @@ def test_cv_choice_is_unchanged_by_anything_in_its_fold(seed, n_targets, folds):
         rng.random((n_candidates, n_targets, k))
         + 0.3 * rng.random(n_candidates)[:, None, None] * solution
     )
-    base = cross_validate(preds, solution, folds)
+    rule = Rule(n_boot=200)  # the fold logic, not the bootstrap, is under test
+    base = cross_validate(preds, solution, folds, rule)
     for f in range(int(base.fold_of.max()) + 1):
         inside = base.fold_of == f
         preds2, solution2 = preds.copy(), solution.copy()
         preds2[:, inside] = rng.random((n_candidates, inside.sum(), k))
         solution2[inside] = _two_classes(rng, int(inside.sum()), k)
-        assert cross_validate(preds2, solution2, folds).fold_choice[f] == base.fold_choice[f]
+        changed = cross_validate(preds2, solution2, folds, rule)
+        assert changed.fold_choice[f] == base.fold_choice[f]
 
 
 # --- comparison and CLI on synthetic stored outputs ---------------------------------------
@@ -605,13 +645,22 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
     out = capsys.readouterr().out
     for text in ("loss", SUBMITTED_LIRA, "lira online stable_logit gv", "hardness (CV)"):
         assert text in out
-    assert "rmia (CV)" in out and BEST_ROW in out and "track averages" in out
-    assert "final phase against the reference" in out and "[" in out  # fold agreement
+    assert "rmia (CV)" in out and BEST_ROW in out and "track average, train phase" in out
+    assert "final phase against the reference" in out and "[5/5]" in out  # fold agreement
+    assert "95% intervals: cluster bootstrap over target models, 1000 replicates" in out
+    assert re.search(r"\nloss +0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]", out)
+    assert f"{BEST_ROW} minus each (CV) row, paired bootstrap" in out and " tied" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_lira_mia.main([*args[:-4], "--markdown"]) == 0
     captured = capsys.readouterr()
-    assert "| attack | TPR@10% inf |" in captured.out and "| loss |" in captured.out
+    assert "| attack | TPR@0.1% | TPR@1% | TPR@10% | AUC |" in captured.out
+    assert re.search(r"\| loss \| 0\.\d{4} \[", captured.out)
     assert "RMIA's score takes 31 values" in captured.err  # 30 population records
+    # The plain tables, as before intervals existed.
+    assert run_lira_mia.main([*args[:-4], "--markdown", "--no-intervals"]) == 0
+    plain = capsys.readouterr().out
+    assert "| attack | TPR@10% inf |" in plain and "| loss |" in plain and "[0." not in plain
+    assert "track averages, train-phase estimate beside dev/final" in plain
 
 
 @pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
@@ -679,7 +728,7 @@ def test_demo_compare_table(demo, capsys):
     train_table = out.split("dev phase")[0]
     for row in rows:
         assert f"\n{row} " in train_table
-    assert "final phase against the reference" in out and "track averages" in out
+    assert "final phase against the reference" in out and "track average, train phase" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((demo / CHALLENGE).glob("*/*/model_*/prediction.csv"))  # wrote nothing
 

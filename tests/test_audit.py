@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from mico import scoring
-from mico.attacks import audit
+from mico.attacks import audit, bootstrap
 
 LIMITS = np.array([0.001, 0.01, 0.05, 0.1, 0.3, 0.5, 1.0])
 
@@ -50,7 +50,7 @@ def tied_phase(rng, n_models, per_model, decimals):
 def engine(request, monkeypatch):
     """Both engines: per-model count tables, and per-point weights (forced by a zero limit)."""
     if request.param == "points":
-        monkeypatch.setattr(audit, "TABLE_LIMIT", 0)
+        monkeypatch.setattr(bootstrap, "TABLE_LIMIT", 0)
     return request.param
 
 

@@ -1,25 +1,13 @@
 """How far a MICO number can move, and what it says about epsilon: cluster-bootstrap
 intervals, paired comparisons and empirical epsilon lower bounds (numpy and scipy only).
 
-**Intervals.** MICO's metrics pool the ``2m`` challenge points of every target model of a
-phase (:mod:`mico.scoring`).  The points of one model share one training run, so they are not
-independent draws: a bootstrap over points is too narrow.  :class:`ClusterBootstrap` resamples
-whole *models* with replacement and pools their points; replicate ``b`` is exactly the official
-metric of the concatenation of the drawn models' points (ties, the strict ``FPR < x`` rule and
-scikit-learn's ``drop_intermediate`` included), which the tests check against a naive loop.
-
-Nothing is re-sorted per replicate.  The points are sorted once into groups of equal
-confidence, and a replicate is a vector of per-model draw counts ``c [M]``.  With per-model
-cumulative count tables ``POS[m, g]``/``NEG[m, g]`` (members / non-members of model ``m`` in
-groups ``0..g``), a replicate's ROC point at group ``g`` is ``(c @ POS[:, g], c @ NEG[:, g])``:
-the last group with ``FPR < x`` is found by a binary search vectorised over replicates, and AUC
-is a bilinear form ``c A c / (P N)`` in a model-by-model matrix ``A`` of correctly ordered
-(member, non-member) pairs.  Where ``M x G`` would not fit in memory (many clusters, e.g. one
-per point) the same statistics come from per-point weights, a chunk of replicates at a time.
+**Intervals.** :func:`tpr_interval` and :func:`auc_interval` resample whole target models
+(a model's points share one training run) and report the official metric of all points with
+its percentile interval; the engine is :mod:`mico.attacks.bootstrap`.
 
 **Paired comparisons.** Two attacks scored on the same targets with the same draw counts give
 replicate differences whose percentile interval says whether a lead is real
-(:func:`paired_interval`); draw counts depend only on the number of models and the seed.
+(:func:`paired_interval`).
 
 **Epsilon lower bounds.** :func:`epsilon_lower_bound` is the one-run audit of Steinke, Nasr and
 Jagielski ("Privacy Auditing with One (1) Training Run", NeurIPS 2023, Theorem 5.2 in its
@@ -32,306 +20,46 @@ membership draw changes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize, special
 
-#: Replicates of every bootstrap unless asked otherwise (``run_lira_mia.py --bootstrap``).
-DEFAULT_BOOT = 1000
-#: Two-sided level of every interval.
-DEFAULT_LEVEL = 0.95
+from mico.attacks.bootstrap import (
+    DEFAULT_BOOT,
+    DEFAULT_LEVEL,
+    ClusterBootstrap,
+    Interval,
+    bootstrap_counts,
+    checked_points,
+    percentile_interval,
+)
+
+__all__ = [
+    "DEFAULT_BOOT",
+    "DEFAULT_DELTA",
+    "DEFAULT_LEVEL",
+    "GUESS_GRID",
+    "AuditCounts",
+    "ClusterBootstrap",
+    "Interval",
+    "auc_interval",
+    "audit",
+    "audit_p_value",
+    "bootstrap_counts",
+    "epsilon_from_counts",
+    "epsilon_lower_bound",
+    "guess_counts",
+    "paired_interval",
+    "percentile_interval",
+    "tpr_interval",
+]
+
 #: MICO's delta (every DP scenario is (epsilon, 1e-5)-DP).
 DEFAULT_DELTA = 1e-5
 #: Guesses per model and side tried by :func:`epsilon_lower_bound` (capped at half a model's
 #: points); the bound is the best of them, each tested at ``(1 - level) / len(GUESS_GRID)``.
 GUESS_GRID: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
-
-#: Largest ``models x groups`` count table kept in memory (int32: 4 bytes each).
-TABLE_LIMIT = 1 << 24
-#: Replicates per chunk where per-point weights are used instead of tables.
-CHUNK_ELEMENTS = 1 << 22
-
-
-class Interval(NamedTuple):
-    """``(low, point, high)``: a point estimate and its percentile-bootstrap interval."""
-
-    low: float
-    point: float
-    high: float
-
-    def contains(self, value: float) -> bool:
-        """Whether ``value`` lies in ``[low, high]``."""
-        return self.low <= value <= self.high
-
-
-def bootstrap_counts(
-    n_models: int, n_boot: int = DEFAULT_BOOT, seed: int = 0, eligible: np.ndarray | None = None
-) -> np.ndarray:
-    """Draw counts ``int64 [B, M]``: replicate ``b`` draws ``model m`` ``counts[b, m]`` times.
-
-    Each replicate draws as many models as are ``eligible`` (bool ``[M]``, default all), with
-    replacement, among the eligible ones; the others are never drawn (a CV fold's held-out
-    models).  The counts depend on ``(n_models, n_boot, seed, eligible)`` alone, so every attack
-    scored on the same targets with the same seed sees the same replicates: that pairing is
-    what :func:`paired_interval` relies on.
-    """
-    if n_boot < 1:
-        raise ValueError(f"the bootstrap needs at least one replicate, got {n_boot}")
-    mask = np.ones(n_models, dtype=bool) if eligible is None else np.asarray(eligible, bool)
-    if mask.shape != (n_models,) or not mask.any():
-        raise ValueError("eligible must be a bool [M] mask with at least one model")
-    drawn = np.flatnonzero(mask)
-    rng = np.random.default_rng(seed)
-    picks = drawn[rng.integers(0, len(drawn), (n_boot, len(drawn)))]
-    flat = picks + n_models * np.arange(n_boot)[:, None]
-    return np.bincount(flat.ravel(), minlength=n_boot * n_models).reshape(n_boot, n_models)
-
-
-def _checked(
-    confidences: np.ndarray, membership: np.ndarray, models: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    conf = np.asarray(confidences, dtype=np.float64).ravel()
-    mem = np.asarray(membership).ravel()
-    ids = np.asarray(models).ravel()
-    if not conf.size == mem.size == ids.size:
-        raise ValueError(
-            f"{conf.size} confidences, {mem.size} memberships and {ids.size} model ids: "
-            "one of each per point"
-        )
-    if not np.all(np.isfinite(conf)):
-        raise ValueError("confidences must be finite")
-    if not np.all(np.isin(mem, (0, 1))):
-        raise ValueError("membership must be 0 or 1")
-    mem = mem.astype(bool)
-    if mem.all() or not mem.any():
-        raise ValueError("the ROC needs both members and non-members")
-    return conf, mem, ids
-
-
-class ClusterBootstrap:
-    """Replicates of the official ROC statistics of one phase under resampling of models.
-
-    ``confidences``, ``membership`` (0/1) and ``models`` (any ids) are ``[N]``, one entry per
-    challenge point; a ``[T, K]`` array of predictions flattens with
-    ``models = np.repeat(np.arange(T), K)``.  ``model_ids`` are the distinct ids in the order of
-    the draw counts' columns.
-    """
-
-    def __init__(self, confidences: np.ndarray, membership: np.ndarray, models: np.ndarray):
-        conf, mem, ids = _checked(confidences, membership, models)
-        self.model_ids, model = np.unique(ids, return_inverse=True)
-        order = np.argsort(-conf, kind="mergesort")
-        score, self._mem, self._model = conf[order], mem[order], model[order]
-        new_group = np.r_[True, score[1:] != score[:-1]]
-        self._group = np.cumsum(new_group) - 1
-        self.n_groups = int(self._group[-1]) + 1
-        n_models = len(self.model_ids)
-        self._tables = n_models * self.n_groups <= TABLE_LIMIT
-        if self._tables:
-            self._neg = self._counts(~self._mem)
-            self._POS = np.cumsum(self._counts(self._mem), axis=1, dtype=np.int32)
-            self._NEG = np.cumsum(self._neg, axis=1, dtype=np.int32)
-        #: Groups holding members and non-members: only there can a replicate's ROC take a
-        #: diagonal step, which scikit-learn's drop_intermediate may remove.
-        self._mixed = (np.bincount(self._group[self._mem], minlength=self.n_groups) > 0) & (
-            np.bincount(self._group[~self._mem], minlength=self.n_groups) > 0
-        )
-        self._auc_pairs: np.ndarray | None = None
-
-    @property
-    def n_models(self) -> int:
-        return len(self.model_ids)
-
-    def _counts(self, which: np.ndarray) -> np.ndarray:
-        """int64 ``[M, G]``: the ``which`` points of each model in each group."""
-        flat = self._model[which] * self.n_groups + self._group[which]
-        size = self.n_models * self.n_groups
-        return np.bincount(flat, minlength=size).reshape(self.n_models, -1)
-
-    def ones(self) -> np.ndarray:
-        """The draw counts ``[1, M]`` of the data itself (every model once)."""
-        return np.ones((1, self.n_models), dtype=np.int64)
-
-    # --- TPR at FPR < x -----------------------------------------------------------------------
-
-    def tpr(self, counts: np.ndarray, max_fprs: float | np.ndarray) -> np.ndarray:
-        """``float [B, L]``: each replicate's largest TPR over ROC points with FPR strictly below
-        each of ``max_fprs`` ``[L]`` (NaN where a replicate lacks members or non-members)."""
-        limits = np.atleast_1d(np.asarray(max_fprs, dtype=np.float64))
-        counts = np.asarray(counts, dtype=np.int64)
-        if counts.ndim != 2 or counts.shape[1] != self.n_models:
-            raise ValueError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
-        if self._tables:
-            return self._tpr_tables(counts, limits)
-        step = max(1, CHUNK_ELEMENTS // len(self._mem))
-        return np.concatenate(
-            [self._tpr_points(counts[i : i + step], limits) for i in range(0, len(counts), step)]
-        )
-
-    def _tpr_tables(self, counts: np.ndarray, limits: np.ndarray) -> np.ndarray:
-        pos_total = counts @ self._POS[:, -1].astype(np.int64)
-        neg_total = counts @ self._NEG[:, -1].astype(np.int64)
-        weights = counts.T[:, None, :]  # [M, 1, B]
-
-        def cumulative(table: np.ndarray, group: np.ndarray) -> np.ndarray:
-            """``c_b @ table[:, g]`` for every ``g`` of ``group [L, B]``; 0 at ``g = -1``
-            (the ROC origin)."""
-            values = (table[:, np.maximum(group, 0)] * weights).sum(axis=0)
-            return np.where(group >= 0, values, 0)
-
-        # Largest g with FPR(g) < limit, per limit and replicate; g = -1 is the origin.  FPR at
-        # the last group is 1, never below a limit <= 1, so the search runs over [-1, G - 1).
-        shape = (len(limits), len(counts))
-        low = np.full(shape, -1)
-        high = np.full(shape, self.n_groups - 1)
-        while True:
-            active = high - low > 1
-            if not active.any():
-                break
-            mid = np.where(active, (low + high) // 2, low)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                below = cumulative(self._NEG, mid) / neg_total < limits[:, None]
-            low = np.where(active & below, mid, low)
-            high = np.where(active & ~below, mid, high)
-        tp = cumulative(self._POS, low)
-        if self._mixed.any():
-
-            def cum(b: int, g: int) -> tuple[int, int]:
-                if g < 0:
-                    return 0, 0
-                return int(counts[b] @ self._POS[:, g]), int(counts[b] @ self._NEG[:, g])
-
-            for row, last in zip(tp, low, strict=True):
-                self._drop_intermediate(row, last, cum)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = (tp / pos_total).T
-        out[(pos_total == 0) | (neg_total == 0)] = np.nan
-        return out
-
-    def _tpr_points(self, counts: np.ndarray, limits: np.ndarray) -> np.ndarray:
-        weights = counts[:, self._model]
-        ends = np.r_[np.flatnonzero(np.diff(self._group)), len(self._group) - 1]
-        tp_cum = np.cumsum(weights * self._mem, axis=1)[:, ends]
-        fp_cum = np.cumsum(weights * ~self._mem, axis=1)[:, ends]
-        pos_total, neg_total = tp_cum[:, -1], fp_cum[:, -1]
-        rows = np.arange(len(counts))
-        out = np.empty((len(counts), len(limits)))
-        for j, limit in enumerate(limits):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                last = (fp_cum / neg_total[:, None] < limit).sum(axis=1) - 1
-            tp = np.where(last >= 0, tp_cum[rows, np.maximum(last, 0)], 0)
-            if self._mixed.any():
-
-                def cum(b: int, g: int) -> tuple[int, int]:
-                    return (0, 0) if g < 0 else (int(tp_cum[b, g]), int(fp_cum[b, g]))
-
-                self._drop_intermediate(tp, last, cum)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, j] = tp / pos_total
-        out[(pos_total == 0) | (neg_total == 0)] = np.nan
-        return out
-
-    def _drop_intermediate(
-        self, tp: np.ndarray, last: np.ndarray, cum: Callable[[int, int], tuple[int, int]]
-    ) -> None:
-        """Apply scikit-learn's ``drop_intermediate`` to the chosen ROC points, in place.
-
-        A replicate's ROC points are its groups of nonzero weight.  An interior point whose step
-        in and step out are equal is dropped; only a diagonal step (a group holding members and
-        non-members) can make the last point below the FPR limit such a point, and then the
-        answer is the TPR of the last kept point before it: walk back over the equal steps.
-        """
-        for b in np.flatnonzero(last >= 0):
-            g = int(last[b])
-
-            def step(g: int, b: int = b) -> tuple[int, int]:
-                here, before = cum(b, g), cum(b, g - 1)
-                return here[0] - before[0], here[1] - before[1]
-
-            while g >= 0 and step(g) == (0, 0):  # a group this replicate did not draw
-                g -= 1
-            if g < 0 or not self._mixed[g]:
-                continue
-            current = step(g)
-            if current[0] == 0 or current[1] == 0:
-                continue
-            following = g + 1
-            while following < self.n_groups and step(following) == (0, 0):
-                following += 1
-            if following == self.n_groups or step(following) != current:
-                continue  # the last point, or a bend: kept
-            previous = g - 1
-            while previous >= 0 and step(previous) == (0, 0):
-                previous -= 1
-            if previous < 0:
-                continue  # the first point: kept
-            while True:
-                while previous >= 0 and step(previous) == (0, 0):
-                    previous -= 1
-                earlier = previous - 1
-                while earlier >= 0 and step(earlier) == (0, 0):
-                    earlier -= 1
-                if previous < 0 or earlier < 0 or step(previous) != current:
-                    break  # the first point, or the start of the run: kept
-                previous = earlier
-            tp[b] = cum(b, previous)[0] if previous >= 0 else 0
-
-    # --- AUC ----------------------------------------------------------------------------------
-
-    def auc(self, counts: np.ndarray) -> np.ndarray:
-        """``float [B]``: each replicate's trapezoidal ROC area (the official ``AUC``): the
-        fraction of (member, non-member) pairs ordered correctly, ties counting one half."""
-        counts = np.asarray(counts, dtype=np.int64)
-        if counts.ndim != 2 or counts.shape[1] != self.n_models:
-            raise ValueError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
-        if not self._tables:
-            step = max(1, CHUNK_ELEMENTS // len(self._mem))
-            return np.concatenate(
-                [self._auc_points(counts[i : i + step]) for i in range(0, len(counts), step)]
-            )
-        if self._auc_pairs is None:
-            # A[m, m']: pairs (member of m, non-member of m') ordered correctly, ties 1/2: per
-            # member, the non-members of each model below its group, plus half those in it.
-            members = np.flatnonzero(self._mem)  # sorted by group; stable-sort them by model
-            members = members[np.argsort(self._model[members], kind="stable")]
-            groups = self._group[members]
-            below = self._NEG[:, -1:] - self._NEG[:, groups] + 0.5 * self._neg[:, groups]
-            owner = self._model[members]
-            starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
-            pairs = np.zeros((self.n_models, self.n_models))
-            pairs[owner[starts]] = np.add.reduceat(below.T, starts, axis=0)
-            self._auc_pairs = pairs
-        pos_total = counts @ self._POS[:, -1].astype(np.int64)
-        neg_total = counts @ self._NEG[:, -1].astype(np.int64)
-        ordered = ((counts @ self._auc_pairs) * counts).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ordered / (pos_total * neg_total)
-
-    def _auc_points(self, counts: np.ndarray) -> np.ndarray:
-        weights = counts[:, self._model]
-        ends = np.r_[np.flatnonzero(np.diff(self._group)), len(self._group) - 1]
-        tp_cum = np.cumsum(weights * self._mem, axis=1)[:, ends]
-        fp_cum = np.cumsum(weights * ~self._mem, axis=1)[:, ends]
-        pos = np.diff(tp_cum, axis=1, prepend=0)
-        neg = np.diff(fp_cum, axis=1, prepend=0)
-        total_neg = fp_cum[:, -1:]
-        ordered = (pos * (total_neg - fp_cum + 0.5 * neg)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ordered / (tp_cum[:, -1] * fp_cum[:, -1])
-
-
-def percentile_interval(point: float, replicates: np.ndarray, level: float) -> Interval:
-    """The percentile interval of ``replicates`` (NaNs, replicates without one of the classes,
-    left out) around ``point``."""
-    values = np.asarray(replicates, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return Interval(float("nan"), float(point), float("nan"))
-    tail = (1 - level) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return Interval(float(low), float(point), float(high))
 
 
 def _check_level(level: float) -> None:
@@ -477,7 +205,7 @@ def guess_counts(
     Ties are broken by a fixed random permutation (seed 0), independent of the labels, so a
     block of equal confidences never sorts members first.
     """
-    conf, mem, ids = _checked(confidences, membership, models)
+    conf, mem, ids = checked_points(confidences, membership, models)
     shuffle = np.random.default_rng(0).permutation(conf.size)
     conf, mem, ids = conf[shuffle], mem[shuffle], ids[shuffle]
     order = np.lexsort((-conf, ids))  # by model, then by confidence, highest first

@@ -26,15 +26,29 @@ are left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from mico.attacks.audit import (
+    AuditCounts,
+    ClusterBootstrap,
+    Interval,
+    audit,
+    bootstrap_counts,
+    percentile_interval,
+)
 from mico.attacks.base import Attack, Config
 from mico.attacks.registry import get_attack
-from mico.scoring import MAIN_METRIC, metrics
-from mico.selection import DEFAULT_FOLDS, cross_validate
+from mico.scoring import FPR_LIMITS, MAIN_METRIC, metrics
+from mico.selection import (
+    DEFAULT_FOLDS,
+    DEFAULT_RULE,
+    Rule,
+    candidate_bootstraps,
+    cross_validate,
+)
 from mico.store import ScenarioScores
 
 #: The configuration the 2nd place submitted: offline LiRA, probability, global variance.
@@ -42,6 +56,52 @@ SUBMITTED_LIRA = "lira offline prob gv"
 
 CV_SUFFIX = " (CV)"
 BEST_ROW = "best of all (CV)"
+#: ``run_lira_mia.py --attack best``: write what ``BEST_ROW`` chose.
+BEST_ATTACK = "best"
+
+#: The metrics every table gives an interval (official keys), in table order.
+INTERVAL_KEYS: tuple[str, ...] = ("TPR_FPR_10", "TPR_FPR_100", "TPR_FPR_1000", "AUC")
+
+#: Phases in the order their bootstrap streams are numbered.
+PHASE_STREAM = {"train": 0, "dev": 1, "final": 2}
+
+
+def metric_replicates(boot: ClusterBootstrap, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """``{key: float [B]}``: each of :data:`INTERVAL_KEYS` in every replicate of ``counts``."""
+    tprs = boot.tpr(counts, [FPR_LIMITS[key] for key in INTERVAL_KEYS[:-1]])
+    values = {key: tprs[:, j] for j, key in enumerate(INTERVAL_KEYS[:-1])}
+    values["AUC"] = boot.auc(counts)
+    return values
+
+
+def phase_bootstrap(predictions: np.ndarray, solution: np.ndarray) -> ClusterBootstrap:
+    """The cluster bootstrap of one phase's ``[T, K]`` predictions, targets as clusters."""
+    return candidate_bootstraps(np.asarray(predictions)[None], solution)[0]
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What ``--compare`` and an attack run measure beyond point values.
+
+    ``rule``: the bootstrap (replicates, seed, level) behind the intervals and behind every
+    choice (:mod:`mico.selection`); ``intervals``: whether rows keep replicates;
+    ``audit_delta``/``audit_level``: empirical epsilon lower bounds (None: none).
+    """
+
+    rule: Rule = DEFAULT_RULE
+    intervals: bool = True
+    audit_delta: float | None = None
+    audit_level: float = 0.95
+
+    def counts(self, n_targets: int, stream: int, phase: str) -> np.ndarray:
+        """The draw counts of one scenario (its position ``stream``) and phase: shared by every
+        row, so rows compare paired; independent across scenarios and phases."""
+        seed = (self.rule.seed, stream, PHASE_STREAM.get(phase, len(PHASE_STREAM)))
+        return bootstrap_counts(n_targets, self.rule.n_boot, seed)
+
+
+#: Intervals on, the default bootstrap, no audit.
+DEFAULT_UNCERTAINTY = Uncertainty()
 
 
 class Predictor:
@@ -55,6 +115,7 @@ class Predictor:
         self.scores = scores
         self._cache: dict[tuple[str, str], np.ndarray] = {}
         self._prepared: dict[tuple[str, str], object] = {}
+        self._boots: dict[str, ClusterBootstrap] = {}
 
     def predict(self, config: Config, phase: str) -> np.ndarray:
         """Confidences ``[T, K]`` in [0, 1] of ``config`` on every target of ``phase``."""
@@ -68,6 +129,15 @@ class Predictor:
             self._cache[key] = attack.predict(self.scores, phase, config.params, prepared)
         return self._cache[key]
 
+    def train_bootstrap(self, config: Config) -> ClusterBootstrap:
+        """The cluster bootstrap of ``config``'s train predictions against the train solution
+        (built once: every row that has ``config`` among its candidates shares it)."""
+        if config.label not in self._boots:
+            solution = self.scores.phases["train"].solution
+            assert solution is not None
+            self._boots[config.label] = phase_bootstrap(self.predict(config, "train"), solution)
+        return self._boots[config.label]
+
 
 @dataclass
 class RowResult:
@@ -76,17 +146,28 @@ class RowResult:
     ``chosen``: the configuration used for ``dev``/``final`` (chosen on all train models);
     ``fold_choices``: the label chosen in each CV fold (empty for fixed rows);
     ``train``: the train-phase predictions the estimate is computed from ``[T, K]``;
-    ``metrics``: ``{phase: official score dict}``.
+    ``metrics``: ``{phase: official score dict}``; ``replicates``: ``{phase: {key: [B]}}``,
+    the bootstrap replicates of :data:`INTERVAL_KEYS` (empty without intervals);
+    ``epsilon``: ``{phase: (lower bound, guess budget)}`` (empty without an audit).
     """
 
     chosen: Config
     fold_choices: list[str]
     train: np.ndarray
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    replicates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    epsilon: dict[str, tuple[float, AuditCounts]] = field(default_factory=dict)
+
+    def interval(self, phase: str, key: str, level: float) -> Interval:
+        """The official ``key`` on ``phase`` and its percentile-bootstrap interval."""
+        return percentile_interval(self.metrics[phase][key], self.replicates[phase][key], level)
 
 
 def evaluate_row(
-    predictor: Predictor, candidates: list[Config], folds: int = DEFAULT_FOLDS
+    predictor: Predictor,
+    candidates: list[Config],
+    folds: int = DEFAULT_FOLDS,
+    rule: Rule = DEFAULT_RULE,
 ) -> RowResult:
     """Train-phase predictions of a row: its single configuration, or CV over candidates."""
     train = predictor.scores.phases["train"]
@@ -95,12 +176,46 @@ def evaluate_row(
     predictions = [predictor.predict(c, "train") for c in candidates]
     if len(candidates) == 1:
         return RowResult(candidates[0], [], predictions[0])
-    selection = cross_validate(predictions, train.solution, folds)
+    boots = [predictor.train_bootstrap(c) for c in candidates]
+    selection = cross_validate(predictions, train.solution, folds, rule, boots)
     return RowResult(
         chosen=candidates[selection.chosen],
         fold_choices=[candidates[c].label for c in selection.fold_choice],
         train=selection.held_out,
     )
+
+
+def measure_row(
+    row: RowResult,
+    predictions: Mapping[str, np.ndarray],
+    truths: Mapping[str, np.ndarray],
+    uncertainty: Uncertainty,
+    stream: int,
+) -> None:
+    """Score ``row`` on every phase of ``truths`` (``{phase: solution [T, K]}``) from its
+    ``predictions`` (``{phase: [T, K]}``): official metrics, and as ``uncertainty`` asks,
+    bootstrap replicates and the epsilon lower bound."""
+    for phase, truth in truths.items():
+        values = predictions[phase]
+        row.metrics[phase] = metrics(truth, values)
+        n_targets, per_target = truth.shape
+        if uncertainty.intervals and n_targets < 2:
+            # One model: nothing to resample, so no interval (not a zero-width one).
+            nan = np.full(uncertainty.rule.n_boot, np.nan)
+            row.replicates[phase] = dict.fromkeys(INTERVAL_KEYS, nan)
+        elif uncertainty.intervals:
+            boot = phase_bootstrap(values, truth)
+            counts = uncertainty.counts(n_targets, stream, phase)
+            row.replicates[phase] = metric_replicates(boot, counts)
+        if uncertainty.audit_delta is not None:
+            models = np.repeat(np.arange(n_targets), per_target)
+            row.epsilon[phase] = audit(
+                values.ravel(),
+                truth.ravel(),
+                models,
+                delta=uncertainty.audit_delta,
+                level=uncertainty.audit_level,
+            )
 
 
 def comparison_rows(attacks: Sequence[Attack]) -> dict[str, list[Config]]:
@@ -118,10 +233,14 @@ def comparison_rows(attacks: Sequence[Attack]) -> dict[str, list[Config]]:
 
 @dataclass
 class ScenarioComparison:
-    """Every row on one scenario, and the train solution ``[T, K]`` its estimates score."""
+    """Every row on one scenario, the train solution ``[T, K]`` its estimates score, and the
+    stored outputs they were computed from (for reports that name points)."""
 
     rows: dict[str, RowResult]
     solution: np.ndarray
+    scores: ScenarioScores | None = None
+    #: What computed the rows' predictions (asking it again for a phase is free).
+    predictor: Predictor | None = None
 
 
 def side_by_side(
@@ -138,7 +257,9 @@ def side_by_side(
             for label in comparison.rows
             for choice, by_scenario in results.items()
         }
-        merged[scenario] = ScenarioComparison(rows, comparison.solution)
+        merged[scenario] = ScenarioComparison(
+            rows, comparison.solution, comparison.scores, comparison.predictor
+        )
     return merged
 
 
@@ -147,19 +268,29 @@ def compare_scenario(
     attacks: Sequence[Attack],
     truths: Mapping[str, np.ndarray] | None = None,
     folds: int = DEFAULT_FOLDS,
+    uncertainty: Uncertainty = DEFAULT_UNCERTAINTY,
+    stream: int = 0,
+    progress: Callable[[], None] | None = None,
 ) -> ScenarioComparison:
     """Every row of the comparison of ``attacks`` on one scenario, scored on train and on
-    ``truths`` (``{phase: solution [T, K]}`` for ``dev``/``final`` ground truth, if known)."""
+    ``truths`` (``{phase: solution [T, K]}`` for ``dev``/``final`` ground truth, if known).
+
+    ``stream`` numbers the scenario's bootstrap draws (:meth:`Uncertainty.counts`);
+    ``progress`` is called once per row done.
+    """
     predictor = Predictor(scores)
     solution = scores.phases["train"].solution
+    assert solution is not None
     rows = {}
     for label, candidates in comparison_rows(attacks).items():
-        row = evaluate_row(predictor, candidates, folds)
-        row.metrics["train"] = metrics(solution, row.train)
-        for phase, truth in (truths or {}).items():
-            row.metrics[phase] = metrics(truth, predictor.predict(row.chosen, phase))
+        row = evaluate_row(predictor, candidates, folds, uncertainty.rule)
+        predictions = {"train": row.train}
+        predictions.update({p: predictor.predict(row.chosen, p) for p in truths or {}})
+        measure_row(row, predictions, {"train": solution, **(truths or {})}, uncertainty, stream)
         rows[label] = row
-    return ScenarioComparison(rows, solution)
+        if progress is not None:
+            progress()
+    return ScenarioComparison(rows, solution, scores, predictor)
 
 
 def phase_metrics(
@@ -212,3 +343,104 @@ def roc_panels(
             label: (truth, rows[label].train.ravel()) for label in dict.fromkeys(wanted)
         }
     return panels
+
+
+def _scored(results: Mapping[str, ScenarioComparison], phase: str) -> list[str]:
+    """Rows scored on ``phase``, with replicates, in every scenario."""
+    labels = dict.fromkeys(label for result in results.values() for label in result.rows)
+    return [
+        label
+        for label in labels
+        if all(
+            label in result.rows and phase in result.rows[label].replicates
+            for result in results.values()
+        )
+    ]
+
+
+def _columns(
+    results: Mapping[str, ScenarioComparison], label: str, phase: str, key: str
+) -> dict[str, tuple[float, np.ndarray]]:
+    """``{scenario: (point, replicates)}`` of one row and metric, plus ``avg`` (the track
+    average: scenarios' points averaged, and their independent replicates too) where there are
+    several scenarios."""
+    columns = {
+        name: (result.rows[label].metrics[phase][key], result.rows[label].replicates[phase][key])
+        for name, result in results.items()
+    }
+    if len(columns) > 1:
+        points, replicates = zip(*columns.values(), strict=True)
+        columns[AVERAGE] = (float(np.mean(points)), np.mean(np.stack(replicates), axis=0))
+    return columns
+
+
+#: The column of track averages.
+AVERAGE = "avg"
+
+
+def interval_table(
+    results: Mapping[str, ScenarioComparison], phase: str, level: float
+) -> dict[str, dict[str, dict[str, Interval]]]:
+    """``{scenario or avg: {row: {key: Interval}}}`` of :data:`INTERVAL_KEYS` on ``phase``."""
+    table: dict[str, dict[str, dict[str, Interval]]] = {}
+    for label in _scored(results, phase):
+        for key in INTERVAL_KEYS:
+            for column, (point, replicates) in _columns(results, label, phase, key).items():
+                interval = percentile_interval(point, replicates, level)
+                table.setdefault(column, {}).setdefault(label, {})[key] = interval
+    return table
+
+
+#: Metrics of the paired comparison lines.
+PAIRED_KEYS: tuple[str, ...] = ("TPR_FPR_1000", "TPR_FPR_100")
+
+
+def best_rows(labels: Sequence[str]) -> dict[str, list[str]]:
+    """``{best row: the (CV) rows it is compared with}``: with several shadow choices side by
+    side (``"<row> [<choice>]"``), each ``best of all (CV) [x]`` with the rows of choice x."""
+    pairs = {}
+    for best in labels:
+        if best.startswith(BEST_ROW):
+            suffix = best[len(BEST_ROW) :]
+            pairs[best] = [
+                label
+                for label in labels
+                if label != best
+                and label.endswith(CV_SUFFIX + suffix)
+                and not label.startswith(BEST_ROW)
+            ]
+    return pairs
+
+
+def paired_differences(
+    results: Mapping[str, ScenarioComparison], phase: str, level: float
+) -> dict[str, dict[str, dict[str, dict[str, Interval]]]]:
+    """``{scenario or avg: {best row: {other (CV) row: {key: Interval of best - other}}}}``:
+    the paired bootstrap (same resampled models for both rows) of :data:`PAIRED_KEYS`."""
+    labels = _scored(results, phase)
+    table: dict[str, dict[str, dict[str, dict[str, Interval]]]] = {}
+    for best, others in best_rows(labels).items():
+        for other in others:
+            for key in PAIRED_KEYS:
+                mine = _columns(results, best, phase, key)
+                theirs = _columns(results, other, phase, key)
+                for column, (point, replicates) in mine.items():
+                    their_point, their_replicates = theirs[column]
+                    interval = percentile_interval(
+                        point - their_point, replicates - their_replicates, level
+                    )
+                    table.setdefault(column, {}).setdefault(best, {}).setdefault(other, {})[key] = (
+                        interval
+                    )
+    return table
+
+
+def runner_up(result: ScenarioComparison, best: str = BEST_ROW) -> str | None:
+    """The (CV) row that best rivals ``best``: the highest train TPR at 10% FPR among the
+    rows it is compared with whose choice is another attack (None if there is none)."""
+    rows = result.rows
+    others = best_rows(list(rows)).get(best, [])
+    rivals = [o for o in others if rows[o].chosen.attack != rows[best].chosen.attack] or others
+    if not rivals:
+        return None
+    return max(rivals, key=lambda label: rows[label].metrics["train"][MAIN_METRIC])

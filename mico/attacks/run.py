@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.compare import (
+    BEST_ATTACK,
+    BEST_ROW,
+    DEFAULT_UNCERTAINTY,
     Predictor,
     RowResult,
     ScenarioComparison,
+    Uncertainty,
     compare_scenario,
+    comparison_rows,
     evaluate_row,
+    measure_row,
 )
 from mico.attacks.lira import LiraParams
 from mico.attacks.original import (
@@ -36,11 +43,17 @@ from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.bundle import prediction_line, read_solution, scenario_dirs
 from mico.devices import resolve_device
 from mico.fileio import write_text_atomic
-from mico.layout import PREDICTION_FILE, data_root, model_dir, preds_root, scores_path
+from mico.layout import (
+    EPSILON_FILE,
+    PREDICTION_FILE,
+    data_root,
+    model_dir,
+    preds_root,
+    scores_path,
+)
 from mico.manifest import write_manifest
 from mico.provenance import load_checked
 from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
-from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
 from mico.store import ScenarioScores
 from mico.tasks import Task, load_task
@@ -79,6 +92,8 @@ class RunOptions:
     device: str = "auto"
     workers: int = 0
     ray: str | None = None
+    #: Intervals, the bootstrap behind every choice, and epsilon audits.
+    uncertainty: Uncertainty = DEFAULT_UNCERTAINTY
 
 
 #: ``--shadows`` choices and the shadow kinds each keeps.
@@ -106,20 +121,33 @@ def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> S
 class ChallengeRun:
     """The outcome of :func:`run_challenge`: train metrics ``{scenario: score dict}``,
     dev/final metrics ``{"<scenario> <phase>": score dict}`` (with a reference), the train
-    ROC inputs ``{scenario: (truth, predictions)}`` and a one-line description."""
+    ROC inputs ``{scenario: (truth, predictions)}``, a one-line description, and per scenario
+    everything measured (:class:`~mico.attacks.compare.RowResult`: metrics, replicates and
+    epsilon bounds per phase); with ``--attack best``, the comparison it chose from."""
 
     task: Task
     description: str
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    measured: dict[str, RowResult] = field(default_factory=dict)
+    comparisons: dict[str, ScenarioComparison] = field(default_factory=dict)
 
 
 def check_options(options: RunOptions) -> Task:
     """Validate the options against the bundle; return its task."""
-    attack = get_attack(options.attack)
-    if options.params is not None:
-        attack.config(options.params)
+    if options.attack != BEST_ATTACK:
+        attack = get_attack(options.attack)
+        if options.params is not None:
+            attack.config(options.params)
+    rule = options.uncertainty.rule
+    if rule.n_boot < 100:
+        raise ValueError(f"--bootstrap must be at least 100 replicates, got {rule.n_boot}")
+    uncertainty = options.uncertainty
+    if uncertainty.audit_delta is not None and not 0 <= uncertainty.audit_delta < 1:
+        raise ValueError(f"--delta must be in [0, 1), got {uncertainty.audit_delta}")
+    if not 0 < uncertainty.audit_level < 1:
+        raise ValueError(f"--audit-level must be in (0, 1), got {uncertainty.audit_level}")
     if options.original:
         if not isinstance(options.params, LiraParams):
             raise ValueError("--original reproduces the published LiRA: use it with --attack lira")
@@ -145,6 +173,8 @@ def check_options(options: RunOptions) -> Task:
 
 def describe(options: RunOptions) -> str:
     """A one-line name of what :func:`run_challenge` runs, for titles."""
+    if options.attack == BEST_ATTACK:
+        return f"{BEST_ROW} (every attack; {options.folds}-fold CV estimate of its choice)"
     attack = get_attack(options.attack)
     if options.original and options.params is not None:
         return f"{attack.config(options.params).label}, as the published 2nd-place code"
@@ -171,30 +201,81 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
     loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
-    count = reference_count(options, [get_attack(options.attack)])
+    count = reference_count(options, _attacks_of(options))
     for name, scores in loaded.items():
         _attach_references(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
-    outputs = {
-        name: attack_scenario(scores, scenarios[name], task, options)
-        for name, scores in loaded.items()
-    }
+    outputs = {}
+    for stream, (name, scores) in enumerate(loaded.items()):
+        if options.attack == BEST_ATTACK and not options.original:
+            comparison = _compare_one(options, task, scores, scenarios[name], truths[name], stream)
+            result.comparisons[name] = comparison
+            best = comparison.rows[BEST_ROW]
+            assert comparison.predictor is not None
+            chosen = {p: comparison.predictor.predict(best.chosen, p) for p in scores.phases}
+            outputs[name] = (best.train, chosen)
+            result.measured[name] = best
+        else:
+            outputs[name] = attack_scenario(scores, scenarios[name], task, options)
     if options.write:
         _write_predictions(options, task, loaded, {n: out[1] for n, out in outputs.items()})
-    for name, scores in loaded.items():
+    for stream, (name, scores) in enumerate(loaded.items()):
         estimate, predictions = outputs[name]
         train = scores.phases.get("train")
-        if train is not None and train.solution is not None and estimate is not None:
-            result.train[name] = metrics(train.solution, estimate)
-            result.curves[name] = (train.solution.ravel(), estimate.ravel())
-        for phase, truth in truths[name].items():
-            result.held_out[f"{name} {phase}"] = metrics(truth, predictions[phase])
+        if train is None or train.solution is None or estimate is None:
+            continue
+        if name not in result.measured:
+            row = RowResult(_config_of(options), [], estimate)
+            phases = {"train": estimate, **{p: predictions[p] for p in truths[name]}}
+            solutions = {"train": train.solution, **truths[name]}
+            measure_row(row, phases, solutions, options.uncertainty, stream)
+            result.measured[name] = row
+        row = result.measured[name]
+        result.train[name] = row.metrics["train"]
+        result.curves[name] = (train.solution.ravel(), estimate.ravel())
+        for phase in truths[name]:
+            result.held_out[f"{name} {phase}"] = row.metrics[phase]
         log.info("%s: predictions for %s", name, ", ".join(scores.phases))
     if not result.train:
         raise ValueError("no train phase with solutions: nothing to score")
     return result
+
+
+def _attacks_of(options: RunOptions) -> list[Attack]:
+    """The attacks whose needs decide what a run builds: the one it runs; none for
+    ``--attack best``, which, as ``--compare``, builds reference models only when asked."""
+    if options.attack == BEST_ATTACK:
+        return []
+    return [get_attack(options.attack)]
+
+
+def _config_of(options: RunOptions) -> Config:
+    """The configuration a run reports (for ``--original``, the LiRA flags it reproduces)."""
+    fixed = _fixed_config(options)
+    if fixed is not None:
+        return fixed
+    attack = get_attack(options.attack)
+    return Config(attack.name, describe(options))
+
+
+def claimed_epsilon(root: Path, task: Task, scenario: str) -> float | None:
+    """The epsilon a scenario's models claim at MICO's delta (None: trained without DP).
+
+    A demo bundle (and any bundle whose model folders record the epsilon their training
+    reached, as ``epsilon`` files) claims the largest recorded value; otherwise the track's
+    target epsilon for the scenario.
+    """
+    target = task.dp_epsilon(scenario)
+    if target is None:
+        return None
+    recorded = [
+        float(path.read_text())
+        for phase in ("train", "dev", "final")
+        for path in sorted((root / task.challenge / scenario / phase).glob(f"*/{EPSILON_FILE}"))
+    ]
+    return max(recorded) if recorded else target
 
 
 def reference_count(options: RunOptions, attacks: list[Attack]) -> int | None:
@@ -294,13 +375,15 @@ def _write_predictions(
 def configuration(options: RunOptions) -> str:
     """The name the manifest records for what these options write (with the shadows chosen,
     so sets written with and without extra shadows are told apart)."""
-    if options.params is None and len(get_attack(options.attack).configs()) > 1:
+    if options.attack == BEST_ATTACK:
+        name = f"{BEST_ROW}, chosen by {options.folds}-fold CV"
+    elif options.params is None and len(get_attack(options.attack).configs()) > 1:
         name = f"{options.attack}, chosen by {options.folds}-fold CV"
     else:
         name = describe(options)
     if options.shadows is not None and not options.original:
         name += f", --shadows {options.shadows}"
-    if count := reference_count(options, [get_attack(options.attack)]):
+    if count := reference_count(options, _attacks_of(options)):
         name += f", {count} reference models a target"
     return name
 
@@ -336,13 +419,15 @@ def attack_scenario(
         return predictions.get("train"), predictions
     if "train" not in scores.phases or scores.phases["train"].solution is None:
         raise ValueError(f"{path}: no train phase with solutions to run {attack.name} with")
-    row = evaluate_row(predictor, attack.configs(), options.folds)
+    row = evaluate_row(predictor, attack.configs(), options.folds, options.uncertainty.rule)
     _log_choice(path, row)
     return row.train, {phase: predictor.predict(row.chosen, phase) for phase in scores.phases}
 
 
 def _fixed_config(options: RunOptions) -> Config | None:
     """The configuration to run as is, or None when the attack chooses by CV."""
+    if options.attack == BEST_ATTACK:
+        return None
     attack = get_attack(options.attack)
     if options.params is not None:
         return attack.config(options.params)
@@ -374,28 +459,37 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
     task = check_options(options)
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     results: dict[str, ScenarioComparison] = {}
-    for scenario in scenario_dirs(options.root, task):
+    for stream, scenario in enumerate(scenario_dirs(options.root, task)):
         path = scores_path(preds, scenario.name)
         scores = load_scores(path, options, task, scenario.name)
         _attach_references(options, task, scenario.name, scores, preds, options.references)
-        if "train" not in scores.phases or scores.phases["train"].solution is None:
-            raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
-        attacks = []
-        for attack in ATTACKS.values():
-            if reason := attack.missing(scores, task.challenge):
-                log.warning("%s left out: %s: %s", attack.name, path, reason)
-                continue
-            if warning := attack.warning(scores):
-                log.warning("%s: %s", scenario.name, warning)
-            attacks.append(attack)
-        truths = {}
-        if options.reference is not None:
-            for phase in ("dev", "final"):
-                if phase in scores.phases:
-                    ids = scores.phases[phase].ids
-                    truths[phase] = reference_solutions(
-                        options.reference, task, scenario.name, phase, ids
-                    )
-        results[scenario.name] = compare_scenario(scores, attacks, truths, options.folds)
+        truths = _truths(options, task, scenario.name, scores)
+        results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
         log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
     return task, results
+
+
+def _compare_one(
+    options: RunOptions,
+    task: Task,
+    scores: ScenarioScores,
+    path: Path,
+    truths: dict[str, np.ndarray],
+    stream: int,
+) -> ScenarioComparison:
+    """Every row of the comparison on one scenario: the attacks its outputs can serve."""
+    if "train" not in scores.phases or scores.phases["train"].solution is None:
+        raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
+    attacks = []
+    for attack in ATTACKS.values():
+        if reason := attack.missing(scores, task.challenge):
+            log.warning("%s left out: %s: %s", attack.name, path, reason)
+            continue
+        if warning := attack.warning(scores):
+            log.warning("%s: %s", path.parent.name, warning)
+        attacks.append(attack)
+    rows = len(comparison_rows(attacks))
+    with tqdm(total=rows, desc=path.parent.name, unit="row", disable=None, delay=2) as bar:
+        return compare_scenario(
+            scores, attacks, truths, options.folds, options.uncertainty, stream, bar.update
+        )

@@ -1,0 +1,516 @@
+"""``run_lira_mia.py --compare --report DIR``: the audit report, one self-contained page.
+
+``DIR/index.html`` (figures embedded as PNG data, no file beside it) and ``DIR/report.json``
+(every number on the page, and the ROC bands' arrays).  Per scenario:
+
+* log-log ROC of the chosen attack (``best of all (CV)``, its cross-validated train
+  predictions) and of the 2nd place's submitted configuration, each with its 95% pointwise
+  cluster-bootstrap band;
+* the comparison table with intervals (train, and dev/final where ground truth was given), and
+  the paired differences of ``best of all (CV)`` to every other (CV) row;
+* epsilon lower bounds beside the claimed epsilon;
+* the 20 most exposed challenge points: the members the chosen attack is surest of;
+* the configuration each (CV) row chose, with how many folds agreed;
+
+then the provenance: each scenario's bundle fingerprint (SHA-256 of the record ``scores.npz``
+carries), the code version, command line, date and machine.  Computing is kept apart from
+drawing: the numbers come from :mod:`mico.attacks.compare` and :mod:`mico.attacks.audit`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import html
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mico.attacks.audit import AuditCounts, percentile_interval
+from mico.attacks.compare import (
+    AVERAGE,
+    BEST_ROW,
+    CV_SUFFIX,
+    INTERVAL_KEYS,
+    PAIRED_KEYS,
+    SUBMITTED_LIRA,
+    RowResult,
+    ScenarioComparison,
+    choices,
+    interval_table,
+    paired_differences,
+    phase_bootstrap,
+    phase_metrics,
+)
+from mico.attacks.run import RunOptions, claimed_epsilon
+from mico.fileio import write_text_atomic
+from mico.report import (
+    METRIC_LABELS,
+    bound_text,
+    difference_cell,
+    epsilon_text,
+    interval_cell,
+)
+from mico.tasks import Task
+
+REPORT_FILES = ("index.html", "report.json")
+
+#: FPRs at which the ROC bands are drawn (log-spaced, MICO's lowest metric to 1).
+BAND_FPRS = np.logspace(-3, 0, 61)
+
+#: How many of the most exposed challenge points the report lists.
+EXPOSED = 20
+
+
+def check_report_dir(folder: Path) -> None:
+    """Refuse, before any work, a report folder that would mix with other files: it must be
+    new, empty, or hold only a previous report; its parent must exist and be writable."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise FileExistsError(f"--report {folder} is a file; give a folder for the report")
+        others = sorted(p.name for p in folder.iterdir() if p.name not in REPORT_FILES)
+        if others:
+            raise FileExistsError(
+                f"--report {folder} holds other files ({', '.join(others[:3])}); "
+                "give a new or empty folder"
+            )
+        target = folder
+    else:
+        target = folder.parent
+        if not target.is_dir():
+            raise FileNotFoundError(f"--report {folder}: {target} does not exist; create it first")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise PermissionError(f"--report {folder}: {target} is not writable; pick another folder")
+
+
+def argv_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command line that ran ``script`` (its arguments ``argv``, default the process's),
+    quoted where needed."""
+    return shlex.join([script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def _code_version() -> str:
+    """``git describe`` of the checkout this code runs from, or ``unknown``."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def provenance(results: Mapping[str, ScenarioComparison], command: str) -> dict:
+    """What the report was made from, on what, when and how."""
+    fingerprints = {}
+    for scenario, result in results.items():
+        record = None if result.scores is None else result.scores.provenance
+        text = json.dumps(record, sort_keys=True).encode()
+        fingerprints[scenario] = hashlib.sha256(text).hexdigest() if record else "unrecorded"
+    return {
+        "bundle_fingerprints": fingerprints,
+        "code_version": _code_version(),
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def exposed_points(result: ScenarioComparison, row: RowResult, count: int = EXPOSED) -> list[dict]:
+    """The ``count`` members with the highest train confidence under ``row`` (its
+    cross-validated predictions): dataset index, label, target model, confidence, and how many
+    shadows (the target itself left out) trained on the point and did not."""
+    scores = result.scores
+    assert scores is not None
+    train = scores.phases["train"]
+    members = np.argwhere(result.solution == 1)
+    confidence = row.train[members[:, 0], members[:, 1]]
+    top = members[np.argsort(-confidence, kind="stable")[:count]]
+    points = []
+    for target, k in top:
+        column = int(train.points[target, k])
+        trained = scores.shadow_in[:, column].copy()
+        own = int(train.shadow[target])
+        usable = np.ones(len(trained), dtype=bool)
+        if own >= 0:
+            usable[own] = False
+        points.append(
+            {
+                "dataset_index": int(scores.points[column]),
+                "label": int(scores.labels[column]),
+                "target_model": int(train.ids[target]),
+                "confidence": float(row.train[target, k]),
+                "shadows_in": int(trained[usable].sum()),
+                "shadows_out": int((~trained[usable]).sum()),
+            }
+        )
+    return points
+
+
+def roc_band(
+    predictions: np.ndarray, solution: np.ndarray, counts: np.ndarray, level: float
+) -> dict[str, list[float]]:
+    """TPR at ``FPR < x`` for every x of :data:`BAND_FPRS`: the value and its pointwise
+    percentile band over the bootstrap draws ``counts``."""
+    boot = phase_bootstrap(predictions, solution)
+    point = boot.tpr(boot.ones(), BAND_FPRS)[0]
+    replicates = boot.tpr(counts, BAND_FPRS)
+    tail = (1 - level) / 2
+    low, high = np.nanquantile(replicates, [tail, 1 - tail], axis=0)
+    return {
+        "fpr": BAND_FPRS.tolist(),
+        "tpr": point.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+    }
+
+
+def _interval_json(interval) -> dict[str, float]:
+    return {"point": interval.point, "low": interval.low, "high": interval.high}
+
+
+def build_report(
+    task: Task,
+    results: Mapping[str, ScenarioComparison],
+    options: RunOptions,
+    command: str,
+) -> dict:
+    """Every number of the report (see the module docstring), as JSON-ready data."""
+    uncertainty = options.uncertainty
+    level = uncertainty.rule.level
+    phases = [p for p in ("train", "dev", "final") if phase_metrics(results, p)]
+    intervals = {p: interval_table(results, p, level) for p in phases}
+    paired = {p: paired_differences(results, p, level) for p in phases}
+    chosen = choices(results)
+    scenarios = {}
+    for stream, (scenario, result) in enumerate(results.items()):
+        rows = result.rows
+        counts = uncertainty.counts(result.solution.shape[0], stream, "train")
+        curves = {
+            label: roc_band(rows[label].train, result.solution, counts, level)
+            for label in (BEST_ROW, SUBMITTED_LIRA)
+            if label in rows
+        }
+        claimed = claimed_epsilon(options.root, task, scenario)
+        epsilon = {
+            label: {
+                phase: {"bound": bound, **counts_._asdict()}
+                for phase, (bound, counts_) in row.epsilon.items()
+            }
+            for label, row in rows.items()
+            if row.epsilon
+        }
+        scenarios[scenario] = {
+            "chosen": rows[BEST_ROW].chosen.label if BEST_ROW in rows else None,
+            "roc": curves,
+            "metrics": {label: row.metrics for label, row in rows.items()},
+            "intervals": {
+                phase: {
+                    label: {k: _interval_json(v) for k, v in cells.items()}
+                    for label, cells in intervals[phase].get(scenario, {}).items()
+                }
+                for phase in phases
+            },
+            "paired": {
+                phase: {
+                    best: {
+                        other: {k: _interval_json(v) for k, v in cells.items()}
+                        for other, cells in others.items()
+                    }
+                    for best, others in paired[phase].get(scenario, {}).items()
+                }
+                for phase in phases
+            },
+            "claimed_epsilon": claimed,
+            "epsilon": epsilon,
+            "exposed": exposed_points(result, rows[BEST_ROW]) if BEST_ROW in rows else [],
+            "choices": {
+                label: {
+                    "chosen": rows[label].chosen.label,
+                    "folds": rows[label].fold_choices,
+                    "agree": rows[label].fold_choices.count(rows[label].chosen.label),
+                }
+                for label in chosen
+            },
+        }
+    averages = {
+        phase: {
+            label: {k: _interval_json(v) for k, v in cells.items()}
+            for label, cells in intervals[phase].get(AVERAGE, {}).items()
+        }
+        for phase in phases
+    }
+    return {
+        "challenge": task.challenge,
+        "level": level,
+        "bootstrap": {"replicates": uncertainty.rule.n_boot, "seed": uncertainty.rule.seed},
+        "folds": options.folds,
+        "audit": {"delta": uncertainty.audit_delta, "level": uncertainty.audit_level},
+        "phases": phases,
+        "scenarios": scenarios,
+        "track_average": averages,
+        "provenance": provenance(results, command),
+    }
+
+
+# --- The page ------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _roc_figure(title: str, curves: Mapping[str, Mapping[str, list[float]]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-3
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for i, (label, curve) in enumerate(curves.items()):
+        fpr = np.asarray(curve["fpr"])
+        color = f"C{i}"
+        ax.plot(fpr, np.maximum(curve["tpr"], floor), color=color, label=label, linewidth=1.5)
+        ax.fill_between(
+            fpr,
+            np.maximum(curve["low"], floor),
+            np.maximum(curve["high"], floor),
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
+    ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (at FPR < x)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=7)
+    return _png(fig)
+
+
+def _table(headers: list[str], rows: list[list[str]], first_left: bool = True) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=l' if first_left and i == 0 else ''}>{html.escape(str(c))}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _interval_rows(cells: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[list[str]]:
+    rows = []
+    for label, by_key in cells.items():
+        rows.append(
+            [label]
+            + [
+                interval_cell(percentile_interval(v["point"], np.array([v["low"], v["high"]]), 1))
+                if np.isfinite(v["low"])
+                else f"{v['point']:.4f}"
+                for v in (by_key[k] for k in INTERVAL_KEYS)
+            ]
+        )
+    return rows
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.85em; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th { background: #f3f3f3; } td.l { text-align: left; }
+.alarm { background: #b00020; color: white; padding: 0.6em; font-weight: bold; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def render_html(report: Mapping) -> str:
+    """The page of :func:`build_report`'s data."""
+    level = report["level"]
+    headers = ["row", *(METRIC_LABELS[k] for k in INTERVAL_KEYS)]
+    parts = [
+        f"<h1>MICO audit report: {html.escape(report['challenge'])}</h1>",
+        f"<p class=note>{level:.0%} intervals from a cluster bootstrap over target models "
+        f"({report['bootstrap']['replicates']} replicates, seed {report['bootstrap']['seed']}); "
+        f"train rows are {report['folds']}-fold cross-validated where they choose a variant. "
+        "'tied': the paired interval of the difference contains 0.</p>",
+    ]
+    for scenario, data in report["scenarios"].items():
+        parts.append(f"<h2>{html.escape(scenario)}</h2>")
+        claimed = data["claimed_epsilon"]
+        for row, by_phase in data["epsilon"].items():
+            for phase, bound in by_phase.items():
+                if claimed is not None and bound["bound"] > claimed:
+                    parts.append(
+                        f"<p class=alarm>DP guarantee contradicted: {html.escape(row)} on "
+                        f"{phase} gives an empirical lower bound {bound['bound']:.3f} above the "
+                        f"claimed epsilon {claimed:.2f}.</p>"
+                    )
+        if data["roc"]:
+            image = _roc_figure(f"{scenario}, train phase", data["roc"])
+            parts.append(
+                f'<img alt="ROC of {html.escape(scenario)}" src="data:image/png;base64,{image}">'
+            )
+        parts.append(
+            f"<p>Chosen by cross-validation: <b>{html.escape(str(data['chosen']))}</b></p>"
+        )
+        for phase in report["phases"]:
+            cells = data["intervals"].get(phase, {})
+            if cells:
+                parts.append(f"<h3>{phase} phase</h3>")
+                parts.append(_table(headers, _interval_rows(cells)))
+            for best, others in data["paired"].get(phase, {}).items():
+                parts.append(f"<h4>{html.escape(best)} minus each (CV) row, {phase}</h4>")
+                rows = [
+                    [other]
+                    + [
+                        difference_cell(
+                            percentile_interval(
+                                cells_[k]["point"],
+                                np.array([cells_[k]["low"], cells_[k]["high"]]),
+                                1,
+                            )
+                        )
+                        for k in PAIRED_KEYS
+                    ]
+                    for other, cells_ in others.items()
+                ]
+                parts.append(_table(["row", *(METRIC_LABELS[k] for k in PAIRED_KEYS)], rows))
+        parts.append("<h3>Empirical epsilon lower bounds</h3>")
+        audit = report["audit"]
+        if data["epsilon"]:
+            parts.append(
+                f"<p class=note>Claimed epsilon: {epsilon_text(claimed)}; "
+                f"bounds at delta {audit['delta']:g}, {audit['level']:.0%} confidence "
+                "(one-run audit of Steinke, Nasr and Jagielski, NeurIPS 2023).</p>"
+            )
+            eps_rows = [
+                [row]
+                + [
+                    bound_text(
+                        by_phase[p]["bound"],
+                        AuditCounts(*(by_phase[p][f] for f in AuditCounts._fields)),
+                    )
+                    if p in by_phase
+                    else ""
+                    for p in report["phases"]
+                ]
+                for row, by_phase in data["epsilon"].items()
+                if row.endswith(CV_SUFFIX)
+            ]
+            parts.append(_table(["row", *report["phases"]], eps_rows))
+        parts.append(f"<h3>The {EXPOSED} most exposed challenge points</h3>")
+        parts.append(
+            "<p class=note>Members the chosen attack is surest of (cross-validated train "
+            "confidences); shadows in/out: how many shadow models trained on the point and how "
+            "many did not, the target itself left out.</p>"
+        )
+        parts.append(
+            _table(
+                ["dataset index", "label", "target model", "confidence", "shadows in", "out"],
+                [
+                    [
+                        p["dataset_index"],
+                        p["label"],
+                        p["target_model"],
+                        f"{p['confidence']:.4f}",
+                        p["shadows_in"],
+                        p["shadows_out"],
+                    ]
+                    for p in data["exposed"]
+                ],
+                first_left=False,
+            )
+        )
+        parts.append("<h3>What each (CV) row chose</h3>")
+        parts.append(
+            _table(
+                ["row", "chosen on all train models", "folds agreeing"],
+                [
+                    [label, c["chosen"], f"{c['agree']}/{len(c['folds'])}"]
+                    for label, c in data["choices"].items()
+                ],
+            )
+        )
+    if report["track_average"].get("train"):
+        parts.append("<h2>Track average</h2>")
+        for phase, cells in report["track_average"].items():
+            parts.append(f"<h3>{phase} phase</h3>")
+            parts.append(_table(headers, _interval_rows(cells)))
+    prov = report["provenance"]
+    machine = prov["machine"]
+    parts.append("<h2>Provenance</h2>")
+    parts.append(
+        _table(
+            ["item", "value"],
+            [
+                ["command", prov["command"]],
+                ["code version", prov["code_version"]],
+                ["date (UTC)", prov["date"]],
+                [
+                    "machine",
+                    f"{machine['host']}: {machine['platform']}, {machine['processor']}, "
+                    f"{machine['cpus']} CPUs, Python {machine['python']}",
+                ],
+                *(
+                    [f"bundle fingerprint {scenario}", digest]
+                    for scenario, digest in prov["bundle_fingerprints"].items()
+                ),
+            ],
+        )
+    )
+    body = "\n".join(parts)
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>MICO audit report: {html.escape(report['challenge'])}</title>\n"
+        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def write_report(
+    folder: Path,
+    task: Task,
+    results: Mapping[str, ScenarioComparison],
+    options: RunOptions,
+    command: str,
+) -> None:
+    """``folder/report.json`` then ``folder/index.html``, each written atomically."""
+    report = build_report(task, results, options, command)
+    page = render_html(report)
+    folder.mkdir(exist_ok=True)
+    write_text_atomic(folder / "report.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
+    write_text_atomic(folder / "index.html", page)
