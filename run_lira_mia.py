@@ -40,10 +40,11 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
     from mico.attacks.stats import VARIANCES
+    from mico.audit_report import argv_line, check_report_dir
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.references import DEFAULT_REFERENCES
     from mico.report import plot_roc, plot_roc_panels, print_comparison, print_run
-    from mico.report_html import argv_line, check_report_dir, write_report
+    from mico.report_html import write_report
     from mico.selection import DEFAULT_FOLDS, Rule
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
