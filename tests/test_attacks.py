@@ -657,7 +657,7 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
     assert re.search(r"\| loss \| 0\.\d{4} \[", captured.out)
     assert "RMIA's score takes 31 values" in captured.err  # 30 population records
     # The plain tables, as before intervals existed.
-    assert run_lira_mia.main([*args[:-4], "--markdown", "--no-intervals"]) == 0
+    assert run_lira_mia.main([*args[:-2], "--markdown", "--no-intervals"]) == 0
     plain = capsys.readouterr().out
     assert "| attack | TPR@10% inf |" in plain and "| loss |" in plain and "[0." not in plain
     assert "track averages, train-phase estimate beside dev/final" in plain

@@ -115,6 +115,17 @@ def test_end_to_end_zip_and_rerun_trains_nothing(ddp_root: Path, capsys) -> None
     assert "0 to train" in err and "0 reference models trained" in err
 
 
+def test_reference_audit_bounds_both_scenarios(ddp_root: Path, capsys) -> None:
+    argv = args(ddp_root, "--attack", "reference", "--references", "4", "--no-write", "--audit")
+    assert run_lira_mia.main(argv) == 0
+    out = capsys.readouterr().out.split("Empirical epsilon lower bounds")[1]
+    for scenario in SCENARIOS:
+        row = next(line for line in out.splitlines() if scenario in line)
+        reference, _, claimed, train = row.split()[:4]
+        assert reference == "reference" and float(claimed) == pytest.approx(4.0, abs=0.01)
+        assert float(train) >= 0  # a bound (0: no leakage shown at 95%), not a blank
+
+
 def test_every_attack_runs_on_ddp(ddp_root: Path, capsys) -> None:
     assert run_lira_mia.main(args(ddp_root, "--compare", "--references", "4")) == 0
     out = capsys.readouterr().out

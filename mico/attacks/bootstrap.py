@@ -23,7 +23,7 @@ eligible).  The public functions are in :mod:`mico.attacks.audit`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -57,10 +57,14 @@ class Interval(NamedTuple):
 
 
 def bootstrap_counts(
-    n_models: int, n_boot: int = DEFAULT_BOOT, seed: int = 0, eligible: np.ndarray | None = None
+    n_models: int,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int | Sequence[int] = 0,
+    eligible: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw counts ``int64 [B, M]``: replicate ``b`` draws ``model m`` ``counts[b, m]`` times.
 
+    ``seed`` is an integer or a sequence of them (one stream per scenario and phase, say).
     Each replicate draws as many models as are ``eligible`` (bool ``[M]``, default all), with
     replacement, among the eligible ones; the others are never drawn (a CV fold's held-out
     models).  The counts depend on ``(n_models, n_boot, seed, eligible)`` alone, so every attack
