@@ -26,8 +26,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mico import data
 from mico.data import TensorPairDataset
-from mico.download import base_complete, fetch_base
-from mico.http import Fetcher
+from mico.fetch.download import base_complete, fetch_base
+from mico.fetch.urls import Fetcher
 from mico.tasks import get_task
 from mico.tracks import sst2
 

@@ -1,7 +1,7 @@
 """Where a track's data comes from: its Hugging Face repository, published zip and base data.
 
 Leaf dataclasses, so that each track's registry entry (:mod:`mico.tracks`) can name its sources
-without importing the downloader (:mod:`mico.download`).
+without importing the downloader (:mod:`mico.fetch.download`).
 """
 
 from __future__ import annotations

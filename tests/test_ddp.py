@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import download_files
-import mico.http
+import mico.fetch.urls
 import run_lira_mia
 import save_preds
 import save_zip
@@ -196,7 +196,7 @@ def hub(monkeypatch, ddp_root):
     state.files["/mirror/dataset_purchase.tgz"] = make_tar({"dataset_purchase": purchase_text()})
     monkeypatch.setenv("HF_ENDPOINT", state.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    monkeypatch.setattr(mico.fetch.urls, "BACKOFF_START_S", 0.0)
     yield state
     http.shutdown()
     http.server_close()

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from tqdm import tqdm
 
 import download_files
-import mico.http
+import mico.fetch.urls
 import save_preds
-from mico import extract
 from mico.bundle import check_layout
 from mico.data import load_purchase100
+from mico.fetch import archives as extract
 from mico.models import load_model
 from mico.tasks import load_task
 from tests.fake_hub import (
@@ -55,7 +55,7 @@ def server(monkeypatch, bundle, purchase_tgz):
     state.files["/mirror/dataset_purchase.tgz"] = purchase_tgz
     monkeypatch.setenv("HF_ENDPOINT", state.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    monkeypatch.setattr(mico.fetch.urls, "BACKOFF_START_S", 0.0)
     yield state
     http.shutdown()
     http.server_close()
@@ -192,7 +192,7 @@ def test_ctrl_c_leaves_no_final_file(server, root, purchase_tgz, monkeypatch):
     def interrupt(self, count):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mico.http._Progress, "add", interrupt)
+    monkeypatch.setattr(mico.fetch.urls._Progress, "add", interrupt)
     assert fetch(server, root, "--skip-bundle") == 130
     data = root / "data"
     kept = (data / "dataset_purchase.tgz.part").stat().st_size
@@ -210,7 +210,7 @@ def test_ctrl_c_during_parallel_transfers_stops_every_worker(server, root, bundl
     def interrupt(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mico.http._Progress, "file_done", interrupt)
+    monkeypatch.setattr(mico.fetch.urls._Progress, "file_done", interrupt)
     assert fetch(server, root, "--skip-base") == 130
     assert_no_incomplete_final_file(root, bundle)
     monkeypatch.undo()

@@ -30,7 +30,7 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 import mico as mico_competition
-import mico.http
+import mico.fetch.urls
 import mico.tasks
 from mico.data import load_cifar10 as load_cifar10_offline
 from mico.layout import MODEL_FILE, preds_root, scores_path
@@ -448,7 +448,7 @@ def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch):
     monkeypatch.setitem(
         mico.tasks.TASKS, "cifar10", replace(task, source=replace(task.source, base=base))
     )
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    monkeypatch.setattr(mico.fetch.urls, "BACKOFF_START_S", 0.0)
     try:
         with pytest.raises(FileNotFoundError, match="download_files.py"):
             mico_competition.load_cifar10(tmp_path, download=False)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import download_files
-import mico.http
+import mico.fetch.urls
 import mico.subset
 import run_lira_mia
 import save_preds
@@ -210,7 +210,7 @@ def server(monkeypatch, hub_files):
     state.files.update(hub_files)
     monkeypatch.setenv("HF_ENDPOINT", state.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
+    monkeypatch.setattr(mico.fetch.urls, "BACKOFF_START_S", 0.0)
     yield state
     http.shutdown()
     http.server_close()

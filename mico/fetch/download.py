@@ -12,7 +12,7 @@ Where the files come from (MICO.md sections 2 and 3)::
 The original script pointed at signed links that have expired, so the default is the
 republished Hugging Face copy; the repository, zip name, md5 and base dataset of each track come
 from its registry entry (``task.source``).  Transfers are resumable, retried and verified
-(:mod:`mico.http`).
+(:mod:`mico.fetch.urls`).
 
 Archives are checked member by member before anything is written: absolute paths, ``..``
 components, links and special files make the whole archive refused, so extraction cannot write
@@ -37,8 +37,8 @@ from urllib.parse import quote, unquote, urlsplit
 from tqdm import tqdm
 
 from mico.bundle import check_layout
-from mico.extract import extract_tar_entry, import_folder, import_zip
-from mico.http import Fetcher, display_url, md5_file
+from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
+from mico.fetch.urls import Fetcher, display_url, md5_file
 from mico.layout import BUNDLE_CONFIG, data_root
 from mico.sources import BaseDataset, Source
 from mico.subset import Selection, bundle_files, check_free_space

@@ -11,7 +11,7 @@ Bundles are several GB and connections drop, so every transfer
   backoff, counting only consecutive tries that brought no new bytes;
 * turns ``401``/``403``/``404`` into one line naming the URL and what to try instead.
 
-What is fetched, and from where, is :mod:`mico.download`'s business.
+What is fetched, and from where, is :mod:`mico.fetch.download`'s business.
 """
 
 from __future__ import annotations
