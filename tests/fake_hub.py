@@ -49,6 +49,7 @@ import torch
 
 from mico.bundle import SEED_FILES
 from mico.models import CNN, MLP
+from mico.sources import RemoteFile
 from mico.splits import split_indices
 from mico.tasks import SCENARIO_SUFFIXES, get_task
 
@@ -494,13 +495,11 @@ def library_env(**env: str) -> Iterator[None]:
         importlib.reload(huggingface_hub.constants)
 
 
-def serve_base_files(state: FakeHub, data: Path, challenge: str) -> None:
-    """Serve a track's hub-hosted base files (SST-2's GLUE tables, roberta-base's tokenizer)
-    from a data folder holding them (a demo's), in their repositories and on ``/mirror``."""
-    base = get_task(challenge).source.base
+def serve_base_files(state: FakeHub, contents: dict[RemoteFile, bytes]) -> None:
+    """Serve hub-hosted base files (SST-2's GLUE tables, roberta-base's tokenizer) in their
+    repositories, and on ``/mirror`` under their names for ``--base-url``."""
     by_repo: dict[tuple[str, str], dict[str, bytes]] = {}
-    for remote in base.files:
-        content = (data / base.folder / remote.path).read_bytes()
+    for remote, content in contents.items():
         by_repo.setdefault((remote.repo_type, remote.repo_id), {})[remote.filename] = content
         state.files[f"/mirror/{remote.name}"] = content
     for (repo_type, repo_id), files in by_repo.items():
