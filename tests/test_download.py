@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 import download_files
 import mico.fetch.hub
+import mico.fetch.progress
 import mico.fetch.urls
 import save_preds
 from mico.bundle import check_layout
@@ -340,7 +341,7 @@ def test_ctrl_c_during_parallel_transfers_stops_every_worker(server, root, bundl
         if len(calls) > 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(mico.fetch.hub._Progress, "add", interrupt)
+    monkeypatch.setattr(mico.fetch.progress.Progress, "add", interrupt)
     assert fetch(server, root, "--skip-base") == 130
     assert_no_incomplete_final_file(root, bundle)
     monkeypatch.undo()

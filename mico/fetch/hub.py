@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -59,6 +58,7 @@ from huggingface_hub.errors import (
 )
 from tqdm import tqdm
 
+from mico.fetch.progress import Progress, Stopped
 from mico.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -261,76 +261,6 @@ def explain(exc: BaseException, repo: HubRepo, revision: str, path: str = "") ->
     return exc
 
 
-# --- progress --------------------------------------------------------------------------------
-
-
-class _Stopped(Exception):
-    """Raised inside a worker's transfer after another file failed or Ctrl-C."""
-
-
-class _Progress:
-    """One byte bar and one file bar for the whole run, fed by every worker.
-
-    huggingface_hub makes one progress object per file from the ``tqdm_class`` it is given;
-    :meth:`file_bar` is that class, and adds each file's size and bytes to the shared bar (as
-    ``snapshot_download`` does).  Its ``update`` is called for every chunk received, which is
-    where a stopped run makes the other workers leave.  ``disable=None`` hides the bars when
-    stderr is not a terminal; ``--quiet`` always.
-    """
-
-    def __init__(self, desc: str, files: int, quiet: bool) -> None:
-        disable = True if quiet else None
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.bytes = tqdm(
-            desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=disable, leave=False
-        )
-        self.files = tqdm(desc=desc, total=files, unit="file", disable=disable, leave=False)
-
-    def close(self) -> None:
-        self.bytes.close()
-        self.files.close()
-
-    def add(self, count: float | None) -> None:
-        if self.stop.is_set():
-            raise _Stopped()
-        with self.lock:
-            self.bytes.update(count or 0)
-
-    def file_bar(self) -> type:
-        progress = self
-
-        class FileBar:
-            def __init__(self, *args: object, total: int | None = None, initial: int = 0, **_):
-                with progress.lock:
-                    if total:
-                        progress.bytes.total = (progress.bytes.total or 0) + total
-                        progress.bytes.refresh()
-                progress.add(initial)
-
-            def __enter__(self) -> FileBar:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
-            def update(self, count: float | None = 1) -> None:
-                progress.add(count)
-
-            def update_transfer(self, count: float | None = 1) -> None:
-                """Network bytes (Xet deduplicates): the bar counts bytes written instead."""
-
-            def set_postfix_str(self, *args: object, **kwargs: object) -> None:
-                pass
-
-            set_transfer_postfix_str = set_postfix_str
-
-        return FileBar
-
-
 # --- fetching --------------------------------------------------------------------------------
 
 
@@ -377,12 +307,12 @@ def fetch_files(
     """
     if not paths:
         return
-    progress = _Progress(desc, len(paths), quiet)
+    progress = Progress(desc, len(paths), quiet)
     file_bar = progress.file_bar()
 
     def one(path: str) -> None:
         if progress.stop.is_set():
-            raise _Stopped()
+            raise Stopped()
         try:
             hf_hub_download(
                 repo.repo_id,
@@ -392,7 +322,7 @@ def fetch_files(
                 local_dir=local_dir,
                 tqdm_class=file_bar,
             )
-        except _Stopped:
+        except Stopped:
             raise
         except Exception as exc:
             mapped = explain(exc, repo, commit, path)
@@ -407,7 +337,7 @@ def fetch_files(
         futures = [pool.submit(one, path) for path in paths]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f.exception() for f in done if f.exception() is not None]
-        real = [exc for exc in failed if not isinstance(exc, _Stopped)]
+        real = [exc for exc in failed if not isinstance(exc, Stopped)]
         if real:
             raise real[0]
     except BaseException:
