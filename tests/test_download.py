@@ -238,6 +238,25 @@ def test_offline_mode_serves_what_is_there(server, root, tmp_path, capsys):
         assert server.log[before:] == []
 
 
+def test_offline_rerun_without_bundle_json_sends_nothing(server, root, bundle, tmp_path):
+    """The real repositories have no bundle.json (MICO's sizes apply): the pin records that it
+    was asked, so a rerun, offline too, does not ask again."""
+    model = "purchase100_inf/dev/model_2"
+    files = {
+        f"purchase100_inf/dev/model_100/{n}": bundle[f"{model}/{n}"]
+        for n in ("seed_challenge", "model.pt")
+    }
+    server.repos[REPO].push(files)
+    args = ("--skip-base", "--scenarios", "inf", "--phases", "dev", "--models", "1")
+    assert fetch(server, root, *args) == 0
+    assert mico.fetch.hub.read_pin(root / NAME).has_config is False
+    home = str(tmp_path / "hf_home")
+    with library_env(HF_ENDPOINT=server.url, HF_HOME=home, HF_HUB_OFFLINE="1"):
+        before = len(server.log)
+        assert fetch(server, root, *args) == 0
+    assert server.log[before:] == []
+
+
 def test_revision_is_pinned_and_a_rerun_keeps_to_it(server, root, bundle):
     assert fetch(server, root, "--skip-base") == 0
     repo = server.repos[REPO]

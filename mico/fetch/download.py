@@ -60,20 +60,16 @@ def hub_repo(source: Source, repo_id: str | None) -> hub.HubRepo:
     return hub.HubRepo(repo_id or source.repo_id, source.repo_prefix)
 
 
-def _hub_task(repo: hub.HubRepo, commit: str, root: Path, name: str, *, save: bool) -> Task:
-    """The task a repository describes: its ``bundle.json`` if it has one, else MICO's sizes.
+def _hub_task(repo: hub.HubRepo, pin: hub.Pin, root: Path, name: str) -> tuple[Task, hub.Pin]:
+    """The task a repository describes: its ``bundle.json`` if it has one, else MICO's sizes;
+    and the pin, which records whether it has one (asked once per commit).
 
-    The real repositories have none; small test or mirror bundles do.  With ``save`` the file
-    lands in the bundle, otherwise (``--dry-run``) in a temporary folder.
+    The real repositories have none; small test or mirror bundles do.
     """
-    if (root / name / BUNDLE_CONFIG).is_file():
-        return load_task(root, name)
-    if save:
-        hub.fetch_file(repo, commit, BUNDLE_CONFIG, repo.local_dir(root, name))
-        return load_task(root, name)
-    with tempfile.TemporaryDirectory() as scratch:
-        hub.fetch_file(repo, commit, BUNDLE_CONFIG, repo.local_dir(Path(scratch), name))
-        return load_task(scratch, name)
+    if (root / name / BUNDLE_CONFIG).is_file() or pin.has_config is False:
+        return load_task(root, name), pin
+    found = hub.fetch_file(repo, pin.commit, BUNDLE_CONFIG, repo.local_dir(root, name))
+    return load_task(root, name), dataclasses.replace(pin, has_config=found)
 
 
 def fetch_hub(
@@ -91,8 +87,8 @@ def fetch_hub(
     base, local_dir = root / name, repo.local_dir(root, name)
     pin = hub.choose_commit(repo, base, revision)
     with hub.bundle_lock(local_dir):
-        hub.write_pin(base, pin)  # before the first file: a rerun completes the same commit
-        task = _hub_task(repo, pin.commit, root, name, save=True)
+        task, pin = _hub_task(repo, pin, root, name)
+        hub.write_pin(base, pin)  # before the bundle's files: a rerun completes the same commit
         selection.check(task)
         paths = bundle_files(task, selection)
         if verify:
@@ -380,7 +376,12 @@ def _dry_run_hub(args: DownloadOptions, source: Source) -> None:
         commit = pin.commit
     else:
         commit = hub.resolve(repo, args.revision or hub.DEFAULT_REVISION, cache=False)
-    task = _hub_task(repo, commit, root, name, save=False)
+    if (root / name / BUNDLE_CONFIG).is_file():
+        task = load_task(root, name)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            hub.fetch_file(repo, commit, BUNDLE_CONFIG, repo.local_dir(Path(scratch), name))
+            task = load_task(scratch, name)
     args.selection.check(task)
     paths = bundle_files(task, args.selection)
     todo = [path for path in paths if not (root / name / path).is_file()]

@@ -102,12 +102,15 @@ class HubRepo:
 
 @dataclass(frozen=True)
 class Pin:
-    """The content of ``hub_revision.json``: what was asked, and the commit it resolved to."""
+    """The content of ``hub_revision.json``: what was asked, the commit it resolved to, and
+    whether the repository has a ``bundle.json`` at that commit (``None``: not asked yet), so
+    that a rerun, offline included, need not ask again."""
 
     repo_id: str
     revision: str
     commit: str
     resolved_at: str = ""
+    has_config: bool | None = None
 
 
 def read_pin(folder: Path) -> Pin | None:
@@ -115,9 +118,11 @@ def read_pin(folder: Path) -> Pin | None:
     path = folder / PIN_FILE
     try:
         data = json.loads(path.read_text())
+        has_config = data.get("has_config")
         return Pin(
             **{key: str(data[key]) for key in ("repo_id", "revision", "commit")},
             resolved_at=str(data.get("resolved_at", "")),
+            has_config=has_config if isinstance(has_config, bool) else None,
         )
     except FileNotFoundError:
         return None
