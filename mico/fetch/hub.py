@@ -210,6 +210,7 @@ def explain(exc: BaseException, repo: HubRepo, revision: str, path: str = "") ->
     """A library error as one line saying what to do; an unknown error is returned as it is
     (a bug keeps its traceback)."""
     what = f"{repo.repo_id} ({repo.repo_type} on {constants.ENDPOINT})"
+    target = f"{repo.prefix}{path}" if path else f"revision {revision!r} of {repo.repo_id}"
     cause = exc.__cause__ or exc
     if isinstance(exc, RevisionNotFoundError):
         return ValueError(
@@ -241,14 +242,13 @@ def explain(exc: BaseException, repo: HubRepo, revision: str, path: str = "") ->
     offline = isinstance(cause, OfflineModeIsEnabled) or constants.is_offline_mode()
     lost = (LocalEntryNotFoundError, RevisionResolutionError, OfflineModeIsEnabled)
     if offline and isinstance(exc, lost):
-        thing = f"{repo.prefix}{path}" if path else f"the commit of {revision!r}"
         return FileNotFoundError(
-            f"HF_HUB_OFFLINE is set and {thing} of {repo.repo_id} is not on disk yet: run "
+            f"HF_HUB_OFFLINE is set and {target} is not on disk yet: run "
             "once without HF_HUB_OFFLINE to fetch it"
         )
     if isinstance(exc, (*lost, httpx2.TransportError)):
         return ConnectionError(
-            f"cannot get {repo.prefix}{path or revision} from {constants.ENDPOINT} "
+            f"cannot get {target} from {constants.ENDPOINT} "
             f"({_first_line(cause)}): check the network and HF_ENDPOINT, then rerun (finished "
             "files are kept); HF_HUB_OFFLINE=1 uses only what is already downloaded"
         )
@@ -260,7 +260,7 @@ def explain(exc: BaseException, repo: HubRepo, revision: str, path: str = "") ->
         )
     if isinstance(exc, HfHubHTTPError):
         return OSError(
-            f"HTTP {_status(exc)} from {constants.ENDPOINT} for {repo.prefix}{path or revision}"
+            f"HTTP {_status(exc)} from {constants.ENDPOINT} for {target}"
             f" ({_first_line(exc)}); rerun later (finished files are kept)"
         )
     return exc
