@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico import demo, download
+    from mico import demo
     from mico.cli import add_common_args, run_cli, setup_logging
+    from mico.fetch import download
     from mico.subset import Selection
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
@@ -30,10 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--repo-id",
         help="Hugging Face dataset repository (default: szanella/MICO-CIFAR10, "
-        "szanella/MICO-purchase100 or szanella/MICO-SST2); endpoint from HF_ENDPOINT, token "
-        "from HF_TOKEN",
+        "szanella/MICO-purchase100, szanella/MICO-SST2 or szanella/MICO-DDP), fetched through "
+        "huggingface_hub: login with `hf auth login` or HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE",
     )
-    group.add_argument("--revision", help="branch, tag or commit of the repository (default: main)")
+    group.add_argument(
+        "--revision",
+        help="branch, tag or commit of the repository, resolved to a commit recorded in "
+        "<root>/<challenge>/hub_revision.json (default: the recorded commit, else main)",
+    )
     where = group.add_mutually_exclusive_group()
     where.add_argument("--url", help="fetch a zip of the bundle from this URL instead")
     where.add_argument(
@@ -64,12 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--dry-run", action="store_true", help="list what would be fetched, and its size"
     )
-    group.add_argument("--jobs", type=int, default=8, help="parallel transfers (default: 8)")
+    group.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every selected file already on disk against the checksums the hub publishes, "
+        "and fetch again those that differ",
+    )
+    group.add_argument("--jobs", type=int, default=8, help="parallel hub transfers (default: 8)")
     group.add_argument(
         "--retries",
         type=int,
         default=5,
-        help="consecutive failed tries per file before giving up (default: 5)",
+        help="--url/--base-url/tarball transfers: tries in a row that bring no new bytes before "
+        "giving up on a file (default: 5; hub transfers use huggingface_hub's retries)",
     )
     group = parser.add_argument_group("offline demo (--demo)")
     group.add_argument(
@@ -139,6 +151,7 @@ def download_options(args: argparse.Namespace) -> download.DownloadOptions:
         dry_run=args.dry_run,
         jobs=args.jobs,
         retries=args.retries,
+        verify=args.verify,
         quiet=args.quiet,
     )
 

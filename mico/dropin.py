@@ -26,12 +26,12 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mico import data
 from mico.data import TensorPairDataset
-from mico.download import base_complete, fetch_base
-from mico.http import Fetcher
+from mico.fetch.download import base_complete, fetch_base
+from mico.fetch.urls import Fetcher
 from mico.tasks import get_task
 from mico.tracks import sst2
 
-#: The downloader's defaults (``download_files.py --jobs/--retries``) for the one base tarball.
+#: The downloader's default (``download_files.py --retries``) for the one base tarball.
 _RETRIES = 5
 
 
@@ -50,7 +50,7 @@ def _fetch_base(track: str, dataset_dir: Path) -> None:
     """Download a track's base data into ``dataset_dir`` unless it is complete already."""
     base = get_task(track).source.base
     if not base_complete(dataset_dir / base.folder, base):
-        with Fetcher(jobs=1, retries=_RETRIES, quiet=False) as fetcher:
+        with Fetcher(retries=_RETRIES, quiet=False) as fetcher:
             fetch_base(base, dataset_dir, None, fetcher)
 
 

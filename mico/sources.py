@@ -1,7 +1,7 @@
 """Where a track's data comes from: its Hugging Face repository, published zip and base data.
 
 Leaf dataclasses, so that each track's registry entry (:mod:`mico.tracks`) can name its sources
-without importing the downloader (:mod:`mico.download`).
+without importing the downloader (:mod:`mico.fetch.download`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One base-dataset file fetched as it is: ``url`` lands in ``<data-dir>/<folder>/<path>``."""
+    """One base-dataset file fetched as it is into ``<data-dir>/<folder>/<path>``: from a
+    Hugging Face repository (``repo_id``, ``repo_type``, ``filename`` inside it, ``revision``)
+    through huggingface_hub, or from ``--base-url`` under its last name component."""
 
-    url: str
     path: str
+    repo_id: str
+    filename: str
+    repo_type: str = "model"
+    revision: str = "main"
 
     @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    def name(self) -> str:
+        """The file name a ``--base-url`` mirror serves it under."""
+        return self.filename.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 Everything a test reads lives inside the repository (``tests/fixtures``, ``tests/golden``), so
 a clone with nothing beside it passes the suite.
 
+One fake Hugging Face hub (``tests/fake_hub.py``) serves every download test: :func:`fake_hub`.
+
 The tiny demo of each track (bundle, reference and ``save_preds.py`` outputs with population
 records) is built once per session: about 10-20 s each on 2 cores.  Tests must treat it as
 read-only; a test that writes into a bundle takes its own copy with :func:`tiny_copy`.
@@ -12,13 +14,23 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import download_files
+import mico.fetch.urls
 import save_preds
+from tests.fake_hub import (
+    FakeHub,
+    library_env,
+    make_tar,
+    purchase_text,
+    serve_bundle,
+    start_server,
+    tiny_bundle,
+)
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
@@ -66,3 +78,43 @@ def tiny_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str],
         return Path(shutil.copytree(source, tmp_path / f"copy_{challenge}", symlinks=True))
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def hub_bundles() -> dict[str, dict[str, bytes]]:
+    """The purchase100 and cifar10 tiny bundles the fake hub serves, built once."""
+    return {name: tiny_bundle(name) for name in ("purchase100", "cifar10")}
+
+
+@pytest.fixture(scope="session")
+def purchase_tgz() -> bytes:
+    """A small ``dataset_purchase.tgz`` (1000 rows), built once (about a second)."""
+    return make_tar({"dataset_purchase": purchase_text()})
+
+
+@pytest.fixture
+def fake_hub(
+    hub_bundles: dict[str, dict[str, bytes]],
+    purchase_tgz: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[FakeHub]:
+    """The suite's fake hub on 127.0.0.1, and huggingface_hub pointed at it.
+
+    It serves ``szanella/MICO-purchase100`` and ``szanella/MICO-CIFAR10`` (tiny bundles) and
+    Purchase-100's tarball under ``/mirror``; SST-2's and DDP's layouts are added by their test
+    modules from their demos (:func:`tests.fake_hub.serve_bundle`).  The library runs as a fresh
+    process would with ``HF_ENDPOINT`` set to the server, an empty ``HF_HOME`` of the test's own
+    (no stored token, an empty cache) and no ``HF_TOKEN``; plain-URL retries do not wait.
+    """
+    running = start_server()
+    state = running.state
+    for name, files in hub_bundles.items():
+        serve_bundle(state, files, name)
+    state.files["/mirror/dataset_purchase.tgz"] = purchase_tgz
+    monkeypatch.setattr(mico.fetch.urls, "BACKOFF_START_S", 0.0)
+    try:
+        with library_env(HF_ENDPOINT=state.url, HF_HOME=str(tmp_path / "hf_home")):
+            yield state
+    finally:
+        running.stop()

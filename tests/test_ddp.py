@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import download_files
-import mico.http
 import run_lira_mia
 import save_preds
 import save_zip
@@ -26,7 +25,7 @@ from mico.layout import reference_models_dir
 from mico.references import read_target, reference_keep
 from mico.scoring import metrics
 from mico.tasks import get_task, load_task
-from tests.fake_hub import hub_path, make_tar, purchase_text, start_server
+from tests.fake_hub import bundle_folder_files, serve_bundle
 
 SCENARIOS = ("cifar10_ddp", "purchase100_ddp")
 
@@ -194,23 +193,11 @@ def test_reference_attack_separates_members() -> None:
 
 
 @pytest.fixture
-def hub(monkeypatch, ddp_root):
-    """The tiny DDP bundle served as ``szanella/MICO-DDP`` (under ``ddp/``), and a purchase
-    tarball behind ``/mirror``."""
-    state, http = start_server()
-    bundle = ddp_root / "ddp"
-    for path in bundle.rglob("*"):
-        relative = path.relative_to(bundle).as_posix()
-        keep = path.name in ("bundle.json", "model.pt", "solution.csv") or "seed_" in path.name
-        if path.is_file() and keep:
-            state.files[hub_path(f"ddp/{relative}", "szanella/MICO-DDP")] = path.read_bytes()
-    state.files["/mirror/dataset_purchase.tgz"] = make_tar({"dataset_purchase": purchase_text()})
-    monkeypatch.setenv("HF_ENDPOINT", state.url)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
-    yield state
-    http.shutdown()
-    http.server_close()
+def hub(fake_hub, ddp_root):
+    """The suite's fake hub, serving the tiny DDP bundle as ``szanella/MICO-DDP`` (under
+    ``ddp/``) too."""
+    serve_bundle(fake_hub, bundle_folder_files(ddp_root, "ddp"), "ddp")
+    return fake_hub
 
 
 def test_download_ddp_layout_whole(hub, tmp_path: Path, ddp_root: Path) -> None:

@@ -30,7 +30,7 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 import mico as mico_competition
-import mico.http
+import mico.fetch.urls
 import mico.tasks
 from mico.data import load_cifar10 as load_cifar10_offline
 from mico.layout import MODEL_FILE, preds_root, scores_path
@@ -39,7 +39,7 @@ from mico.scoring import metrics
 from mico.splits import split_indices, subset_dataset_indices
 from mico.store import ScenarioScores
 from mico.tasks import load_task
-from tests.fake_hub import make_tar, start_server
+from tests.fake_hub import make_tar
 
 _ = inspect.Parameter.empty
 #: MICO's public signatures (microsoft/MICO, src/mico-competition: __init__.py, mico.py,
@@ -432,32 +432,26 @@ def test_load_model_errors(tiny_purchase, tmp_path):
         mico_competition.load_model("sst2", folder)  # a purchase100 folder, no config.json
 
 
-def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch):
+def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch, fake_hub):
     """``download=True`` (MICO's default) fetches the md5-checked tarball once; ``False`` says
     what to run.  The tarball is the demo's batches, served on 127.0.0.1."""
     batches = tiny_cifar / "data" / "cifar10" / "cifar-10-batches-py"
     tarball = make_tar({f"cifar-10-batches-py/{p.name}": p.read_bytes() for p in batches.iterdir()})
-    state, http = start_server()
-    state.files["/cifar-10-python.tar.gz"] = tarball
+    fake_hub.files["/cifar-10-python.tar.gz"] = tarball
     task = mico.tasks.TASKS["cifar10"]
     base = replace(
         task.source.base,
-        url=f"{state.url}/cifar-10-python.tar.gz",
+        url=f"{fake_hub.url}/cifar-10-python.tar.gz",
         md5=hashlib.md5(tarball).hexdigest(),
     )
     monkeypatch.setitem(
         mico.tasks.TASKS, "cifar10", replace(task, source=replace(task.source, base=base))
     )
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
-    try:
-        with pytest.raises(FileNotFoundError, match="download_files.py"):
-            mico_competition.load_cifar10(tmp_path, download=False)
-        fetched = mico_competition.load_cifar10(tmp_path)
-        again = mico_competition.load_cifar10(dataset_dir=tmp_path, download=True)
-    finally:
-        http.shutdown()
-        http.server_close()
-    assert len(state.log) == 1  # the second call found the data and sent nothing
+    with pytest.raises(FileNotFoundError, match="download_files.py"):
+        mico_competition.load_cifar10(tmp_path, download=False)
+    fetched = mico_competition.load_cifar10(tmp_path)
+    again = mico_competition.load_cifar10(dataset_dir=tmp_path, download=True)
+    assert len(fake_hub.log) == 1  # the second call found the data and sent nothing
     reference = load_cifar10_offline(tiny_cifar / "data")
     assert torch.equal(fetched.x, reference.x) and torch.equal(again.y, reference.y)
 

@@ -30,7 +30,7 @@ import save_zip
 from mico.data import load_cifar10, load_purchase100
 from mico.fileio import atomic_write
 from mico.models import build_model, load_model
-from tests.fake_hub import purchase_text, start_server, tiny_bundle
+from tests.fake_hub import purchase_text, tiny_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "purchase100"
@@ -174,19 +174,14 @@ def test_corrupt_zip_payload_imports_nothing(tmp_path, capsys, compression):
     assert archive.exists()  # the user's own file is never removed
 
 
-def test_corrupt_downloaded_zip_is_deleted(tmp_path, capsys):
-    bundle = {f"{NAME}/{path}": data for path, data in tiny_bundle(NAME).items()}
+def test_corrupt_downloaded_zip_is_deleted(fake_hub, hub_bundles, tmp_path, capsys):
+    bundle = {f"{NAME}/{path}": data for path, data in hub_bundles[NAME].items()}
     data = corrupt_zip(bundle, zipfile.ZIP_DEFLATED)
-    state, http = start_server()
-    try:
-        state.files["/files/bundle.zip"] = data
-        root = tmp_path / "root"
-        argv = ["--challenge", NAME, "--root", str(root), "--skip-base"]
-        url = ["--url", f"{state.url}/files/bundle.zip", "--md5", hashlib.md5(data).hexdigest()]
-        assert download_files.main([*argv, *url]) == 2
-    finally:
-        http.shutdown()
-        http.server_close()
+    fake_hub.files["/files/bundle.zip"] = data
+    root = tmp_path / "root"
+    argv = ["--challenge", NAME, "--root", str(root), "--skip-base"]
+    url = ["--url", f"{fake_hub.url}/files/bundle.zip", "--md5", hashlib.md5(data).hexdigest()]
+    assert download_files.main([*argv, *url]) == 2
     assert "not a valid zip" in error_line(capsys)
     assert not (root / "bundle.zip").exists() and not leftovers(root)
 

@@ -16,17 +16,17 @@ import pytest
 import torch
 
 import download_files
-import mico.http
+import mico.fetch.urls
 import mico.subset
 import run_lira_mia
 import save_preds
 import save_zip
 from mico.models import load_model
 from mico.roberta import encode, load_tokenizer, train_tokenizer
+from mico.sources import RemoteFile
 from mico.tasks import get_task, load_task
 from mico.tracks import sst2
-from tests.fake_hub import hub_path as hub
-from tests.fake_hub import start_server
+from tests.fake_hub import serve_base_files, serve_bundle
 
 NAME = "sst2"
 ROWS = sst2.GLUE_ROWS
@@ -175,12 +175,12 @@ SOLUTION = (",".join(["1"] * 10 + ["0"] * 10) + "\r\n").encode()
 
 
 @pytest.fixture(scope="module")
-def hub_files(demo) -> dict[str, bytes]:
-    """A small SST-2 bundle under the repository's ``sst2/`` folder, GLUE-sized tables and a
-    tokenizer, as server paths."""
+def hub_files(demo) -> tuple[dict[str, bytes], dict[RemoteFile, bytes]]:
+    """A small SST-2 bundle (paths relative to ``sst2/``), and GLUE-sized tables and the demo's
+    tokenizer as the base files."""
     folder = model_folder(demo)
     weights = {name: (folder / name).read_bytes() for name in ("config.json", "pytorch_model.bin")}
-    files = {hub("sst2/bundle.json", "szanella/MICO-SST2"): json.dumps(TINY).encode()}
+    files = {"bundle.json": json.dumps(TINY).encode()}
     task = get_task(NAME).replace(
         **{k: v for k, v in TINY.items() if k != "models_per_phase"},
         models_per_phase=tuple(TINY["models_per_phase"].items()),
@@ -189,35 +189,31 @@ def hub_files(demo) -> dict[str, bytes]:
 
     for path in bundle_files(task):
         name = path.rsplit("/", 1)[-1]
-        data = weights.get(name) or (SOLUTION if name == "solution.csv" else b"12345\n")
-        files[hub(f"sst2/{path}", "szanella/MICO-SST2")] = data
-    tables = {"train.parquet": glue_table(ROWS["train.parquet"])}
-    tables["validation.parquet"] = glue_table(ROWS["validation.parquet"])
+        files[path] = weights.get(name) or (SOLUTION if name == "solution.csv" else b"12345\n")
+    base = {}
     for remote in sst2.BASE_FILES:
-        if remote.path in tables:
+        if remote.path in sst2.TABLES:
             buffer = io.BytesIO()
-            tables[remote.path].to_parquet(buffer, index=False)
-            files[f"/mirror/{remote.filename}"] = buffer.getvalue()
+            glue_table(ROWS[remote.path]).to_parquet(buffer, index=False)
+            base[remote] = buffer.getvalue()
         else:
-            source = demo / "data" / NAME / remote.path
-            files[f"/mirror/{remote.filename}"] = source.read_bytes()
-    return files
+            base[remote] = (demo / "data" / NAME / remote.path).read_bytes()
+    return files, base
 
 
 @pytest.fixture
-def server(monkeypatch, hub_files):
-    state, http = start_server()
-    state.files.update(hub_files)
-    monkeypatch.setenv("HF_ENDPOINT", state.url)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(mico.http, "BACKOFF_START_S", 0.0)
-    yield state
-    http.shutdown()
-    http.server_close()
+def server(fake_hub, hub_files):
+    """The suite's fake hub, serving this SST-2 layout and its base repositories too."""
+    files, base = hub_files
+    serve_bundle(fake_hub, files, NAME)
+    serve_base_files(fake_hub, base)
+    return fake_hub
 
 
-def fetch(server, root: Path, *args: str) -> int:
-    argv = ["--challenge", NAME, "--root", str(root), "--base-url", f"{server.url}/mirror", "-q"]
+def fetch(server, root: Path, *args: str, base_url: str | None = "/mirror") -> int:
+    argv = ["--challenge", NAME, "--root", str(root), "-q"]
+    if base_url is not None:
+        argv += ["--base-url", f"{server.url}{base_url}"]
     return download_files.main([*argv, *args])
 
 
@@ -227,6 +223,9 @@ def test_dry_run_lists_files_and_size(server, tmp_path, capsys):
     # Per scenario: a train model (3 seeds, solution, 2 weight files), dev and final (seed, 2).
     assert "would fetch 36 of 36 bundle files" in out
     assert "4 base dataset files" in out and "nyu-mll" not in out  # --base-url mirror
+    assert fetch(server, tmp_path, "--dry-run", "--skip-bundle", base_url=None) == 0
+    out = capsys.readouterr().out
+    assert "4 base dataset files from the hub" in out and "nyu-mll/glue/sst2/train" in out
     assert not any(tmp_path.iterdir())
 
 
@@ -239,6 +238,20 @@ def test_download_verifies_base_data_and_reads_offline(server, tmp_path):
     before = len(server.log)
     assert fetch(server, tmp_path) == 0  # a rerun transfers nothing
     assert server.log[before:] == []
+
+
+def test_base_data_comes_from_the_hub_through_its_cache(server, tmp_path, hub_files):
+    """Without --base-url, GLUE's tables and roberta-base's tokenizer files are fetched from
+    their repositories (a dataset and a model) into the hub cache, then copied into place."""
+    assert fetch(server, tmp_path, "--skip-bundle", base_url=None) == 0
+    _, base = hub_files
+    for remote, content in base.items():
+        assert (tmp_path / "data" / NAME / remote.path).read_bytes() == content
+    paths = {r.path for r in server.log if r.kind == "resolve"}
+    assert any(p.startswith("/datasets/nyu-mll/glue/resolve/") for p in paths)
+    assert any(p.startswith("/FacebookAI/roberta-base/resolve/") for p in paths)
+    assert not any(r.path.startswith("/mirror/") for r in server.log)
+    assert list((tmp_path / "hf_home" / "hub").glob("datasets--nyu-mll--glue"))
 
 
 def test_wrong_base_data_is_refused_and_removed(server, tmp_path, capsys):

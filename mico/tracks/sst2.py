@@ -49,15 +49,12 @@ GLUE_ROWS = {"train.parquet": 67349, "validation.parquet": 872}
 TOKENIZER_FOLDER = "roberta-base"
 
 #: The current parquet conversion of GLUE on the Hugging Face hub, and roberta-base's tokenizer.
-GLUE_URL = "https://huggingface.co/datasets/nyu-mll/glue/resolve/main/sst2"
-ROBERTA_URL = "https://huggingface.co/FacebookAI/roberta-base/resolve/main"
+GLUE_REPO = "nyu-mll/glue"
+ROBERTA_REPO = "FacebookAI/roberta-base"
 BASE_FILES = (
-    RemoteFile(f"{GLUE_URL}/train-00000-of-00001.parquet", TABLES[0]),
-    RemoteFile(f"{GLUE_URL}/validation-00000-of-00001.parquet", TABLES[1]),
-    *(
-        RemoteFile(f"{ROBERTA_URL}/{name}", f"{TOKENIZER_FOLDER}/{name}")
-        for name in TOKENIZER_FILES
-    ),
+    RemoteFile(TABLES[0], GLUE_REPO, "sst2/train-00000-of-00001.parquet", "dataset"),
+    RemoteFile(TABLES[1], GLUE_REPO, "sst2/validation-00000-of-00001.parquet", "dataset"),
+    *(RemoteFile(f"{TOKENIZER_FOLDER}/{name}", ROBERTA_REPO, name) for name in TOKENIZER_FILES),
 )
 
 

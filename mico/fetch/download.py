@@ -2,17 +2,17 @@
 
 Where the files come from (MICO.md sections 2 and 3)::
 
-    default      Hugging Face dataset repository, one HTTPS GET per bundle file:
-                 {HF_ENDPOINT}/datasets/{repo_id}/resolve/{revision}/{scenario}/{phase}/model_N/{file}
+    default      the Hugging Face dataset repository of the track, through huggingface_hub
+                 (:mod:`mico.fetch.hub`): login, cache, offline mode, pinned revision
     --url URL    a zip of the bundle (the original signed links; md5 checked for the published zips)
     --archive P  a zip or folder already on disk
-    base data    the CIFAR-10 python tarball (md5 checked) or dataset_purchase.tgz, or a --base-url
-                 mirror serving the same file name
+    base data    the CIFAR-10 python tarball (md5 checked) or dataset_purchase.tgz
+                 (:mod:`mico.fetch.urls`), SST-2's GLUE tables and tokenizer from the hub, or a
+                 --base-url mirror serving the same file names
 
 The original script pointed at signed links that have expired, so the default is the
 republished Hugging Face copy; the repository, zip name, md5 and base dataset of each track come
-from its registry entry (``task.source``).  Transfers are resumable, retried and verified
-(:mod:`mico.http`).
+from its registry entry (``task.source``).
 
 Archives are checked member by member before anything is written: absolute paths, ``..``
 components, links and special files make the whole archive refused, so extraction cannot write
@@ -25,109 +25,90 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
 from mico.bundle import check_layout
-from mico.extract import extract_tar_entry, import_folder, import_zip
-from mico.http import Fetcher, display_url, md5_file
+from mico.fetch import hub
+from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
+from mico.fetch.urls import Fetcher, display_url, md5_file
 from mico.layout import BUNDLE_CONFIG, data_root
-from mico.sources import BaseDataset, Source
+from mico.sources import BaseDataset, RemoteFile, Source
 from mico.subset import Selection, bundle_files, check_free_space
 from mico.tasks import Task, get_task, load_task
 
 logger = logging.getLogger(__name__)
-
-#: What huggingface_hub uses when ``HF_ENDPOINT`` is unset.
-HF_DEFAULT_ENDPOINT = "https://huggingface.co"
-DEFAULT_REVISION = "main"
 
 #: Problems of an incomplete bundle listed one per line before the error.
 MAX_LISTED_PROBLEMS = 20
 #: Paths shown by ``--dry-run`` before "... and N more".
 DRY_RUN_SHOWN = 5
 
-# --- the Hugging Face layout -----------------------------------------------------------------
+
+# --- the Hugging Face source -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HubRepo:
-    """A Hugging Face dataset repository at one revision, reached over plain HTTPS.
+def hub_repo(source: Source, repo_id: str | None) -> hub.HubRepo:
+    """The track's repository (or ``--repo-id``) and the bundle's folder in it."""
+    return hub.HubRepo(repo_id or source.repo_id, source.repo_prefix)
 
-    ``endpoint`` and ``token`` come from ``HF_ENDPOINT`` and ``HF_TOKEN`` as in huggingface_hub;
-    the token only ever goes to the endpoint (requests drops it on redirects to the CDN).
+
+def _hub_task(repo: hub.HubRepo, pin: hub.Pin, root: Path, name: str) -> tuple[Task, hub.Pin]:
+    """The task a repository describes: its ``bundle.json`` if it has one, else MICO's sizes;
+    and the pin, which records whether it has one (asked once per commit).
+
+    The real repositories have none; small test or mirror bundles do.
     """
-
-    endpoint: str
-    repo_id: str
-    revision: str
-    token: str | None
-    #: The bundle's folder inside the repository (``task.source.repo_prefix``).
-    prefix: str = ""
-
-    @classmethod
-    def from_env(cls, repo_id: str, revision: str, prefix: str = "") -> HubRepo:
-        endpoint = os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT
-        token = os.environ.get("HF_TOKEN") or None
-        return cls(endpoint.rstrip("/"), repo_id, revision, token, prefix)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def url(self, path: str) -> str:
-        revision = quote(self.revision, safe="")
-        where = quote(self.prefix + path)
-        return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{revision}/{where}"
-
-    def __str__(self) -> str:
-        return f"{self.endpoint}/datasets/{self.repo_id} at {self.revision}"
-
-
-def _hub_task(repo: HubRepo, root: Path, name: str, fetcher: Fetcher, *, save: bool) -> Task:
-    """The task a repository describes: its ``bundle.json`` if it has one, else MICO's sizes.
-
-    The real repositories have none (404 means "absent"); small test or mirror bundles do.  With
-    ``save`` the file lands in the bundle, otherwise (``--dry-run``) in a temporary folder.
-    """
-    config = root / name / BUNDLE_CONFIG
-    if config.is_file():
-        return load_task(root, name)
-    if save:
-        fetcher.fetch(
-            repo.url(BUNDLE_CONFIG), config, kind="hf", headers=repo.headers, missing_ok=True
-        )
-        return load_task(root, name)
-    with tempfile.TemporaryDirectory() as scratch:
-        where = Path(scratch) / name / BUNDLE_CONFIG
-        fetcher.fetch(
-            repo.url(BUNDLE_CONFIG), where, kind="hf", headers=repo.headers, missing_ok=True
-        )
-        return load_task(scratch, name)
+    if (root / name / BUNDLE_CONFIG).is_file() or pin.has_config is False:
+        return load_task(root, name), pin
+    found = hub.fetch_file(repo, pin.commit, BUNDLE_CONFIG, repo.local_dir(root, name))
+    return load_task(root, name), dataclasses.replace(pin, has_config=found)
 
 
 def fetch_hub(
-    repo: HubRepo, root: Path, name: str, fetcher: Fetcher, selection: Selection | None = None
+    repo: hub.HubRepo,
+    root: Path,
+    name: str,
+    selection: Selection,
+    *,
+    revision: str | None,
+    jobs: int,
+    quiet: bool,
+    verify: bool = False,
 ) -> None:
-    """Fetch every (selected) bundle file not yet under its final name, ``--jobs`` at a time."""
-    task = _hub_task(repo, root, name, fetcher, save=True)
-    base = root / name
-    if selection is not None:
+    """Fetch every selected bundle file at one commit, ``jobs`` at a time (see :mod:`hub`)."""
+    base, local_dir = root / name, repo.local_dir(root, name)
+    pin = hub.choose_commit(repo, base, revision)
+    with hub.bundle_lock(local_dir):
+        task, pin = _hub_task(repo, pin, root, name)
+        hub.write_pin(base, pin)  # before the bundle's files: a rerun completes the same commit
         selection.check(task)
-    paths = bundle_files(task, selection)
-    todo = [path for path in paths if not (base / path).is_file()]
-    check_free_space(todo, task, base)
-    logger.info("%d of %d bundle files to fetch from %s into %s", len(todo), len(paths), repo, base)
-    items = [(repo.url(path), base / path) for path in todo]
-    fetcher.fetch_many(items, kind="hf", headers=repo.headers, desc=name)
+        paths = bundle_files(task, selection)
+        if verify:
+            bad = hub.verify_files(repo, pin.commit, base, paths, quiet=quiet)
+            logger.info(
+                "verified %d files against the hub's checksums: %d differed", len(paths), len(bad)
+            )
+        todo = [path for path in paths if not (base / path).is_file()]
+        check_free_space(todo, task, base)
+        logger.info(
+            "%d of %d bundle files to fetch from %s at %s into %s",
+            len(todo),
+            len(paths),
+            repo,
+            pin.commit[:12],
+            base,
+        )
+        # Present files are passed too: the library checks them against its metadata, without
+        # a request when they were fetched at this commit and untouched since.
+        hub.fetch_files(repo, pin.commit, local_dir, paths, jobs=jobs, quiet=quiet, desc=name)
 
 
 def _expected_md5(file_name: str, source: Source, override: str | None) -> str | None:
@@ -241,14 +222,19 @@ def fetch_base(
 def fetch_base_files(
     base: BaseDataset, folder: Path, base_url: str | None, fetcher: Fetcher
 ) -> None:
-    """A base dataset of plain files: fetch the missing ones, then ``base.check`` them; files
-    that fail the check are deleted, so that a rerun fetches them afresh."""
-    items = [
-        (_file_url(remote.url, remote.filename, base_url), folder / remote.path)
-        for remote in base.files
-        if not (folder / remote.path).is_file()
-    ]
-    fetcher.fetch_many(items, kind="base", headers={}, desc=base.folder)
+    """A base dataset of plain files: fetch the missing ones (from their hub repositories, or
+    the ``--base-url`` mirror), then ``base.check`` them; files that fail the check are
+    deleted, so that a rerun fetches them afresh."""
+    for remote in base.files:
+        dest = folder / remote.path
+        if dest.is_file():
+            continue
+        if base_url is None:
+            repo = hub.HubRepo(remote.repo_id, repo_type=remote.repo_type)
+            hub.cached_file(repo, remote.revision, remote.filename, dest)
+        else:
+            url = _file_url(remote, base_url)
+            fetcher.download(url, dest, kind="base", md5=None, desc=remote.name)
     if base.check is not None:
         try:
             base.check(folder)
@@ -261,9 +247,9 @@ def fetch_base_files(
     logger.info("base dataset ready in %s", folder)
 
 
-def _file_url(url: str, filename: str, base_url: str | None) -> str:
-    """``url``, or the file of the same name in the ``--base-url`` mirror folder."""
-    return url if base_url is None else f"{base_url.rstrip('/')}/{filename}"
+def _file_url(remote: RemoteFile, base_url: str) -> str:
+    """The file of the same name in the ``--base-url`` mirror folder."""
+    return f"{base_url.rstrip('/')}/{remote.name}"
 
 
 # --- the whole step --------------------------------------------------------------------------
@@ -320,6 +306,7 @@ class DownloadOptions:
     dry_run: bool = False
     jobs: int = 8
     retries: int = 5
+    verify: bool = False
     quiet: bool = False
 
     @property
@@ -342,6 +329,8 @@ def check_options(options: DownloadOptions) -> DownloadOptions:
         raise ValueError(f"--url takes an http(s) link, got {display_url(options.url)!r}")
     if options.skip_bundle and other_source:
         raise ValueError("--url/--archive fetch the bundle, which --skip-bundle leaves out")
+    if other_source and options.verify:
+        raise ValueError("--verify checks files against the hub's checksums: drop --url/--archive")
     if other_source and not options.selection.everything:
         raise ValueError(
             "--scenarios/--phases/--models choose Hugging Face files: drop --url/--archive"
@@ -355,14 +344,10 @@ def check_options(options: DownloadOptions) -> DownloadOptions:
     return dataclasses.replace(options, md5=options.md5.lower())
 
 
-def _hub_repo(args: DownloadOptions, source: Source) -> HubRepo:
-    repo_id, revision = args.repo_id or source.repo_id, args.revision or DEFAULT_REVISION
-    return HubRepo.from_env(repo_id, revision, source.repo_prefix)
-
-
 def _print_plan(
-    what: str, paths: Sequence[str], sizes: list[tuple[int | None, int | None]]
+    what: str, paths: Sequence[str], sizes: Sequence[tuple[int | None, int | None]]
 ) -> None:
+    """``sizes``: ``(bytes, HTTP status)`` per file, ``None`` where unknown."""
     known = [size for size, _ in sizes if size is not None]
     total = tqdm.format_sizeof(sum(known), suffix="B", divisor=1024)
     unknown = len(sizes) - len(known)
@@ -374,7 +359,35 @@ def _print_plan(
         print(f"  ... and {len(paths) - DRY_RUN_SHOWN} more")
     refused = Counter(status for _, status in sizes if status not in (200, None))
     for status, count in sorted(refused.items()):
-        print(f"warning: HEAD answered HTTP {status} for {count} of them")
+        print(f"warning: HTTP {status} for {count} of them")
+
+
+def _hub_sizes(repo: hub.HubRepo, commit: str, paths: Sequence[str]) -> list[tuple[int, int]]:
+    """Sizes of the named files from ``paths-info``; one the repository lacks counts as 404."""
+    found = hub.paths_info(repo, commit, paths)
+    return [(found[path].size, 200) if path in found else (None, 404) for path in paths]
+
+
+def _dry_run_hub(args: DownloadOptions, source: Source) -> None:
+    root, name = args.root, args.challenge
+    repo = hub_repo(source, args.repo_id)
+    pin = hub.read_pin(root / name)
+    if args.revision is None and pin is not None and pin.repo_id == repo.repo_id:
+        commit = pin.commit
+    else:
+        commit = hub.resolve(repo, args.revision or hub.DEFAULT_REVISION, cache=False)
+    if (root / name / BUNDLE_CONFIG).is_file():
+        task = load_task(root, name)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            hub.fetch_file(repo, commit, BUNDLE_CONFIG, repo.local_dir(Path(scratch), name))
+            task = load_task(scratch, name)
+    args.selection.check(task)
+    paths = bundle_files(task, args.selection)
+    todo = [path for path in paths if not (root / name / path).is_file()]
+    what = f"{len(todo)} of {len(paths)} bundle files from {repo} at {commit[:12]}"
+    what += f" into {root / name}"
+    _print_plan(what, todo, _hub_sizes(repo, commit, todo))
 
 
 def _dry_run(args: DownloadOptions, source: Source, fetcher: Fetcher) -> None:
@@ -384,31 +397,31 @@ def _dry_run(args: DownloadOptions, source: Source, fetcher: Fetcher) -> None:
         if args.archive is not None:
             print(f"would import {args.archive} into {root / name}")
         elif args.url is not None:
-            sizes = fetcher.sizes([args.url], {})
+            sizes = fetcher.sizes([args.url])
             _print_plan(f"{display_url(args.url)} and import it into {root / name}", [], sizes)
         else:
-            repo = _hub_repo(args, source)
-            task = _hub_task(repo, root, name, fetcher, save=False)
-            args.selection.check(task)
-            paths = bundle_files(task, args.selection)
-            todo = [path for path in paths if not (root / name / path).is_file()]
-            sizes = fetcher.sizes([repo.url(path) for path in todo], repo.headers)
-            what = f"{len(todo)} of {len(paths)} bundle files from {repo} into {root / name}"
-            _print_plan(what, todo, sizes)
+            _dry_run_hub(args, source)
     if args.skip_base:
         return
     for base in args.selection.base_datasets(get_task(name)):
         folder = args.data / base.folder
         if base_complete(folder, base):
             print(f"base dataset already in {folder}")
-        elif base.files:
-            urls = [_file_url(f.url, f.filename, args.base_url) for f in base.files]
+        elif base.files and args.base_url is not None:
+            urls = [_file_url(remote, args.base_url) for remote in base.files]
             what = f"{len(urls)} base dataset files into {folder}"
-            _print_plan(what, [display_url(url) for url in urls], fetcher.sizes(urls, {}))
+            _print_plan(what, [display_url(url) for url in urls], fetcher.sizes(urls))
+        elif base.files:
+            sizes = []
+            for remote in base.files:
+                repo = hub.HubRepo(remote.repo_id, repo_type=remote.repo_type)
+                sizes.extend(_hub_sizes(repo, remote.revision, [remote.filename]))
+            names = [f"{remote.repo_id}/{remote.filename}" for remote in base.files]
+            _print_plan(f"{len(names)} base dataset files from the hub into {folder}", names, sizes)
         else:
             url = mirror_url(base, args.base_url)
             what = f"{display_url(url)} and extract {base.entry} into {folder}"
-            _print_plan(what, [], fetcher.sizes([url], {}))
+            _print_plan(what, [], fetcher.sizes([url]))
 
 
 def _fetch_bundle(args: DownloadOptions, source: Source, fetcher: Fetcher) -> Task:
@@ -421,7 +434,16 @@ def _fetch_bundle(args: DownloadOptions, source: Source, fetcher: Fetcher) -> Ta
         md5 = _expected_md5(args.archive.name, source, args.md5)
         import_archive(args.archive, root, name, md5, quiet=args.quiet)
     else:
-        fetch_hub(_hub_repo(args, source), root, name, fetcher, args.selection)
+        fetch_hub(
+            hub_repo(source, args.repo_id),
+            root,
+            name,
+            args.selection,
+            revision=args.revision,
+            jobs=args.jobs,
+            quiet=args.quiet,
+            verify=args.verify,
+        )
     if not args.selection.everything:
         return verify_selection(root, name, args.selection)
     return verify_bundle(root, name)
@@ -448,7 +470,8 @@ def run(options: DownloadOptions) -> int:
     args.selection.check(get_task(args.challenge))  # before --skip-bundle picks base datasets
     source = get_task(args.challenge).source
     root, name = args.root, args.challenge
-    with Fetcher(jobs=args.jobs, retries=args.retries, quiet=args.quiet) as fetcher:
+    hub.route_library_logs()
+    with Fetcher(retries=args.retries, quiet=args.quiet) as fetcher:
         if args.dry_run:
             _dry_run(args, source, fetcher)
             return 0
