@@ -7,7 +7,7 @@ nothing here changes a score, and matplotlib is imported only when a figure is a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -91,27 +91,14 @@ def metrics_table(
 
 
 def interval_frame(
-    rows: Mapping[str, Mapping[str, Interval]], index_name: str = "attack"
+    rows: Mapping[str, Mapping[str, Interval]],
+    index_name: str = "attack",
+    cell: Callable[[Interval], str] = interval_cell,
 ) -> pd.DataFrame:
-    """Rows x metrics of ``value [low, high]`` cells from ``{row: {key: Interval}}``."""
+    """Rows x metrics from ``{row: {key: Interval}}``, each written by ``cell``
+    (``value [low, high]``, or :func:`difference_cell` for paired differences)."""
     frame = pd.DataFrame.from_dict(
-        {
-            row: {METRIC_LABELS[k]: interval_cell(v) for k, v in cells.items()}
-            for row, cells in rows.items()
-        },
-        orient="index",
-    )
-    frame.index.name = index_name
-    return frame
-
-
-def difference_frame(rows: Mapping[str, Mapping[str, Interval]], index_name: str) -> pd.DataFrame:
-    """Rows x metrics of paired differences (:func:`difference_cell`)."""
-    frame = pd.DataFrame.from_dict(
-        {
-            row: {METRIC_LABELS[k]: difference_cell(v) for k, v in cells.items()}
-            for row, cells in rows.items()
-        },
+        {row: {METRIC_LABELS[k]: cell(v) for k, v in cells.items()} for row, cells in rows.items()},
         orient="index",
     )
     frame.index.name = index_name
@@ -335,7 +322,7 @@ def print_paired(
                     f"\n{where}, {phase}: {best} minus each (CV) row, paired bootstrap "
                     "(the same resampled models for both); 'tied' = the interval contains 0"
                 )
-                print(format_frame(difference_frame(others, "row"), markdown))
+                print(format_frame(interval_frame(others, "row", difference_cell), markdown))
 
 
 def print_epsilon(
