@@ -33,12 +33,10 @@ same membership probability), so pooling the leave-one-out fits' outputs is mean
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import logit
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.hardness import hardness_calibrated, minmax
@@ -47,6 +45,9 @@ from mico.attacks.rmia import has_population
 from mico.attacks.rmia_online import rmia_online
 from mico.attacks.stats import inout_stats, standardise
 from mico.store import ScenarioScores
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 COMBINERS: tuple[str, ...] = ("ms-lira", "logreg")
 
@@ -106,6 +107,11 @@ def features(signal: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> Pipeline:
+    # Imported here: scikit-learn takes a second to load, and only this combiner needs it.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(StandardScaler(), LogisticRegression(C=LOGREG_C, max_iter=1000))
     return model.fit(x.reshape(-1, x.shape[-1]), y.ravel())
 
