@@ -7,7 +7,7 @@ nothing here changes a score, and matplotlib is imported only when a figure is a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +109,15 @@ def interval_frame(
 COMPARE_METRICS: tuple[str, ...] = ("TPR_FPR_1000", "TPR_FPR_100", "AUC")
 
 
-def short_scenario(name: str) -> str:
-    """``purchase100_inf`` -> ``inf``: column headers stay narrow."""
-    return name.rsplit("_", 1)[-1]
+def short_names(scenarios: Sequence[str]) -> dict[str, str]:
+    """Narrow column headers that still tell the scenarios apart: the suffix
+    (``purchase100_inf`` -> ``inf``) where the suffixes differ, else the dataset
+    (``cifar10_ddp`` -> ``cifar10``: every DDP scenario ends in ``_ddp``), else the full name."""
+    for part in (lambda s: s.rsplit("_", 1)[-1], lambda s: s.split("_", 1)[0]):
+        names = {scenario: part(scenario) for scenario in scenarios}
+        if len(set(names.values())) == len(names):
+            return names
+    return {scenario: scenario for scenario in scenarios}
 
 
 def comparison_frame(
@@ -123,10 +129,11 @@ def comparison_frame(
     mean over the scenarios (the track average) where there are several."""
     rows = list(metrics)
     scenarios = list(dict.fromkeys(s for row in metrics.values() for s in row))
+    short = short_names(scenarios)
     columns: dict[tuple[str, str], list[float]] = {}
     for key in keys:
         for scenario in scenarios:
-            columns[(METRIC_LABELS[key], short_scenario(scenario))] = [
+            columns[(METRIC_LABELS[key], short[scenario])] = [
                 metrics[row][scenario][key] for row in rows
             ]
         if len(scenarios) > 1:

@@ -23,6 +23,7 @@ from mico.attacks.reference import reference_attack
 from mico.bundle import read_solution
 from mico.layout import reference_models_dir
 from mico.references import read_target, reference_keep
+from mico.report import COMPARE_METRICS, comparison_frame
 from mico.scoring import metrics
 from mico.tasks import get_task, load_task
 from tests.fake_hub import bundle_folder_files, serve_bundle
@@ -130,6 +131,28 @@ def test_every_attack_runs_on_ddp(ddp_root: Path, capsys) -> None:
     out = capsys.readouterr().out
     for row in ("hardness", "reference (CV)", "lira (CV)", "loss"):
         assert row in out
+
+
+def test_compare_tables_keep_every_scenario(ddp_root: Path, capsys) -> None:
+    """Both scenarios end in ``_ddp``: each keeps its own columns, and ``avg`` is their mean."""
+    assert run_lira_mia.main(args(ddp_root, "--compare", "--no-intervals", "--markdown")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| attack | TPR@10%"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns[1:4] == ["TPR@10% cifar10", "TPR@10% purchase100", "TPR@10% avg"]
+    loss = next(line for line in lines if line.startswith("| loss |"))
+    cells = [float(cell) for cell in loss.strip("|").split("|")[1:4]]
+    assert cells[2] == pytest.approx((cells[0] + cells[1]) / 2, abs=1e-4)
+
+
+def test_short_scenario_names_stay_distinct() -> None:
+    metric = {key: 0.5 for key in COMPARE_METRICS}
+    rows = {"loss": {"cifar10_ddp": metric, "purchase100_ddp": {**metric, "TPR_FPR_1000": 0.7}}}
+    frame = comparison_frame(rows)
+    assert list(frame["TPR@10%"].columns) == ["cifar10", "purchase100", "avg"]
+    assert frame["TPR@10%"].loc["loss"].tolist() == pytest.approx([0.5, 0.7, 0.6])
+    plain = {"loss": {f"purchase100_{s}": metric for s in ("inf", "hi", "lo")}}
+    assert list(comparison_frame(plain)["AUC"].columns) == ["inf", "hi", "lo", "avg"]
 
 
 def test_reference_needs_revealed_training(tiny_copy, capsys) -> None:
