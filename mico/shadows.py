@@ -51,7 +51,7 @@ from mico.layout import (
     shadow_design_path,
     shadows_dir,
 )
-from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
+from mico.recipes import DELTA, SCENARIO_EPSILON, Recipe
 from mico.shadow_design import Design, extend_design, load_design, scenario_pool
 from mico.shadow_ray import build_models_ray, check_reachable
 from mico.tasks import Task, load_task
@@ -160,13 +160,20 @@ def _parse_recipe(settings: dict, task: Task, where: str) -> RecipeChoice:
     unknown = set(settings) - _RECIPE_KEYS - _INFORMATIONAL
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_RECIPE_KEYS)}")
-    for key, fixed in (("delta", DELTA), ("max_grad_norm", MAX_GRAD_NORM)):
-        if settings.get(key, fixed) != fixed:
-            raise ValueError(f"{where}: {key} must be MICO's {fixed}, got {settings[key]!r}")
+    if settings.get("delta", DELTA) != DELTA:
+        raise ValueError(f"{where}: delta must be MICO's {DELTA}, got {settings['delta']!r}")
     fields = settings.get("recipe", {})
     names = {f.name for f in dataclasses.fields(Recipe)}
     if not isinstance(fields, dict) or set(fields) - names:
         raise ValueError(f"{where}: 'recipe' must be an object with fields from {sorted(names)}")
+    if "max_grad_norm" in settings:  # the clipping the bundle's DP models were trained with
+        clip = settings["max_grad_norm"]
+        if fields.get("max_grad_norm", clip) != clip:
+            raise ValueError(
+                f"{where}: max_grad_norm {clip!r} contradicts the recipe's "
+                f"{fields['max_grad_norm']!r}; give one value"
+            )
+        fields = {**fields, "max_grad_norm": clip}
     try:
         recipe = task.recipe.replace(**fields)
     except TypeError as exc:
@@ -191,7 +198,7 @@ def _check_recipe(recipe: Recipe, where: str) -> None:
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
-    for name in ("lr", "lr_gamma", "dp_lr"):
+    for name in ("lr", "lr_gamma", "dp_lr", "max_grad_norm"):
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
             raise ValueError(f"{where}: {name} must be a positive number, got {value!r}")
@@ -240,7 +247,7 @@ def scenario_jobs(
             "recipe_source": choice.source,
             "dp_epsilon": dp_epsilon,
             "delta": DELTA,
-            "max_grad_norm": MAX_GRAD_NORM,
+            "max_grad_norm": choice.recipe.max_grad_norm,
             "noise_multiplier": noise,
             "train_seed": train_seed,
             "design_seed": options.seed,

@@ -23,7 +23,7 @@ from mico.layout import (
     shadows_dir,
 )
 from mico.shadow_design import extend_design, load_design
-from mico.shadows import extra_shadows
+from mico.shadows import extra_shadows, resolve_recipe
 from mico.tasks import get_task, load_task
 
 INF, HI = "purchase100_inf", "purchase100_hi"
@@ -164,6 +164,19 @@ def test_unreachable_epsilon_is_refused_before_training(tiny_copy, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: purchase100_lo: epsilon 0.001 cannot be reached")
     assert no_model_folder(root)
+
+
+def test_a_recipe_file_sets_the_clipping_once(tiny_purchase: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.json"
+    task = load_task(tiny_purchase, "purchase100")
+    recipe.write_text(json.dumps({"max_grad_norm": 1.5}))
+    assert resolve_recipe(tiny_purchase, task, recipe).recipe.max_grad_norm == 1.5
+    recipe.write_text(json.dumps({"max_grad_norm": 1.5, "recipe": {"max_grad_norm": 2.0}}))
+    with pytest.raises(ValueError, match="max_grad_norm 1.5 contradicts the recipe's 2.0"):
+        resolve_recipe(tiny_purchase, task, recipe)
+    recipe.write_text(json.dumps({"recipe": {"max_grad_norm": -1}}))
+    with pytest.raises(ValueError, match="max_grad_norm must be a positive number"):
+        resolve_recipe(tiny_purchase, task, recipe)
 
 
 def test_full_disk_mid_write_leaves_no_partial_folder(tiny_copy, monkeypatch, capsys) -> None:

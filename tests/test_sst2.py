@@ -21,6 +21,8 @@ import mico.subset
 import run_lira_mia
 import save_preds
 import save_zip
+import train_shadows
+from mico.layout import RECIPE_FILE
 from mico.models import load_model
 from mico.roberta import encode, load_tokenizer, train_tokenizer
 from mico.sources import RemoteFile
@@ -60,6 +62,17 @@ def test_tiny_demo_runs_through_every_script(demo, tmp_path):
         names = archive.namelist()
     assert len(names) == 3 * 2  # 3 scenarios x (1 dev + 1 final) in the tiny preset
     assert all(name.startswith("sst2/sst2_") and name.endswith("prediction.csv") for name in names)
+
+
+def test_train_shadows_uses_the_tracks_clipping(demo, tmp_path):
+    """MICO clips SST-2's per-sample gradients at 0.1, not at the image and tabular tracks' 2.6:
+    an extra shadow is trained, and recorded, with the clipping its targets had."""
+    root = Path(shutil.copytree(demo, tmp_path / "copy"))
+    args = ["--challenge", NAME, "--root", str(root), "--models", "1", "--scenarios", "hi"]
+    assert train_shadows.main([*args, "--device", "cpu", "-q"]) == 0
+    recipe = json.loads((root / "shadows" / NAME / "sst2_hi" / "model_0" / RECIPE_FILE).read_text())
+    assert recipe["max_grad_norm"] == recipe["recipe"]["max_grad_norm"] == 0.1
+    assert recipe["dp_epsilon"] == 10.0
 
 
 def test_model_folders_are_mico_format_and_load_like_mico(demo):
