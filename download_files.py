@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico import demo
     from mico.cli import add_common_args, run_cli, setup_logging
     from mico.fetch import download
-    from mico.subset import Selection
+    from mico.fetch.parts import Selection
+    from mico.train import demo
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)

@@ -13,7 +13,7 @@ Reads ``save_preds.py``'s ``scores.npz`` per scenario, writes
 and prints the official metrics on the train phase (which has ground truth), each with a 95%
 cluster-bootstrap interval over target models (:mod:`mico.attacks.audit`). Where an attack
 chooses a variant or parameter, the choice is made on the train models and the train-phase
-numbers are a k-fold cross-validation estimate (:mod:`mico.selection`). ``--compare`` writes
+numbers are a k-fold cross-validation estimate (:mod:`mico.attacks.selection`). ``--compare`` writes
 nothing: it scores every attack and LiRA flag combination (:mod:`mico.attacks.compare`), and
 says which leads are real (paired intervals); ``--audit`` adds empirical epsilon lower bounds.
 The work is done by :mod:`mico.attacks.run`; this script parses, calls it and prints.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
     from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
+    from mico.attacks.audit_report import argv_line, check_report_dir
     from mico.attacks.compare import (
         BEST_ATTACK,
         Uncertainty,
@@ -38,14 +39,13 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     )
     from mico.attacks.lira import LiraParams
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+    from mico.attacks.report import plot_roc, plot_roc_panels, print_comparison, print_run
+    from mico.attacks.report_html import write_report
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
+    from mico.attacks.selection import DEFAULT_FOLDS, Rule
     from mico.attacks.stats import VARIANCES
-    from mico.audit_report import argv_line, check_report_dir
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
-    from mico.references import DEFAULT_REFERENCES
-    from mico.report import plot_roc, plot_roc_panels, print_comparison, print_run
-    from mico.report_html import write_report
-    from mico.selection import DEFAULT_FOLDS, Rule
+    from mico.train.references import DEFAULT_REFERENCES
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)

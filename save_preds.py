@@ -5,7 +5,7 @@
     python save_preds.py --challenge purchase100 --shard 2/2     # on another, same --preds-dir
     python save_preds.py --challenge purchase100 --assemble      # scores.npz from both
 
-Writes ``<preds-dir>/<challenge>/<scenario>/scores.npz`` (format in ``mico/store.py``); an
+Writes ``<preds-dir>/<challenge>/<scenario>/scores.npz`` (format in ``mico/outputs/store.py``); an
 interrupted run resumes at the next model, and a rerun with nothing new runs no model.
 """
 
@@ -26,9 +26,9 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
         run_cli,
         setup_logging,
     )
-    from mico.inference import AUTOCAST
-    from mico.predict import PredictOptions, dataset_loader, predict
-    from mico.tasks import load_task
+    from mico.outputs.inference import AUTOCAST
+    from mico.outputs.predict import PredictOptions, dataset_loader, predict
+    from mico.tracks.registry import load_task
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)

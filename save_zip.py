@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico.bundle import check_layout, read_prediction
+    from mico.bundle.fileio import atomic_write
+    from mico.bundle.layout import PREDICTION_FILE, model_dir, model_ids
+    from mico.bundle.manifest import check_predictions
+    from mico.bundle.records import check_layout, read_prediction
     from mico.cli import add_common_args, run_cli, setup_logging
-    from mico.fileio import atomic_write
-    from mico.layout import PREDICTION_FILE, model_dir, model_ids
-    from mico.manifest import check_predictions
-    from mico.tasks import Task, load_task
+    from mico.tracks.registry import Task, load_task
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)
@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it.
 
-    The dev/final folders must be exactly the bundle's (:func:`mico.bundle.check_layout`), so
-    a renamed or extra model folder is reported instead of zipped; the files must all come from
-    the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a run
+    The dev/final folders must be exactly the bundle's (:func:`mico.bundle.records.check_layout`),
+    so a renamed or extra model folder is reported instead of zipped; the files must all come from
+    the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.bundle.manifest`), so a run
     stopped half-way is not zipped as a mixture.
     """
     layout = check_layout(root, task, need_models=False, phases=SUBMITTED_PHASES)

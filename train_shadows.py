@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico import shadows
     from mico.cli import add_common_args, run_cli, setup_logging
+    from mico.train import shadows
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
     sys.exit(130)

@@ -5,8 +5,8 @@ on the weights; seeds drawn like MICO's), then times
 
 * baseline: for each model, load it and run ``model(x[batch])`` over exactly the records
   save_preds evaluates (the unique challenge points for every shadow, own points for targets);
-* ``mico.predict.save_scenario``: the whole step, split reconstruction, IN/OUT masks, margins,
-  caching and the ``scores.npz`` included.
+* ``mico.outputs.predict.save_scenario``: the whole step, split reconstruction, IN/OUT masks,
+  margins, caching and the ``scores.npz`` included.
 
 It checks that save_preds evaluates exactly unique points x shadows + targets x 2m records, and
 prints both times and the throughput ratio (target: at least 0.85).
@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mico.bundle import write_solution
+from mico.bundle.records import write_solution
+from mico.bundle.splits import challenge_indices, split_indices
 from mico.cli import resolve_device
-from mico.data import TensorPairDataset
-from mico.inference import model_outputs
-from mico.models import build_model, load_model
-from mico.predict import PredictOptions, save_scenario
-from mico.splits import challenge_indices, split_indices
-from mico.tasks import get_task
+from mico.outputs.inference import model_outputs
+from mico.outputs.predict import PredictOptions, save_scenario
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.models import build_model, load_model
+from mico.tracks.registry import get_task
 
 
 def _synthetic_dataset(challenge: str, n: int, rng: np.random.Generator) -> TensorPairDataset:

@@ -5,7 +5,7 @@ phase: only the bundle's seeds and recipe matter here), then times, in one proce
 
 * baseline: for each shadow job, ``train_model`` on exactly the job's records, with the job's
   seed, DP target and noise, and nothing else (no design, no accuracy, no files);
-* ``mico.shadows.run``: the whole step from an empty shadows folder: the design (computed
+* ``mico.train.shadows.run``: the whole step from an empty shadows folder: the design (computed
   again: the jobs above stored one, which is removed first), data loading, training, held-out
   accuracy and the atomic folder writes.
 
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 import download_files
+from mico.bundle.layout import SHADOWS_DIR, data_root
 from mico.cli import resolve_device
-from mico.farm import with_noise
-from mico.layout import SHADOWS_DIR, data_root
-from mico.shadows import ShadowOptions, resolve_recipe, run, scenario_jobs
-from mico.tasks import TASKS, load_task
-from mico.training import train_model
+from mico.tracks.registry import TASKS, load_task
+from mico.train.engine import train_model
+from mico.train.farm import with_noise
+from mico.train.shadows import ShadowOptions, resolve_recipe, run, scenario_jobs
 
 
 def bench_track(challenge: str, root: Path, args: argparse.Namespace) -> tuple[float, float, int]:

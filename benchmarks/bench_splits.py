@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from mico.splits import split_indices
-from mico.tasks import get_task
+from mico.bundle.splits import split_indices
+from mico.tracks.registry import get_task
 from tests.reference import mt19937_reference
 
 

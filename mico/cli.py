@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mico.devices import resolve_device
-from mico.layout import data_root, preds_root
-from mico.tasks import TASKS
+from mico.bundle.layout import data_root, preds_root
+from mico.tracks.devices import resolve_device
+from mico.tracks.registry import TASKS
 
 __all__ = [
     "add_common_args",

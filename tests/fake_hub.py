@@ -47,11 +47,11 @@ import huggingface_hub.constants
 import numpy as np
 import torch
 
-from mico.bundle import SEED_FILES
-from mico.models import CNN, MLP
-from mico.sources import RemoteFile
-from mico.splits import split_indices
-from mico.tasks import SCENARIO_SUFFIXES, get_task
+from mico.bundle.records import SEED_FILES
+from mico.bundle.splits import split_indices
+from mico.tracks.models import CNN, MLP
+from mico.tracks.registry import SCENARIO_SUFFIXES, get_task
+from mico.tracks.sources import RemoteFile
 
 TINY_CONFIG = {
     "dataset_len": 1000,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mico.tasks import TASKS
+from mico.tracks.registry import TASKS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mico"
 MODULES = sorted(PACKAGE.rglob("*.py"))

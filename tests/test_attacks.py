@@ -1,4 +1,5 @@
-"""Tests of the attacks besides LiRA, the registry, mico.selection and mico.attacks.compare/run.
+"""Tests of the attacks besides LiRA, the registry, mico.attacks.selection and
+mico.attacks.compare/run.
 
 The attacks are checked against naive per-point references written with plain loops, lists
 and ``math``; RMIA also against an example worked out by hand; the cross-validated choice
@@ -34,12 +35,7 @@ from mico.attacks.loss import loss_attack
 from mico.attacks.registry import ATTACKS, get_attack
 from mico.attacks.rmia import RECOMMENDED_POPULATION, fraction_below, rmia
 from mico.attacks.run import RunOptions, attack_scenario
-from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
-from mico.bundle import model_dirs, read_prediction, write_solution
-from mico.provenance import bundle_record
-from mico.scoring import metrics as official_score
-from mico.scoring import tpr_at_fpr
-from mico.selection import (
+from mico.attacks.selection import (
     Rule,
     best_candidate,
     candidate_bootstraps,
@@ -47,8 +43,13 @@ from mico.selection import (
     fold_assignment,
     phase_quantiles,
 )
-from mico.store import SCORES_FILE, PhaseScores, ScenarioScores
-from mico.tasks import get_task, load_task
+from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
+from mico.bundle.records import model_dirs, read_prediction, write_solution
+from mico.outputs.provenance import bundle_record
+from mico.outputs.store import SCORES_FILE, PhaseScores, ScenarioScores
+from mico.scoring import metrics as official_score
+from mico.scoring import tpr_at_fpr
+from mico.tracks.registry import get_task, load_task
 from tests.test_lira import ref_pooled_var, ref_sigmoid, scenarios
 
 HARDNESS_COMBOS = [(s, v) for s in HARDNESS_SCORES for v in HARDNESS_VARIANTS]

@@ -18,11 +18,11 @@ import run_lira_mia
 from mico.attacks.audit import AuditCounts
 from mico.attacks.base import Config
 from mico.attacks.compare import BEST_ATTACK, BEST_ROW, RowResult, Uncertainty
+from mico.attacks.report import print_epsilon
 from mico.attacks.run import RunOptions, compare_challenge, run_challenge
-from mico.bundle import read_prediction
-from mico.layout import PREDICTION_FILE
-from mico.report import print_epsilon
-from mico.tasks import load_task
+from mico.bundle.layout import PREDICTION_FILE
+from mico.bundle.records import read_prediction
+from mico.tracks.registry import load_task
 from tests.test_attacks import write_synthetic_root
 
 CHALLENGE = "purchase100"

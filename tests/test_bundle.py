@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mico.bundle import (
+from mico.bundle.records import (
     check_layout,
     model_dirs,
     model_splits,
@@ -17,8 +17,8 @@ from mico.bundle import (
     write_prediction,
     write_solution,
 )
-from mico.splits import split_indices
-from mico.tasks import get_task, load_task
+from mico.bundle.splits import split_indices
+from mico.tracks.registry import get_task, load_task
 
 
 def test_registry_values():

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mico.data import load_cifar10, load_purchase100
+from mico.tracks.data import load_cifar10, load_purchase100
 
 MEAN = np.array([0.49139968, 0.48215841, 0.44653091])
 STD = np.array([0.24703223, 0.24348513, 0.26158784])

@@ -20,12 +20,12 @@ import run_lira_mia
 import save_preds
 import save_zip
 from mico.attacks.reference import reference_attack
-from mico.bundle import read_solution
-from mico.layout import reference_models_dir
-from mico.references import read_target, reference_keep
-from mico.report import COMPARE_METRICS, comparison_frame
+from mico.attacks.report import COMPARE_METRICS, comparison_frame
+from mico.bundle.layout import reference_models_dir
+from mico.bundle.records import read_solution
 from mico.scoring import metrics
-from mico.tasks import get_task, load_task
+from mico.tracks.registry import get_task, load_task
+from mico.train.references import read_target, reference_keep
 from tests.fake_hub import bundle_folder_files, serve_bundle
 
 SCENARIOS = ("cifar10_ddp", "purchase100_ddp")

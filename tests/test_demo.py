@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from mico import demo
-from mico.bundle import check_layout, read_seeds, read_solution
-from mico.data import CIFAR10_BATCHES, load_cifar10, load_purchase100
-from mico.layout import model_dirs, model_ids
-from mico.models import OPACUS_PREFIX, load_model
-from mico.splits import split_indices
-from mico.tasks import PHASES, get_task, load_task
+from mico.bundle.layout import model_dirs, model_ids
+from mico.bundle.records import check_layout, read_seeds, read_solution
+from mico.bundle.splits import split_indices
 from mico.tracks import cifar10, purchase100
-from mico.training import accuracy, train_model
+from mico.tracks.data import CIFAR10_BATCHES, load_cifar10, load_purchase100
+from mico.tracks.models import OPACUS_PREFIX, load_model
+from mico.tracks.registry import PHASES, get_task, load_task
+from mico.train import demo
+from mico.train.engine import accuracy, train_model
 
 TARGET_EPSILON = {"inf": None, "hi": 10.0, "lo": 4.0}
 

@@ -26,11 +26,11 @@ import mico.fetch.hub
 import mico.fetch.progress
 import mico.fetch.urls
 import save_preds
-from mico.bundle import check_layout
-from mico.data import load_purchase100
+from mico.bundle.records import check_layout
 from mico.fetch import archives as extract
-from mico.models import load_model
-from mico.tasks import load_task
+from mico.tracks.data import load_purchase100
+from mico.tracks.models import load_model
+from mico.tracks.registry import load_task
 from tests.fake_hub import library_env, make_tar, make_zip, purchase_text
 
 NAME = "purchase100"

@@ -31,14 +31,14 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 
 import mico as mico_competition
 import mico.fetch.urls
-import mico.tasks
-from mico.data import load_cifar10 as load_cifar10_offline
-from mico.layout import MODEL_FILE, preds_root, scores_path
-from mico.nets import OPACUS_PREFIX
+import mico.tracks.registry
+from mico.bundle.layout import MODEL_FILE, preds_root, scores_path
+from mico.bundle.splits import split_indices, subset_dataset_indices
+from mico.outputs.store import ScenarioScores
 from mico.scoring import metrics
-from mico.splits import split_indices, subset_dataset_indices
-from mico.store import ScenarioScores
-from mico.tasks import load_task
+from mico.tracks.data import load_cifar10 as load_cifar10_offline
+from mico.tracks.nets import OPACUS_PREFIX
+from mico.tracks.registry import load_task
 from tests.fake_hub import make_tar
 
 _ = inspect.Parameter.empty
@@ -438,14 +438,14 @@ def test_load_cifar10_downloads_when_missing(tiny_cifar, tmp_path, monkeypatch, 
     batches = tiny_cifar / "data" / "cifar10" / "cifar-10-batches-py"
     tarball = make_tar({f"cifar-10-batches-py/{p.name}": p.read_bytes() for p in batches.iterdir()})
     fake_hub.files["/cifar-10-python.tar.gz"] = tarball
-    task = mico.tasks.TASKS["cifar10"]
+    task = mico.tracks.registry.TASKS["cifar10"]
     base = replace(
         task.source.base,
         url=f"{fake_hub.url}/cifar-10-python.tar.gz",
         md5=hashlib.md5(tarball).hexdigest(),
     )
     monkeypatch.setitem(
-        mico.tasks.TASKS, "cifar10", replace(task, source=replace(task.source, base=base))
+        mico.tracks.registry.TASKS, "cifar10", replace(task, source=replace(task.source, base=base))
     )
     with pytest.raises(FileNotFoundError, match="download_files.py"):
         mico_competition.load_cifar10(tmp_path, download=False)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mico.inference import Counter, model_outputs, true_label_margin
-from mico.models import MLP
+from mico.outputs.inference import Counter, model_outputs, true_label_margin
+from mico.tracks.models import MLP
 
 
 def test_margin_matches_float64_reference():

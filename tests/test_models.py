@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from mico.models import CNN, MLP, load_model
+from mico.tracks.models import CNN, MLP, load_model
 
 
 def test_state_dict_keys_match_mico():

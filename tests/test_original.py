@@ -27,11 +27,11 @@ from mico.attacks.original import (
     original_predictions,
     original_score,
 )
-from mico.bundle import read_prediction, read_seeds
-from mico.layout import model_cache_path, model_dir
-from mico.splits import ChallengeDataset
-from mico.store import ScenarioScores
-from mico.tasks import get_task, load_task
+from mico.bundle.layout import model_cache_path, model_dir
+from mico.bundle.records import read_prediction, read_seeds
+from mico.bundle.splits import ChallengeDataset
+from mico.outputs.store import ScenarioScores
+from mico.tracks.registry import get_task, load_task
 
 # --- the reference: the published script's loop --------------------------------------------
 
@@ -158,7 +158,7 @@ def ours(case, params):
 
 
 def _phase(ids, cols, shadow):
-    from mico.store import PhaseScores
+    from mico.outputs.store import PhaseScores
 
     return PhaseScores(ids, cols, np.zeros(cols.shape), shadow)
 

@@ -16,10 +16,10 @@ import save_preds
 import save_zip
 from mico.attacks.compare import Predictor
 from mico.attacks.registry import get_attack
-from mico.bundle import model_dirs, model_splits, read_prediction, write_prediction
-from mico.predict import PredictOptions, save_scenario
-from mico.store import SCORES_FILE, ScenarioScores
-from mico.tasks import get_task, load_task
+from mico.bundle.records import model_dirs, model_splits, read_prediction, write_prediction
+from mico.outputs.predict import PredictOptions, save_scenario
+from mico.outputs.store import SCORES_FILE, ScenarioScores
+from mico.tracks.registry import get_task, load_task
 
 CHALLENGE = "purchase100"
 

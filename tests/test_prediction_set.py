@@ -16,8 +16,8 @@ import pytest
 import mico.attacks.run
 import run_lira_mia
 import save_zip
-from mico.fileio import write_text_atomic
-from mico.layout import manifest_path
+from mico.bundle.fileio import write_text_atomic
+from mico.bundle.layout import manifest_path
 
 CHALLENGE = "purchase100"
 
@@ -125,9 +125,9 @@ def test_a_missing_model_folder_is_listed_never_created(written, capsys):
 def test_the_writer_itself_never_creates_a_model_folder(written):
     """Behind the provenance check, the writer lists folders ``scores.npz`` covers that the
     bundle lacks rather than creating them (a preds folder shared by two bundles)."""
-    from mico.layout import preds_root, scores_path
-    from mico.store import ScenarioScores
-    from mico.tasks import load_task
+    from mico.bundle.layout import preds_root, scores_path
+    from mico.outputs.store import ScenarioScores
+    from mico.tracks.registry import load_task
 
     task = load_task(written, CHALLENGE)
     scenario = task.scenarios[0]

@@ -27,9 +27,9 @@ import download_files
 import run_lira_mia
 import save_preds
 import save_zip
-from mico.data import load_cifar10, load_purchase100
-from mico.fileio import atomic_write
-from mico.models import build_model, load_model
+from mico.bundle.fileio import atomic_write
+from mico.tracks.data import load_cifar10, load_purchase100
+from mico.tracks.models import build_model, load_model
 from tests.fake_hub import purchase_text, tiny_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -351,7 +351,7 @@ def test_written_files_get_the_umask_like_a_plain_open(predicted, tmp_path, umas
 #: A real writer that stops inside ``atomic_write`` (after writing) until it is killed.
 _WRITER = """
 import sys, time
-from mico.fileio import atomic_write
+from mico.bundle.fileio import atomic_write
 with atomic_write(sys.argv[1]) as handle:
     handle.write(b"partial")
     handle.flush()

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import save_preds
-from mico.inference import true_label_margin
-from mico.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
-from mico.plan import EXTRA
-from mico.predict import PredictOptions, save_scenario
-from mico.provenance import check_against_bundle, load_checked
-from mico.splits import read_seed, split_indices
-from mico.store import ScenarioScores
-from mico.tasks import load_task
+from mico.bundle.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
+from mico.bundle.splits import read_seed, split_indices
+from mico.outputs.inference import true_label_margin
+from mico.outputs.plan import EXTRA
+from mico.outputs.predict import PredictOptions, save_scenario
+from mico.outputs.provenance import check_against_bundle, load_checked
+from mico.outputs.store import ScenarioScores
+from mico.tracks.registry import load_task
 from tests.conftest import TINY_POPULATION
 
 REPO = Path(__file__).resolve().parents[1]

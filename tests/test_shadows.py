@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import train_shadows
-from mico import farm
-from mico.layout import (
+from mico.bundle.layout import (
     ACCURACY_FILE,
     EPSILON_FILE,
     MEMBERS_FILE,
@@ -22,9 +21,10 @@ from mico.layout import (
     shadow_design_path,
     shadows_dir,
 )
-from mico.shadow_design import extend_design, load_design
-from mico.shadows import extra_shadows, resolve_recipe
-from mico.tasks import get_task, load_task
+from mico.tracks.registry import get_task, load_task
+from mico.train import farm
+from mico.train.design import extend_design, load_design
+from mico.train.shadows import extra_shadows, resolve_recipe
 
 INF, HI = "purchase100_inf", "purchase100_hi"
 
@@ -196,8 +196,8 @@ def test_save_preds_takes_extra_shadows_and_run_lira_mia_chooses_them(tiny_copy)
     """Extra shadows become shadow rows (IN/OUT from ``members.npy``); ``--shadows`` picks."""
     import run_lira_mia
     import save_preds
-    from mico.layout import preds_root, scores_path
-    from mico.store import ScenarioScores
+    from mico.bundle.layout import preds_root, scores_path
+    from mico.outputs.store import ScenarioScores
 
     root = tiny_copy("purchase100")
     assert run(root, "--models", "2", "--seed", "5") == 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from mico.splits import (
+from mico.bundle.splits import (
     ChallengeDataset,
     mt19937_words,
     randperm,

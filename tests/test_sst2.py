@@ -16,18 +16,18 @@ import pytest
 import torch
 
 import download_files
+import mico.fetch.parts
 import mico.fetch.urls
-import mico.subset
 import run_lira_mia
 import save_preds
 import save_zip
 import train_shadows
-from mico.layout import RECIPE_FILE
-from mico.models import load_model
-from mico.roberta import encode, load_tokenizer, train_tokenizer
-from mico.sources import RemoteFile
-from mico.tasks import get_task, load_task
+from mico.bundle.layout import RECIPE_FILE
 from mico.tracks import sst2
+from mico.tracks.models import load_model
+from mico.tracks.registry import get_task, load_task
+from mico.tracks.roberta import encode, load_tokenizer, train_tokenizer
+from mico.tracks.sources import RemoteFile
 from tests.fake_hub import serve_base_files, serve_bundle
 
 NAME = "sst2"
@@ -98,9 +98,9 @@ def test_model_folders_are_mico_format_and_load_like_mico(demo):
 
 
 def test_stored_margins_are_the_models_margins(demo):
-    from mico.inference import true_label_margin
-    from mico.splits import challenge_indices, read_seed
-    from mico.store import ScenarioScores
+    from mico.bundle.splits import challenge_indices, read_seed
+    from mico.outputs.inference import true_label_margin
+    from mico.outputs.store import ScenarioScores
 
     task = load_task(demo, NAME)
     folder = model_folder(demo, "sst2_inf", "final")
@@ -198,7 +198,7 @@ def hub_files(demo) -> tuple[dict[str, bytes], dict[RemoteFile, bytes]]:
         **{k: v for k, v in TINY.items() if k != "models_per_phase"},
         models_per_phase=tuple(TINY["models_per_phase"].items()),
     )
-    from mico.subset import bundle_files
+    from mico.fetch.parts import bundle_files
 
     for path in bundle_files(task):
         name = path.rsplit("/", 1)[-1]
@@ -290,8 +290,10 @@ def test_subset_fetches_only_the_chosen_models(server, tmp_path):
 def test_free_space_check_names_the_need_and_the_subset_flags(
     server, tmp_path, monkeypatch, capsys
 ):
-    usage = mico.subset.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(mico.subset.shutil, "disk_usage", lambda path: usage._replace(free=10**9))
+    usage = mico.fetch.parts.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        mico.fetch.parts.shutil, "disk_usage", lambda path: usage._replace(free=10**9)
+    )
     assert fetch(server, tmp_path, "--skip-base") == 2
     err = capsys.readouterr().err
     assert "9 models to fetch need about" in err and "--scenarios" in err
@@ -300,7 +302,7 @@ def test_free_space_check_names_the_need_and_the_subset_flags(
 
 def test_few_out_models_are_reported(demo, caplog):
     """MICO's SST-2 ratio leaves about one OUT model per point: save_preds says so."""
-    from mico.predict import warn_few_out_models
+    from mico.outputs.predict import warn_few_out_models
 
     shadow_in = np.array([[True, True, False], [True, False, False]])
     with caplog.at_level(logging.WARNING):

@@ -1,7 +1,7 @@
 """What an attack is: typed parameters, configurations, and the :class:`Attack` interface.
 
-An attack turns one scenario's stored model outputs (:class:`mico.store.ScenarioScores`) into
-membership confidences ``[T, K]`` in [0, 1] for every target of a phase, higher meaning
+An attack turns one scenario's stored model outputs (:class:`mico.outputs.store.ScenarioScores`)
+into membership confidences ``[T, K]`` in [0, 1] for every target of a phase, higher meaning
 "member". Only their order within a phase matters to the official metrics (which pool all
 targets of a scenario and phase), so a monotone map of a score into [0, 1] over the whole phase
 loses nothing.
@@ -10,7 +10,7 @@ Each attack declares
 
 * its candidate configurations (:meth:`Attack.configs`, default first): a fixed one is run as
   is; with several, the choice is made on the train phase by cross-validation
-  (:mod:`mico.selection`);
+  (:mod:`mico.attacks.selection`);
 * how it runs on a scenario's stored outputs (:meth:`Attack.prepare` once per phase for work
   shared by all its configurations, then :meth:`Attack.predict` per configuration);
 * what it needs beyond the shadows' margins (:meth:`Attack.missing`: e.g. population outputs)
@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Attack(ABC):
     #: Whether ``--compare`` shows every configuration as a row of its own (besides the row
     #: that chooses among them by cross-validation, when there are several).
     show_each: ClassVar[bool] = False
-    #: Whether it reads per-target reference models (:mod:`mico.references`), which
+    #: Whether it reads per-target reference models (:mod:`mico.train.references`), which
     #: ``run_lira_mia.py`` then builds or reuses before running it.
     needs_references: ClassVar[bool] = False
 

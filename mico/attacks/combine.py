@@ -44,7 +44,7 @@ from mico.attacks.lira import transform_margin
 from mico.attacks.rmia import has_population
 from mico.attacks.rmia_online import rmia_online
 from mico.attacks.stats import inout_stats, standardise
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline

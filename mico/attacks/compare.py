@@ -1,7 +1,7 @@
 """Every attack on one scenario's stored outputs, with honest train-phase estimates.
 
 How configurations run on a ``scores.npz`` (:class:`Predictor`), the choice of a variant or
-parameter by cross-validation (:mod:`mico.selection`), and the comparison table's rows
+parameter by cross-validation (:mod:`mico.attacks.selection`), and the comparison table's rows
 (:func:`comparison_rows`, from the attacks of :data:`mico.attacks.registry.ATTACKS`
 in order):
 
@@ -41,15 +41,15 @@ from mico.attacks.audit import (
 )
 from mico.attacks.base import Attack, Config
 from mico.attacks.registry import get_attack
-from mico.scoring import FPR_LIMITS, MAIN_METRIC, metrics
-from mico.selection import (
+from mico.attacks.selection import (
     DEFAULT_FOLDS,
     DEFAULT_RULE,
     Rule,
     candidate_bootstraps,
     cross_validate,
 )
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
+from mico.scoring import FPR_LIMITS, MAIN_METRIC, metrics
 
 #: The configuration the 2nd place submitted: offline LiRA, probability, global variance.
 SUBMITTED_LIRA = "lira offline prob gv"
@@ -84,7 +84,7 @@ class Uncertainty:
     """What ``--compare`` and an attack run measure beyond point values.
 
     ``rule``: the bootstrap (replicates, seed, level) behind the intervals and behind every
-    choice (:mod:`mico.selection`); ``intervals``: whether rows keep replicates;
+    choice (:mod:`mico.attacks.selection`); ``intervals``: whether rows keep replicates;
     ``audit_delta``/``audit_level``: empirical epsilon lower bounds (None: none).
     """
 

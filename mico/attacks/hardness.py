@@ -16,7 +16,7 @@ from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import Z_CAP, check_finite, check_targets, inout_stats
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 #: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
 #: ``loss`` is -cross-entropy = log p, ``prob`` is p, ``margin`` is z (the logit-scaled

@@ -39,7 +39,7 @@ from scipy.special import expit, ndtr
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 TRANSFORMS = ("prob", "logit", "stable_logit")
 

@@ -7,7 +7,7 @@ from scipy.special import expit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import check_finite
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 
 def loss_attack(target_margin: np.ndarray) -> np.ndarray:

@@ -54,11 +54,11 @@ from scipy.special import softmax
 from scipy.stats import norm
 
 from mico.attacks.lira import TRANSFORMS, LiraParams
-from mico.bundle import read_seeds
-from mico.layout import bundle_config_path, model_dir
-from mico.splits import random_split_indices
-from mico.store import ScenarioScores
-from mico.tasks import Task
+from mico.bundle.layout import bundle_config_path, model_dir
+from mico.bundle.records import read_seeds
+from mico.bundle.splits import random_split_indices
+from mico.outputs.store import ScenarioScores
+from mico.tracks.registry import Task
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""``reference``: online LiRA against per-target reference models (DDP; :mod:`mico.references`).
+"""``reference``: online LiRA against per-target reference models (DDP;
+:mod:`mico.train.references`).
 
 Each target ``t`` has ``R`` reference models trained on its revealed training set plus a
 balanced half of its challenge points, so each of its points ``k`` has exactly ``R/2`` IN and
@@ -12,9 +13,9 @@ target's score ``x`` on the point is compared with theirs::
 The midpoint test is the 1st place's ``score - (mean_in + mean_out) / 2`` calibration: with
 balanced references its centre is the mean of all K of them, half the noise of a side's mean.
 
-Inputs (:class:`~mico.store.PhaseScores`): ``margin`` [T, K] the targets' own margins,
+Inputs (:class:`~mico.outputs.store.PhaseScores`): ``margin`` [T, K] the targets' own margins,
 ``reference_margin`` [T, R, K] and ``reference_in`` [T, R, K].  The candidates, chosen by
-cross-validation on the train phase like every attack (:mod:`mico.selection`):
+cross-validation on the train phase like every attack (:mod:`mico.attacks.selection`):
 
 * ``transform``: ``stable_logit`` (the margin itself) or ``prob`` (see
   :func:`mico.attacks.lira.transform_margin`);
@@ -41,7 +42,7 @@ from scipy.special import expit, ndtr
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.lira import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, standardise
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 REFERENCE_TRANSFORMS = ("stable_logit", "prob")
 REFERENCE_VARIANCES = ("pooled", "per-point")

@@ -16,7 +16,7 @@ from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import check_finite, check_targets, inout_stats
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 _TINY = float(np.finfo(np.float64).tiny)
 

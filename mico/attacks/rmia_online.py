@@ -33,7 +33,8 @@ Choices, and why:
 * ``tau`` softens the probability. The paper's other signals (soft margin, Taylor softmax)
   need every logit, which ``scores.npz`` does not hold; ``sigmoid(z / tau)`` is the
   temperature-scaled two-class form of the softmax that the stored margin allows.
-* ``tau`` and ``gamma`` are chosen by the k-fold CV of ``--compare`` (:mod:`mico.selection`).
+* ``tau`` and ``gamma`` are chosen by the k-fold CV of ``--compare``
+  (:mod:`mico.attacks.selection`).
 
 Fallbacks: a point with shadows on one side only uses that side's mean for ``Pr(x)``; a point
 with no shadow at all gets 0.5 (no evidence either way).
@@ -54,7 +55,7 @@ from mico.attacks.rmia import (
     has_population,
 )
 from mico.attacks.stats import check_finite, check_targets
-from mico.store import ScenarioScores
+from mico.outputs.store import ScenarioScores
 
 #: Fraction cut from each end of a side's shadow values before averaging (research code).
 TRIM = 0.2

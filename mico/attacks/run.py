@@ -4,8 +4,8 @@
 ``prediction.csv`` for every model of every phase, and scores the train phase (which has ground
 truth) and, given a ``reference`` folder, dev/final. Where an attack chooses among several
 configurations, the choice is made on the train models and the train-phase numbers are a
-k-fold cross-validation estimate (:mod:`mico.selection`). :func:`compare_challenge` scores every
-row of :mod:`mico.attacks.compare` and writes nothing.
+k-fold cross-validation estimate (:mod:`mico.attacks.selection`). :func:`compare_challenge`
+scores every row of :mod:`mico.attacks.compare` and writes nothing.
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import prediction_line, read_solution, scenario_dirs
-from mico.devices import resolve_device
-from mico.fileio import write_text_atomic
-from mico.layout import (
+from mico.attacks.selection import DEFAULT_FOLDS
+from mico.bundle.fileio import write_text_atomic
+from mico.bundle.layout import (
     EPSILON_FILE,
     PREDICTION_FILE,
     data_root,
@@ -51,12 +50,18 @@ from mico.layout import (
     preds_root,
     scores_path,
 )
-from mico.manifest import write_manifest
-from mico.provenance import load_checked
-from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
-from mico.selection import DEFAULT_FOLDS
-from mico.store import ScenarioScores
-from mico.tasks import Task, load_task
+from mico.bundle.manifest import write_manifest
+from mico.bundle.records import prediction_line, read_solution, scenario_dirs
+from mico.outputs.provenance import load_checked
+from mico.outputs.store import ScenarioScores
+from mico.tracks.devices import resolve_device
+from mico.tracks.registry import Task, load_task
+from mico.train.references import (
+    DEFAULT_REFERENCES,
+    ReferenceOptions,
+    attach_references,
+    check_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ class RunOptions:
     #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
     #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
     shadows: str | None = None
-    #: Per-target reference models a target (:mod:`mico.references`); None: the default
+    #: Per-target reference models a target (:mod:`mico.train.references`); None: the default
     #: for an attack that needs them, none otherwise.  The rest say where and how they train.
     references: int | None = None
     data_dir: Path | None = None
@@ -106,7 +111,7 @@ SHADOW_CHOICES: dict[str, tuple[str, ...]] = {
 
 def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
-    (:mod:`mico.provenance`), keeping the shadow rows ``options.shadows`` asks for.
+    (:mod:`mico.outputs.provenance`), keeping the shadow rows ``options.shadows`` asks for.
 
     ``--original`` always uses the train models alone: that is what the published code had.
     """
@@ -191,7 +196,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
 
     The predictions are replaced as one set: every input (each ``scores.npz``, the reference
     solutions, the model folders to write into) is read and checked and every prediction is
-    computed before the first file is written, and :mod:`mico.manifest` records which
+    computed before the first file is written, and :mod:`mico.bundle.manifest` records which
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
     """
     task = check_options(options)
@@ -359,7 +364,7 @@ def _write_predictions(
     loaded: dict[str, ScenarioScores],
     predictions: dict[str, dict[str, np.ndarray]],
 ) -> None:
-    """The manifest first (:mod:`mico.manifest`), then every ``prediction.csv``."""
+    """The manifest first (:mod:`mico.bundle.manifest`), then every ``prediction.csv``."""
     texts = {}
     for name, scores in loaded.items():
         for phase, data in scores.phases.items():

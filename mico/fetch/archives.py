@@ -4,7 +4,7 @@ Archives come from the internet or from users, so every member is checked before
 byte is written: absolute names, ``..`` components, links and special files make the whole
 archive refused (:func:`safe_member_parts`), and paths are rebuilt from the checked components,
 so nothing can land outside the target folder.  Each file is written with
-:func:`mico.fileio.atomic_write`: an interrupted import leaves complete files or none.
+:func:`mico.bundle.fileio.atomic_write`: an interrupted import leaves complete files or none.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mico.fileio import atomic_write
-from mico.layout import BUNDLE_CONFIG
-from mico.tasks import Task
+from mico.bundle.fileio import atomic_write
+from mico.bundle.layout import BUNDLE_CONFIG
+from mico.tracks.registry import Task
 
 logger = logging.getLogger(__name__)
 

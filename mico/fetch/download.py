@@ -17,7 +17,7 @@ from its registry entry (``task.source``).
 Archives are checked member by member before anything is written: absolute paths, ``..``
 components, links and special files make the whole archive refused, so extraction cannot write
 outside its target.  Each extracted file is written atomically.  The run ends by checking the
-bundle layout (:func:`mico.bundle.check_layout`) and listing what is missing.
+bundle layout (:func:`mico.bundle.records.check_layout`) and listing what is missing.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from mico.bundle import check_layout
+from mico.bundle.layout import BUNDLE_CONFIG, data_root
+from mico.bundle.records import check_layout
 from mico.fetch import hub
 from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
+from mico.fetch.parts import Selection, bundle_files, check_free_space
 from mico.fetch.urls import Fetcher, display_url, md5_file
-from mico.layout import BUNDLE_CONFIG, data_root
-from mico.sources import BaseDataset, RemoteFile, Source
-from mico.subset import Selection, bundle_files, check_free_space
-from mico.tasks import Task, get_task, load_task
+from mico.tracks.registry import Task, get_task, load_task
+from mico.tracks.sources import BaseDataset, RemoteFile, Source
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ the pinned commit; a file whose time stamp moved since is checked again (an LFS 
 against its published SHA-256, a small file is fetched again), and ``--verify`` hashes every
 selected file against the checksums the hub publishes.
 
-Naming, not listing.  The selection names every file (:func:`mico.subset.bundle_files`), so each
-is fetched by name (a HEAD and a GET): nothing lists the repository, whose DDP copy holds about
+Naming, not listing.  The selection names every file (:func:`mico.fetch.parts.bundle_files`), so
+each is fetched by name (a HEAD and a GET): nothing lists the repository, whose DDP copy holds about
 600 model folders per scenario.  ``--dry-run`` and ``--verify`` ask for the named paths only
 (``paths-info``, in batches).
 
@@ -58,8 +58,8 @@ from huggingface_hub.errors import (
 )
 from tqdm import tqdm
 
+from mico.bundle.fileio import atomic_write
 from mico.fetch.progress import Progress, Stopped
-from mico.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 

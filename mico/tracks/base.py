@@ -1,10 +1,11 @@
 """What a track is: MICO's sizes for it, plus everything the pipeline does differently per track.
 
-A :class:`Task` is the registry entry of one track (see :mod:`mico.tasks`).  Its constants may
-be overridden per bundle by ``bundle.json`` (demo bundles are smaller than MICO's); its
-behaviour (architecture, loader, recipe, sources, demo) is the track's and never changes.  Code
-that needs a track-specific step asks the task for it instead of testing ``task.name``, so a new
-track is one new module in :mod:`mico.tracks` and one line in the registry.
+A :class:`Task` is the registry entry of one track (see :mod:`mico.tracks.registry`).  Its
+constants may be overridden per bundle by ``bundle.json`` (demo bundles are smaller than
+MICO's); its behaviour (architecture, loader, recipe, sources, demo) is the track's and never
+changes.  Code that needs a track-specific step asks the task for it instead of testing
+``task.name``, so a new track is one new module in :mod:`mico.tracks` and one line in the
+registry.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mico.data import TensorPairDataset
-from mico.fileio import atomic_write
-from mico.layout import MODEL_FILE
-from mico.recipes import SCENARIO_EPSILON, Recipe
-from mico.sources import Source
+from mico.bundle.fileio import atomic_write
+from mico.bundle.layout import MODEL_FILE
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.recipes import SCENARIO_EPSILON, Recipe
+from mico.tracks.sources import Source
 
 #: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
 PHASES: tuple[str, ...] = ("train", "dev", "final")
@@ -100,7 +101,7 @@ class Task:
     loader: Callable[[Path], TensorPairDataset] = field(compare=False, repr=False)
     #: MICO's training recipe for the track (MICO.md section 6).
     recipe: Recipe = field(compare=False, repr=False)
-    #: Opacus' per-sample gradient mode for the architecture (see :mod:`mico.training`).
+    #: Opacus' per-sample gradient mode for the architecture (see :mod:`mico.train.engine`).
     grad_sample_mode: str = field(compare=False, repr=False)
     #: DP-SGD physical batch limit (records), or None for whole logical batches.
     physical_batch: int | None = field(default=None, compare=False, repr=False)
@@ -118,7 +119,7 @@ class Task:
     )
     #: Reads a model folder's weights file (``model_files[-1]``) as a model in eval mode on a
     #: device; ``None``: one state_dict (``model.pt``) loaded into ``architecture()`` by
-    #: :func:`mico.models.load_model`.
+    #: :func:`mico.tracks.models.load_model`.
     read_model: Callable[[Path, torch.device | str], nn.Module] | None = field(
         default=None, compare=False, repr=False
     )

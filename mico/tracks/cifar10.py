@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.data import CIFAR10_BATCHES, CIFAR10_FOLDER, load_cifar10
-from mico.fileio import atomic_write
-from mico.nets import CNN
-from mico.recipes import Recipe
-from mico.sources import BaseDataset, Source
+from mico.bundle.fileio import atomic_write
 from mico.tracks.base import SYNTH_CHUNK, Demo, Preset, Task, synth_stream
+from mico.tracks.data import CIFAR10_BATCHES, CIFAR10_FOLDER, load_cifar10
+from mico.tracks.nets import CNN
+from mico.tracks.recipes import Recipe
+from mico.tracks.sources import BaseDataset, Source
 
 #: CIFAR-like image model: gratings per class, the largest share of a second class blended in,
 #: and the amplitudes of smooth clutter and pixel noise (tuned so that the CNN overfits).
@@ -105,7 +105,7 @@ def write_cifar10(data_dir: Path, images: np.ndarray, labels: np.ndarray) -> Non
 
 
 def dataset_files(data_dir: Path) -> list[Path]:
-    """The batches :func:`mico.data.load_cifar10` reads."""
+    """The batches :func:`mico.tracks.data.load_cifar10` reads."""
     return [data_dir / "cifar10" / CIFAR10_FOLDER / name for name in CIFAR10_BATCHES]
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.data import PURCHASE100_FEATURES, PURCHASE100_FILE, load_purchase100
-from mico.fileio import atomic_write
-from mico.nets import MLP
-from mico.recipes import Recipe
-from mico.sources import BaseDataset, Source
+from mico.bundle.fileio import atomic_write
 from mico.tracks.base import SYNTH_CHUNK, Demo, Preset, Task, synth_stream
+from mico.tracks.data import PURCHASE100_FEATURES, PURCHASE100_FILE, load_purchase100
+from mico.tracks.nets import MLP
+from mico.tracks.recipes import Recipe
+from mico.tracks.sources import BaseDataset, Source
 
 #: Purchase-like record model: mean density, products each profile favours, their mean boost,
 #: and the log-normal spread of product popularity.
@@ -89,7 +89,7 @@ def write_purchase100(data_dir: Path, features: np.ndarray, labels: np.ndarray) 
 
 
 def dataset_files(data_dir: Path) -> list[Path]:
-    """The file :func:`mico.data.load_purchase100` reads."""
+    """The file :func:`mico.tracks.data.load_purchase100` reads."""
     return [data_dir / "purchase100" / PURCHASE100_FILE]
 
 

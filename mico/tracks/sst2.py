@@ -2,7 +2,7 @@
 
 The registry entry :data:`TASK` and what only this track needs: the GLUE parquet reader, the
 demo's synthetic sentences, their writer in the same parquet format and a tokenizer trained on
-them.  Models, tokenizer and token batches are :mod:`mico.roberta`'s.
+them.  Models, tokenizer and token batches are :mod:`mico.tracks.roberta`'s.
 
 MICO's ``load_sst2()`` is GLUE ``sst2`` train (67349 rows) followed by validation (872), N =
 68221; dataset index ``i`` is that row.  The reader checks that each table's ``idx`` column runs
@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mico.data import TensorPairDataset
-from mico.fileio import atomic_write
-from mico.recipes import Recipe
-from mico.roberta import (
+from mico.bundle.fileio import atomic_write
+from mico.tracks.base import Demo, Preset, Task, synth_stream
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.recipes import Recipe
+from mico.tracks.roberta import (
     MODEL_FILES,
     TOKENIZER_FILES,
     build_classifier,
@@ -37,8 +38,7 @@ from mico.roberta import (
     train_tokenizer,
     write_classifier,
 )
-from mico.sources import BaseDataset, RemoteFile, Source
-from mico.tracks.base import Demo, Preset, Task, synth_stream
+from mico.tracks.sources import BaseDataset, RemoteFile, Source
 
 NAME = "sst2"
 #: The tokenizer's ``max_length`` in MICO's starting kit and training (``padding="max_length"``).

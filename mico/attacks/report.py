@@ -29,9 +29,9 @@ from mico.attacks.compare import (
     runner_up,
 )
 from mico.attacks.run import ChallengeRun, RunOptions, claimed_epsilon
-from mico.fileio import atomic_write
+from mico.bundle.fileio import atomic_write
 from mico.scoring import MAIN_METRIC, roc_curve
-from mico.tasks import Task
+from mico.tracks.registry import Task
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ population points, possibly 0):
 ``shadow_kind``            str [S]            where each shadow came from: ``train``, ``extra``
 ``shadow_logits``          float32 [S, P, C]  shadows' logits (``--save-logits`` only)
 ``<phase>_logits``         float32 [T, K, C]  targets' logits on their points (same)
-``provenance``             str (JSON)         what it was computed from (:mod:`mico.provenance`)
+``provenance``             str (JSON)         what it was computed from (provenance.py)
 =========================  =================  ===============================================
 
 The margin ``z = logit_y - logsumexp_{j != y} logit_j`` determines every score the attacks use
-(see :mod:`mico.inference`).  Each per-model file records the SHA-256 of the points it was
+(see :mod:`mico.outputs.inference`).  Each per-model file records the SHA-256 of the points it was
 computed on and the size and mtime of its weight files; a mismatch means it is recomputed.  The
 caches are written without fsync, so every read validates them: a zero-byte, truncated,
 key-less, mis-shaped or non-finite cache is a miss (with a warning), never a traceback.
@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.fileio import save_npz_atomic
-from mico.tasks import PHASES
+from mico.bundle.fileio import save_npz_atomic
+from mico.tracks.registry import PHASES
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class PhaseScores:
     logits: np.ndarray | None = None
     #: Per-target reference models' margins on the target's points, float64 [T, R, K], and
     #: whether each trained on the point, bool [T, R, K]: not in ``scores.npz``, attached by
-    #: :func:`mico.references.attach_references`.
+    #: :func:`mico.train.references.attach_references`.
     reference_margin: np.ndarray | None = None
     reference_in: np.ndarray | None = None
 
@@ -162,7 +162,7 @@ class ScenarioScores:
     """The contents of one ``scores.npz`` (see the module docstring for shapes).
 
     ``shadow_kind`` says where each shadow row came from (None in files from before extra
-    shadows: all ``train``); ``provenance`` is the record :mod:`mico.provenance` checks.
+    shadows: all ``train``); ``provenance`` is the record :mod:`mico.outputs.provenance` checks.
     """
 
     points: np.ndarray

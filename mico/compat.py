@@ -3,14 +3,15 @@
 
 ``mico_competition.load_cifar10(dataset_dir=".", download=True)`` downloads CIFAR-10 (through
 torchvision) when it is missing; the published 2nd-place scripts rely on that.  The pipeline's
-own loaders (:mod:`mico.data`) never touch the network, so that a wrong ``--data-dir`` is a
+own loaders (:mod:`mico.tracks.data`) never touch the network, so that a wrong ``--data-dir`` is a
 one-line error rather than a 170 MB download; :func:`load_cifar10` here adds MICO's behaviour
 on top, fetching with the project's verified downloader (the track's URL and md5, resumable).
-MICO's ``load_purchase100(dataset_dir=".")`` never downloads, so :func:`mico.data.load_purchase100`
-is already its drop-in.
+MICO's ``load_purchase100(dataset_dir=".")`` never downloads, so
+:func:`mico.tracks.data.load_purchase100` is already its drop-in.
 
-:func:`load_cifar10` returns the pipeline's :class:`~mico.data.TensorPairDataset`, whose items
-are ``(features, label)`` pairs as MICO's datasets yield them, so ``DataLoader`` batches match.
+:func:`load_cifar10` returns the pipeline's :class:`~mico.tracks.data.TensorPairDataset`, whose
+items are ``(features, label)`` pairs as MICO's datasets yield them, so ``DataLoader`` batches
+match.
 MICO's ``load_sst2()`` concatenates the ``datasets`` library's GLUE SST-2 train and validation
 splits, whose items are ``{"sentence", "label", "idx"}`` dicts; :func:`load_sst2` yields the same
 items from the verified parquet tables ``download_files.py --challenge sst2`` stores, without the
@@ -24,12 +25,11 @@ from pathlib import Path
 import pandas as pd
 from torch.utils.data import ConcatDataset, Dataset
 
-from mico import data
-from mico.data import TensorPairDataset
 from mico.fetch.download import base_complete, fetch_base
 from mico.fetch.urls import Fetcher
-from mico.tasks import get_task
-from mico.tracks import sst2
+from mico.tracks import data, sst2
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.registry import get_task
 
 #: The downloader's default (``download_files.py --retries``) for the one base tarball.
 _RETRIES = 5

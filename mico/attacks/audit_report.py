@@ -1,11 +1,11 @@
 """The numbers of the audit report (``run_lira_mia.py --compare --report DIR``).
 
 :func:`build_report` gathers, per scenario, everything the page shows (see
-:mod:`mico.report_html`): ROC bands of the chosen attack and of the submitted configuration,
+:mod:`mico.attacks.report_html`): ROC bands of the chosen attack and of the submitted configuration,
 the tables with intervals, the paired differences, the epsilon bounds beside the claimed
 epsilon, the most exposed challenge points, the choices of the (CV) rows, and the provenance
 (bundle fingerprints, code version, command line, date, machine).  It computes, and draws
-nothing: plotting lives in :mod:`mico.report_html`, as MICO keeps ``score.py`` apart from
+nothing: plotting lives in :mod:`mico.attacks.report_html`, as MICO keeps ``score.py`` apart from
 ``score_html.py``.
 """
 
@@ -37,7 +37,7 @@ from mico.attacks.compare import (
     phase_metrics,
 )
 from mico.attacks.run import RunOptions, claimed_epsilon
-from mico.tasks import Task
+from mico.tracks.registry import Task
 
 REPORT_FILES = ("index.html", "report.json")
 

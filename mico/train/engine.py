@@ -46,9 +46,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
-from mico.tasks import Task
 from mico.tracks.base import call_model
+from mico.tracks.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
+from mico.tracks.registry import Task
 
 __all__ = [
     "DELTA",

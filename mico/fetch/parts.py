@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mico.layout import bundle_model_files, model_ids
-from mico.sources import BaseDataset
-from mico.tasks import Task
+from mico.bundle.layout import bundle_model_files, model_ids
+from mico.tracks.registry import Task
+from mico.tracks.sources import BaseDataset
 
 
 @dataclass(frozen=True)

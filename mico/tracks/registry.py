@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mico.layout import bundle_config_path
+from mico.bundle.layout import bundle_config_path
 from mico.tracks import cifar10, ddp, purchase100, sst2
 from mico.tracks.base import MICO_MODELS_PER_PHASE, PHASES, SCENARIO_SUFFIXES, Task
 

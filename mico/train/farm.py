@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mico.fileio import atomic_write, write_text_atomic
-from mico.layout import ACCURACY_FILE, EPSILON_FILE, MODEL_FILE
-from mico.nets import strip_opacus_prefix
-from mico.recipes import Recipe
-from mico.tasks import Task
-from mico.training import accuracy, dp_noise_multiplier, train_model
+from mico.bundle.fileio import atomic_write, write_text_atomic
+from mico.bundle.layout import ACCURACY_FILE, EPSILON_FILE, MODEL_FILE
+from mico.tracks.nets import strip_opacus_prefix
+from mico.tracks.recipes import Recipe
+from mico.tracks.registry import Task
+from mico.train.engine import accuracy, dp_noise_multiplier, train_model
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mico.farm import ModelJob, Trained, pending_jobs, train_job, with_noise, write_model_folder
-from mico.recipes import Recipe
-from mico.tasks import Task
+from mico.tracks.recipes import Recipe
+from mico.tracks.registry import Task
+from mico.train.farm import (
+    ModelJob,
+    Trained,
+    pending_jobs,
+    train_job,
+    with_noise,
+    write_model_folder,
+)
 
 #: Seconds to wait for a cluster's address to accept a connection.
 CONNECT_TIMEOUT = 10.0
@@ -115,7 +122,7 @@ def build_models_ray(
     workers: int = 0,
     desc: str = "models",
 ) -> int:
-    """:func:`mico.farm.build_models` on Ray: every pending job as one task; returns how many
+    """:func:`mico.train.farm.build_models` on Ray: every pending job as one task; returns how many
     were built.  ``workers`` caps a ``local`` instance's CPUs (0: all)."""
     import ray
 

@@ -13,11 +13,11 @@ the 200 points (seeded by the target), one model trains on ``H_i``, the other on
   to the neighbouring datasets of the DP definition;
 * growing ``K`` adds pairs and keeps the models already trained (the design is prefix-stable).
 
-Models are built by the model farm (:mod:`mico.farm`; Ray with ``ray``), written atomically,
+Models are built by the model farm (:mod:`mico.train.farm`; Ray with ``ray``), written atomically,
 and skipped when complete, so a rerun trains nothing twice.  Their margins on the target's
-challenge points are cached per target (:func:`mico.layout.reference_cache_path`), validated
+challenge points are cached per target (:func:`mico.bundle.layout.reference_cache_path`), validated
 against the points and the model files, and attached to the phase's
-:class:`~mico.store.PhaseScores` for :mod:`mico.attacks.reference`.
+:class:`~mico.outputs.store.PhaseScores` for :mod:`mico.attacks.reference`.
 """
 
 from __future__ import annotations
@@ -31,22 +31,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import read_seeds, read_solution, solution_line
-from mico.data import TensorPairDataset
-from mico.farm import ModelJob, build_models
-from mico.inference import model_outputs
-from mico.layout import (
+from mico.bundle.layout import (
     SOLUTION_FILE,
     model_dir,
     model_name,
     reference_cache_path,
     reference_models_dir,
 )
-from mico.models import load_model
-from mico.recipes import Recipe
-from mico.shadows import resolve_recipe
-from mico.splits import split_indices
-from mico.store import (
+from mico.bundle.records import read_seeds, read_solution, solution_line
+from mico.bundle.splits import split_indices
+from mico.outputs.inference import model_outputs
+from mico.outputs.store import (
     ModelOutputs,
     ScenarioScores,
     load_cached,
@@ -54,7 +49,12 @@ from mico.store import (
     points_digest,
     save_cached,
 )
-from mico.tasks import Task
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.models import load_model
+from mico.tracks.recipes import Recipe
+from mico.tracks.registry import Task
+from mico.train.farm import ModelJob, build_models
+from mico.train.shadows import resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _build(
     """Train the missing reference models locally or on Ray."""
     desc = f"{scenario} references"
     if options.ray is not None:
-        from mico.shadow_ray import build_models_ray
+        from mico.train.ray_backend import build_models_ray
 
         return build_models_ray(
             jobs,

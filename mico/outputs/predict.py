@@ -2,7 +2,7 @@
 
 Three steps, which ``save_preds.py`` can run together or apart:
 
-* **plan** (:mod:`mico.plan`): every model's challenge points and membership, the pooled
+* **plan** (:mod:`mico.outputs.plan`): every model's challenge points and membership, the pooled
   unique points, the population; seeds are read for every scenario before any model runs;
 * **run** (:func:`run_models`): any subset of the models (a shard), each model's outputs written
   to its own cache file, so shards on several processes or machines share one preds folder and
@@ -27,14 +27,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import scenario_dirs
-from mico.data import TensorPairDataset
-from mico.inference import Counter, model_outputs
-from mico.layout import SCORES_FILE, model_cache_path, scores_path
-from mico.models import load_model
-from mico.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
-from mico.provenance import bundle_record
-from mico.store import (
+from mico.bundle.layout import SCORES_FILE, model_cache_path, scores_path
+from mico.bundle.records import scenario_dirs
+from mico.outputs.inference import Counter, model_outputs
+from mico.outputs.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
+from mico.outputs.provenance import bundle_record
+from mico.outputs.store import (
     READ_ERRORS,
     REQUIRED,
     ModelOutputs,
@@ -45,7 +43,9 @@ from mico.store import (
     points_digest,
     save_cached,
 )
-from mico.tasks import PHASES, Task
+from mico.tracks.data import TensorPairDataset
+from mico.tracks.models import load_model
+from mico.tracks.registry import PHASES, Task
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def missing_error(missing: list[str]) -> MissingOutputsError:
 def assemble(
     plan: ScenarioPlan, outputs: Outputs, task: Task, labels: np.ndarray, options: PredictOptions
 ) -> ScenarioScores:
-    """``scores.npz``'s contents from every model's outputs (see :mod:`mico.store`).
+    """``scores.npz``'s contents from every model's outputs (see :mod:`mico.outputs.store`).
 
     ``labels`` are the whole dataset's labels.  Raises :class:`MissingOutputsError` if a model
     of the plan has no outputs.

@@ -2,7 +2,7 @@
 
 With MICO's 100 train models per scenario a challenge point has only about 17-24 OUT shadows
 (CIFAR-10, Purchase-100), the ceiling the 2nd place named.  This module trains ``N`` more per
-scenario, each on ``len_training`` records chosen by :mod:`mico.shadow_design`, with the recipe
+scenario, each on ``len_training`` records chosen by :mod:`mico.train.design`, with the recipe
 the targets were trained with, and writes::
 
     <root>/shadows/<challenge>/<scenario>/design.npz        the keep matrix (see shadow_design)
@@ -13,9 +13,9 @@ the targets were trained with, and writes::
         epsilon        achieved epsilon at delta 1e-5 ("inf": no DP)
         accuracy       accuracy on records it did not train on
 
-Folders are built by the model farm (:mod:`mico.farm`): atomically, resumably (a rerun starts at
-the first missing model, and ``--models`` can grow without retraining), on a local process pool
-or GPU, or on a Ray cluster (:mod:`mico.shadow_ray`).  Readers use :func:`extra_shadows`.
+Folders are built by the model farm (:mod:`mico.train.farm`): atomically, resumably (a rerun starts
+at the first missing model, and ``--models`` can grow without retraining), on a local process pool
+or GPU, or on a Ray cluster (:mod:`mico.train.ray_backend`).  Readers use :func:`extra_shadows`.
 
 Recipes: a real bundle's models were trained with MICO's recipe (the track's registry entry),
 a demo bundle's with the one its ``bundle.json`` records; ``--recipe FILE`` overrides either.
@@ -34,9 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mico.devices import resolve_device
-from mico.farm import ModelJob, build_models
-from mico.layout import (
+from mico.bundle.layout import (
     ACCURACY_FILE,
     EPSILON_FILE,
     MEMBERS_FILE,
@@ -51,11 +49,13 @@ from mico.layout import (
     shadow_design_path,
     shadows_dir,
 )
-from mico.recipes import DELTA, SCENARIO_EPSILON, Recipe
-from mico.shadow_design import Design, extend_design, load_design, scenario_pool
-from mico.shadow_ray import build_models_ray, check_reachable
-from mico.tasks import Task, load_task
-from mico.training import dp_noise_multiplier
+from mico.tracks.devices import resolve_device
+from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
+from mico.tracks.registry import Task, load_task
+from mico.train.design import Design, extend_design, load_design, scenario_pool
+from mico.train.engine import dp_noise_multiplier
+from mico.train.farm import ModelJob, build_models
+from mico.train.ray_backend import build_models_ray, check_reachable
 
 log = logging.getLogger(__name__)
 

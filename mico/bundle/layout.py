@@ -18,7 +18,7 @@
     <root>/reference_models/<challenge>/<scenario>/<phase>/model_N/model_R/
         model.pt, solution.csv, epsilon, accuracy        per-target reference models
                                                          (run_lira_mia.py --attack reference)
-    <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.store)
+    <preds>/<challenge>/<scenario>/scores.npz            save_preds.py's output (mico.outputs.store)
     <preds>/<challenge>/<scenario>/models/<kind>/model_N.npz     its per-model caches (kind:
                                                          the phase, or extra)
     <preds>/<challenge>/<scenario>/references/<phase>/model_N.npz  reference models' margins
@@ -41,7 +41,7 @@ SEED_FILES: tuple[str, ...] = ("seed_challenge", "seed_training", "seed_membersh
 MODEL_FILE = "model.pt"
 SOLUTION_FILE = "solution.csv"
 PREDICTION_FILE = "prediction.csv"
-#: What wrote the prediction.csv files (mico.manifest), beside bundle.json.
+#: What wrote the prediction.csv files (mico.bundle.manifest), beside bundle.json.
 MANIFEST_FILE = "predictions.json"
 EPSILON_FILE = "epsilon"
 ACCURACY_FILE = "accuracy"
@@ -57,7 +57,7 @@ DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
 SHADOWS_DIR = "shadows"
 REFERENCE_MODELS_DIR = "reference_models"
-#: The keep matrix of a scenario's extra shadow models (mico.shadow_design).
+#: The keep matrix of a scenario's extra shadow models (mico.train.design).
 SHADOW_DESIGN_FILE = "design.npz"
 
 _MODEL_DIR = re.compile(r"^model_(0|[1-9]\d*)$")
@@ -172,7 +172,7 @@ def reference_models_dir(
     root: str | Path, challenge: str, scenario: str, phase: str, model: int
 ) -> Path:
     """``<root>/reference_models/<challenge>/<scenario>/<phase>/model_N``: the per-target
-    reference models of target ``model_N`` (:mod:`mico.references`)."""
+    reference models of target ``model_N`` (:mod:`mico.train.references`)."""
     return Path(root) / REFERENCE_MODELS_DIR / challenge / scenario / phase / model_name(model)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mico.layout import (
+from mico.bundle.layout import (
     MEMBERS_FILE,
     SEED_FILES,
     challenge_dir,
@@ -36,8 +36,8 @@ from mico.layout import (
     model_name,
     shadows_dir,
 )
-from mico.splits import challenge_indices, read_seed, split_indices
-from mico.tasks import PHASES, Task
+from mico.bundle.splits import challenge_indices, read_seed, split_indices
+from mico.tracks.registry import PHASES, Task
 
 #: The kind of an extra shadow model (bundle models have their phase as kind).
 EXTRA = "extra"

@@ -2,8 +2,8 @@
 
 Module structure and attribute names match MICO's training scripts, so the state_dict keys
 (``cnn.0.weight``, ``mlp.2.bias``, ...) of its ``model.pt`` files load unchanged.  This module
-depends on nothing else in the package: the track registry (:mod:`mico.tasks`) names the
-architecture of each track, and :mod:`mico.models` loads files into them.
+depends on nothing else in the package: the track registry (:mod:`mico.tracks.registry`) names the
+architecture of each track, and :mod:`mico.tracks.models` loads files into them.
 
 ``CNN.load(path)`` and ``MLP.load(path)`` are MICO's classmethods with the same signature, but
 read the file safely: ``model.pt`` files come from the internet, and ``weights_only=True``

@@ -1,7 +1,7 @@
 """Training recipes: the hyper-parameters a model is trained with, and MICO's DP settings.
 
 A leaf module (dataclasses and constants only) so that each track's registry entry can carry
-its recipe without importing the training engine (:mod:`mico.training`).
+its recipe without importing the training engine (:mod:`mico.train.engine`).
 """
 
 from __future__ import annotations

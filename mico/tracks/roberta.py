@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mico.fileio import atomic_write, write_text_atomic
-from mico.nets import strip_opacus_prefix
+from mico.bundle.fileio import atomic_write, write_text_atomic
+from mico.tracks.nets import strip_opacus_prefix
 
 #: Hugging Face's file names inside a model folder, in the order a bundle lists them.
 CONFIG_FILE = "config.json"

@@ -1,8 +1,8 @@
 """Building a track's model and loading MICO's ``model.pt`` files into it, safely.
 
-The architectures live in :mod:`mico.nets` (re-exported here, as MICO's package has them beside
-``load_model``).  Files come from the internet: they are read with ``weights_only=True``, which
-refuses pickled code.
+The architectures live in :mod:`mico.tracks.nets` (re-exported here, as MICO's package has them
+beside ``load_model``).  Files come from the internet: they are read with ``weights_only=True``,
+which refuses pickled code.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mico.layout import MODEL_FILE
-from mico.nets import CNN, MLP, OPACUS_PREFIX, load_weights, strip_opacus_prefix
-from mico.tasks import Task, get_task
+from mico.bundle.layout import MODEL_FILE
+from mico.tracks.nets import CNN, MLP, OPACUS_PREFIX, load_weights, strip_opacus_prefix
+from mico.tracks.registry import Task, get_task
 
 __all__ = [
     "CNN",

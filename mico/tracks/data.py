@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from mico.fileio import save_npz_atomic
+from mico.bundle.fileio import save_npz_atomic
 
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)

@@ -2,8 +2,8 @@
 
 MICO's ``prediction.csv`` is one line of numbers, with no room for a note, so
 ``run_lira_mia.py`` records beside the bundle (``<root>/<challenge>/predictions.json``,
-:func:`mico.layout.manifest_path`) the configuration it ran and the SHA-256 of every file it is
-about to write, *before* writing them, together with the previous manifest's configuration and
+:func:`mico.bundle.layout.manifest_path`) the configuration it ran and the SHA-256 of every file it
+is about to write, *before* writing them, together with the previous manifest's configuration and
 digests. A run killed half-way thus leaves files that match one of two named configurations,
 and :func:`check_predictions` (``save_zip.py``) refuses such a mixture in one line naming both;
 a file that matches neither (edited, or written by something else) is refused too.
@@ -16,8 +16,8 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mico.fileio import write_text_atomic
-from mico.layout import manifest_path
+from mico.bundle.fileio import write_text_atomic
+from mico.bundle.layout import manifest_path
 
 FORMAT_VERSION = 1
 

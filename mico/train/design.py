@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.fileio import save_npz_atomic
-from mico.layout import SEED_FILES, model_dirs
-from mico.splits import challenge_indices, read_seed
-from mico.tasks import PHASES, Task
+from mico.bundle.fileio import save_npz_atomic
+from mico.bundle.layout import SEED_FILES, model_dirs
+from mico.bundle.splits import challenge_indices, read_seed
+from mico.tracks.registry import PHASES, Task
 
 #: Stream tags of the design's random generators (any constants, fixed forever).
 _POOL_TAG, _FILL_TAG, _EVAL_TAG = 0x9001, 0xF111, 0xE7A1

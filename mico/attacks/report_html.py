@@ -2,8 +2,8 @@
 
 ``DIR/index.html`` (figures embedded as PNG data, no file beside it) and ``DIR/report.json``
 (every number on the page, and the ROC bands' arrays), both from
-:func:`mico.audit_report.build_report`.  Per scenario: log-log ROC of the chosen attack and of
-the 2nd place's submitted configuration with 95% bootstrap bands, the comparison table with
+:func:`mico.attacks.audit_report.build_report`.  Per scenario: log-log ROC of the chosen attack and
+of the 2nd place's submitted configuration with 95% bootstrap bands, the comparison table with
 intervals and the paired differences, the epsilon bounds beside the claimed epsilon, the 20
 most exposed challenge points and the choices of the (CV) rows; then the provenance.
 """
@@ -20,12 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from mico.attacks.audit import AuditCounts, percentile_interval
+from mico.attacks.audit_report import EXPOSED, build_report
 from mico.attacks.compare import CV_SUFFIX, INTERVAL_KEYS, PAIRED_KEYS, ScenarioComparison
+from mico.attacks.report import (
+    METRIC_LABELS,
+    bound_text,
+    difference_cell,
+    epsilon_text,
+    interval_cell,
+)
 from mico.attacks.run import RunOptions
-from mico.audit_report import EXPOSED, build_report
-from mico.fileio import write_text_atomic
-from mico.report import METRIC_LABELS, bound_text, difference_cell, epsilon_text, interval_cell
-from mico.tasks import Task
+from mico.bundle.fileio import write_text_atomic
+from mico.tracks.registry import Task
 
 # --- The page ------------------------------------------------------------------------------
 

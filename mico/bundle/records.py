@@ -1,7 +1,7 @@
 """Reading and writing a challenge bundle: scenarios, seeds, solutions, predictions, checks.
 
-Paths and file names come from :mod:`mico.layout`.  Every reader names the offending path in its
-error, because a bundle of 600 folders is too large to debug from a bare ``ValueError``.
+Paths and file names come from :mod:`mico.bundle.layout`.  Every reader names the offending path in
+its error, because a bundle of 600 folders is too large to debug from a bare ``ValueError``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.fileio import write_text_atomic
-from mico.layout import (
+from mico.bundle.fileio import write_text_atomic
+from mico.bundle.layout import (
     PREDICTION_FILE,
     SEED_FILES,
     SOLUTION_FILE,
@@ -25,8 +25,8 @@ from mico.layout import (
     model_ids,
     model_name,
 )
-from mico.splits import Splits, read_seed, split_indices
-from mico.tasks import PHASES, Task
+from mico.bundle.splits import Splits, read_seed, split_indices
+from mico.tracks.registry import PHASES, Task
 
 
 def scenario_dirs(root: str | Path, task: Task) -> list[Path]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mico.plan import DEFAULT_SOURCES, ModelRef, find_models
-from mico.store import ScenarioScores, model_stamp
-from mico.tasks import Task
+from mico.outputs.plan import DEFAULT_SOURCES, ModelRef, find_models
+from mico.outputs.store import ScenarioScores, model_stamp
+from mico.tracks.registry import Task
 
 #: Version of the record's layout; a record of another version never matches.
 RECORD_FORMAT = 1
@@ -26,7 +26,8 @@ SHOWN = 3
 
 def fingerprint(ref: ModelRef) -> dict[str, str]:
     """``identity``: SHA-256 over the model's seed/membership files (a missing file counts as
-    content); ``weights``: :func:`mico.store.model_stamp` of its weight files, or ``missing``."""
+    content); ``weights``: :func:`mico.outputs.store.model_stamp` of its weight files, or
+    ``missing``."""
     digest = hashlib.sha256()
     for name in ref.identity:
         digest.update(name.encode() + b"\0")

@@ -1,7 +1,7 @@
 """Offline demo: a small MICO-format challenge from synthetic data, built with no network.
 
 ``python download_files.py --challenge purchase100 --demo`` synthesises a base dataset in the
-real file format, then trains target models with MICO's recipes (:mod:`mico.training`, scaled
+real file format, then trains target models with MICO's recipes (:mod:`mico.train.engine`, scaled
 down in data and epochs) into a bundle that ``save_preds.py``, ``run_lira_mia.py`` and
 ``save_zip.py`` read unchanged.  ``--demo tiny`` is a preset small enough for tests.
 
@@ -32,7 +32,7 @@ On-disk contract (the first two paths are exactly where the real data would be):
 
 Model ids follow MICO: train ``0..T-1``, dev from ``T``, final after dev.  Every seed derives
 from ``--seed`` and the model's place in the bundle, so a run is reproducible and resumable:
-models are built by the model farm (:mod:`mico.farm`), which writes each folder atomically and
+models are built by the model farm (:mod:`mico.train.farm`), which writes each folder atomically and
 skips finished ones.  A demo never writes over data or bundles it did not make, nor mixes two
 demo configurations in one folder.  What differs per track (presets, synthesiser, file format)
 comes from the track's registry entry.
@@ -51,11 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.bundle import check_layout, solution_line
-from mico.devices import resolve_device
-from mico.farm import ModelJob, build_models
-from mico.fileio import write_text_atomic
-from mico.layout import (
+from mico.bundle.fileio import write_text_atomic
+from mico.bundle.layout import (
     ACCURACY_FILE,
     BUNDLE_CONFIG,
     EPSILON_FILE,
@@ -68,9 +65,12 @@ from mico.layout import (
     model_ids,
     reference_root,
 )
-from mico.recipes import DELTA, SCENARIO_EPSILON, Recipe
-from mico.splits import split_indices
-from mico.tasks import PHASES, Task, get_task, load_task
+from mico.bundle.records import check_layout, solution_line
+from mico.bundle.splits import split_indices
+from mico.tracks.devices import resolve_device
+from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
+from mico.tracks.registry import PHASES, Task, get_task, load_task
+from mico.train.farm import ModelJob, build_models
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ COMMENT = (
 
 def bundle_json(configs: Sequence[DemoConfig]) -> dict[str, object]:
     """``bundle.json`` of a demo: one track's sizes and settings, or per scenario for a
-    challenge made of several tracks (:func:`mico.tasks.load_task` reads both)."""
+    challenge made of several tracks (:func:`mico.tracks.registry.load_task` reads both)."""
     if not configs[0].group:
         (config,) = configs
         return {"comment": COMMENT, **config.sizes(), "demo": config.settings()}
