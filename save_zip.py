@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+    from mico.bundle.check import check_layout
     from mico.bundle.fileio import atomic_write
     from mico.bundle.layout import PREDICTION_FILE, model_dir, model_ids
     from mico.bundle.manifest import check_predictions
-    from mico.bundle.records import check_layout, read_prediction
+    from mico.bundle.records import read_prediction
     from mico.cli import add_common_args, run_cli, setup_logging
     from mico.tracks.registry import Task, load_task
 except KeyboardInterrupt:

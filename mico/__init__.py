@@ -9,8 +9,8 @@ module.
 """
 
 from mico import scoring
-from mico.bundle.splits import ChallengeDataset, Splits, split_indices
-from mico.compat import load_cifar10, load_sst2
+from mico.bundle.splits import Splits, split_indices
+from mico.compat import ChallengeDataset, load_cifar10, load_sst2
 from mico.tracks.data import TensorPairDataset, load_purchase100
 from mico.tracks.models import CNN, MLP, build_model, load_model
 from mico.tracks.registry import PHASES, TASKS, Task, get_task, load_task

@@ -47,7 +47,7 @@ import huggingface_hub.constants
 import numpy as np
 import torch
 
-from mico.bundle.records import SEED_FILES
+from mico.bundle.layout import SEED_FILES
 from mico.bundle.splits import split_indices
 from mico.tracks.models import CNN, MLP
 from mico.tracks.registry import SCENARIO_SUFFIXES, get_task

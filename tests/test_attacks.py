@@ -44,7 +44,8 @@ from mico.attacks.selection import (
     phase_quantiles,
 )
 from mico.attacks.stats import STD_FLOOR_REL, Z_CAP
-from mico.bundle.records import model_dirs, read_prediction, write_solution
+from mico.bundle.layout import model_dirs
+from mico.bundle.records import read_prediction, write_solution
 from mico.outputs.provenance import bundle_record
 from mico.outputs.store import SCORES_FILE, PhaseScores, ScenarioScores
 from mico.scoring import metrics as official_score

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from mico.bundle.check import check_layout, scenario_dirs
+from mico.bundle.layout import model_dirs
 from mico.bundle.records import (
-    check_layout,
-    model_dirs,
     model_splits,
     read_prediction,
     read_solution,
-    scenario_dirs,
     write_prediction,
     write_solution,
 )

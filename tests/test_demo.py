@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from mico.bundle.check import check_layout
 from mico.bundle.layout import model_dirs, model_ids
-from mico.bundle.records import check_layout, read_seeds, read_solution
+from mico.bundle.records import read_seeds, read_solution
 from mico.bundle.splits import split_indices
 from mico.tracks import cifar10, purchase100
 from mico.tracks.data import CIFAR10_BATCHES, load_cifar10, load_purchase100

@@ -26,7 +26,7 @@ import mico.fetch.hub
 import mico.fetch.progress
 import mico.fetch.urls
 import save_preds
-from mico.bundle.records import check_layout
+from mico.bundle.check import check_layout
 from mico.fetch import archives as extract
 from mico.tracks.data import load_purchase100
 from mico.tracks.models import load_model

@@ -33,7 +33,8 @@ import mico as mico_competition
 import mico.fetch.urls
 import mico.tracks.registry
 from mico.bundle.layout import MODEL_FILE, preds_root, scores_path
-from mico.bundle.splits import split_indices, subset_dataset_indices
+from mico.bundle.splits import split_indices
+from mico.compat import subset_dataset_indices
 from mico.outputs.store import ScenarioScores
 from mico.scoring import metrics
 from mico.tracks.data import load_cifar10 as load_cifar10_offline

@@ -29,7 +29,7 @@ from mico.attacks.original import (
 )
 from mico.bundle.layout import model_cache_path, model_dir
 from mico.bundle.records import read_prediction, read_seeds
-from mico.bundle.splits import ChallengeDataset
+from mico.compat import ChallengeDataset
 from mico.outputs.store import ScenarioScores
 from mico.tracks.registry import get_task, load_task
 

@@ -16,7 +16,8 @@ import save_preds
 import save_zip
 from mico.attacks.compare import Predictor
 from mico.attacks.registry import get_attack
-from mico.bundle.records import model_dirs, model_splits, read_prediction, write_prediction
+from mico.bundle.layout import model_dirs
+from mico.bundle.records import model_splits, read_prediction, write_prediction
 from mico.outputs.predict import PredictOptions, save_scenario
 from mico.outputs.store import SCORES_FILE, ScenarioScores
 from mico.tracks.registry import get_task, load_task

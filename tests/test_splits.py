@@ -9,14 +9,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from mico.bundle.splits import (
-    ChallengeDataset,
-    mt19937_words,
-    randperm,
-    read_seed,
-    split_indices,
-    subset_dataset_indices,
-)
+from mico.bundle.splits import mt19937_words, randperm, read_seed, split_indices
+from mico.compat import ChallengeDataset, subset_dataset_indices
 from tests.reference import mt19937_reference
 
 

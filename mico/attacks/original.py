@@ -44,7 +44,6 @@ own), plus the train models' seeds for the OUT lists.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,8 @@ from scipy.special import softmax
 from scipy.stats import norm
 
 from mico.attacks.lira import TRANSFORMS, LiraParams
-from mico.bundle.layout import bundle_config_path, model_dir
+from mico.bundle.config import read_bundle_config
+from mico.bundle.layout import model_dir
 from mico.bundle.records import read_seeds
 from mico.bundle.splits import random_split_indices
 from mico.outputs.store import ScenarioScores
@@ -89,12 +89,10 @@ def original_len_training(root: Path, challenge: str) -> tuple[int, bool]:
     """``LEN_TRAINING`` as the published scripts used it: 50000, or ``bundle.json``'s
     ``len_training`` where the bundle sets one. Returns the value and whether it came from
     ``bundle.json``."""
-    path = bundle_config_path(root, challenge)
-    if path.is_file():
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(config, dict) and "len_training" in config:
-            return int(config["len_training"]), True
-    return ORIGINAL_LEN_TRAINING, False
+    config = read_bundle_config(root, challenge)
+    if config is None or config.sizes.len_training is None:
+        return ORIGINAL_LEN_TRAINING, False
+    return config.sizes.len_training, True
 
 
 def original_lists(task: Task, seeds: list[dict[str, int | None]], len_training: int) -> np.ndarray:

@@ -41,6 +41,7 @@ from mico.attacks.original import (
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.attacks.selection import DEFAULT_FOLDS
+from mico.bundle.check import scenario_dirs
 from mico.bundle.fileio import write_text_atomic
 from mico.bundle.layout import (
     EPSILON_FILE,
@@ -51,7 +52,7 @@ from mico.bundle.layout import (
     scores_path,
 )
 from mico.bundle.manifest import write_manifest
-from mico.bundle.records import prediction_line, read_solution, scenario_dirs
+from mico.bundle.records import prediction_line, read_solution
 from mico.outputs.provenance import load_checked
 from mico.outputs.store import ScenarioScores
 from mico.tracks.devices import resolve_device
@@ -249,8 +250,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
 
 
 def _attacks_of(options: RunOptions) -> list[Attack]:
-    """The attacks whose needs decide what a run builds: the one it runs; none for
-    ``--attack best``, which, as ``--compare``, builds reference models only when asked."""
+    """The attack whose needs decide what a run builds (``best``: none, as ``--compare``)."""
     if options.attack == BEST_ATTACK:
         return []
     return [get_attack(options.attack)]

@@ -34,6 +34,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+#: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
+PHASES: tuple[str, ...] = ("train", "dev", "final")
+
 #: Optional file that overrides a track's sizes for one bundle.
 BUNDLE_CONFIG = "bundle.json"
 

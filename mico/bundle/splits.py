@@ -22,20 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numba
 import numpy as np
-import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset
 
 _MASK32 = 0xFFFFFFFF
-
-#: MICO's ``m``: members (and non-members) among a model's challenge points, the default of
-#: :meth:`ChallengeDataset.from_path`.
-LEN_CHALLENGE = 100
-
-C = TypeVar("C", bound="ChallengeDataset")
 
 
 def mt19937_words(seed: int, count: int) -> np.ndarray:
@@ -119,8 +110,9 @@ class Splits:
 
 
 @dataclass(frozen=True)
-class _Positions:
-    """Each split as positions in its parent, the nesting MICO's ``Subset`` tree uses."""
+class Positions:
+    """Each split as positions in its parent, the nesting MICO's ``Subset`` tree uses
+    (:class:`mico.compat.ChallengeDataset` builds that tree from them)."""
 
     challenge: np.ndarray  # into the dataset
     rest: np.ndarray  # into the dataset
@@ -130,14 +122,14 @@ class _Positions:
     member: np.ndarray | None  # into challenge
 
 
-def _split_positions(
+def split_positions(
     dataset_len: int,
     len_training: int,
     len_challenge: int,
     seed_challenge: int,
     seed_training: int | None,
     seed_membership: int | None,
-) -> _Positions:
+) -> Positions:
     m, n, big_n = len_challenge, len_training, dataset_len
     if m < 1 or n <= m or big_n < n + m:
         raise ValueError(
@@ -150,7 +142,7 @@ def _split_positions(
         training, evaluation = random_split_indices(big_n - 2 * m, lengths, seed_training)
     if seed_membership is not None:
         nonmember, member = random_split_indices(2 * m, (m, m), seed_membership)
-    return _Positions(challenge, rest, training, evaluation, nonmember, member)
+    return Positions(challenge, rest, training, evaluation, nonmember, member)
 
 
 def split_indices(
@@ -162,7 +154,7 @@ def split_indices(
     seed_membership: int | None = None,
 ) -> Splits:
     """Reconstruct MICO's splits of one model as dataset-index arrays (the pipeline's fast path)."""
-    pos = _split_positions(
+    pos = split_positions(
         dataset_len, len_training, len_challenge, seed_challenge, seed_training, seed_membership
     )
     training = evaluation = member = nonmember = solution = None
@@ -188,102 +180,3 @@ def read_seed(path: str | Path) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         raise ValueError(f"{path}: expected a non-negative int64 seed, got {text[:40]!r}")
     return int(text)
-
-
-class ChallengeDataset:
-    """Drop-in for ``mico_competition.ChallengeDataset``: MICO's nested ``Subset`` tree.
-
-    ``challenge``/``rest`` are subsets of ``dataset``, ``training``/``evaluation`` subsets of
-    ``rest`` and ``nonmember``/``member`` subsets of ``challenge``, exactly as MICO builds them,
-    so code written against the competition package sees the same objects.  Seeds that are
-    ``None`` leave the subsets that depend on them as ``None``.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        len_training: int,
-        len_challenge: int,
-        seed_challenge: int,
-        seed_training: int | None = None,
-        seed_membership: int | None = None,
-    ) -> None:
-        self.dataset = dataset
-        self.len_training = len_training
-        self.len_challenge = len_challenge
-        self.len_dataset = len(dataset)  # type: ignore[arg-type]
-        pos = _split_positions(
-            self.len_dataset,
-            len_training,
-            len_challenge,
-            seed_challenge,
-            seed_training,
-            seed_membership,
-        )
-        self.challenge = Subset(dataset, pos.challenge.tolist())
-        self.rest = Subset(dataset, pos.rest.tolist())
-        self.training = self.evaluation = self.member = self.nonmember = None
-        if pos.training is not None and pos.evaluation is not None:
-            self.training = Subset(self.rest, pos.training.tolist())
-            self.evaluation = Subset(self.rest, pos.evaluation.tolist())
-        if pos.member is not None and pos.nonmember is not None:
-            self.nonmember = Subset(self.challenge, pos.nonmember.tolist())
-            self.member = Subset(self.challenge, pos.member.tolist())
-
-    @classmethod
-    def from_path(
-        cls: type[C],
-        path: str | Path,
-        dataset: Dataset,
-        len_training: int,
-        len_challenge: int = LEN_CHALLENGE,
-    ) -> C:
-        """Build from a model folder; ``seed_training``/``seed_membership`` may be absent.
-
-        A classmethod, as MICO's is, so a subclass gets instances of itself.
-        """
-        path = Path(path)
-        seeds = {}
-        for name in ("seed_training", "seed_membership"):
-            seeds[name] = read_seed(path / name) if (path / name).exists() else None
-        return cls(
-            dataset,
-            len_training,
-            len_challenge,
-            read_seed(path / "seed_challenge"),
-            seeds["seed_training"],
-            seeds["seed_membership"],
-        )
-
-    def get_challenges(self) -> Subset:
-        """The 2m challenge points in challenge order."""
-        return self.challenge
-
-    def get_solutions(self) -> list[int]:
-        """1 for each challenge point that is a member, in challenge order."""
-        if self.member is None:
-            raise ValueError("solutions need seed_membership (only train models publish it)")
-        members = set(self.member.indices)
-        return [int(k in members) for k in range(len(self.challenge))]
-
-    def get_train_dataset(self) -> Dataset:
-        """What the model trained on: members first, then the rest of its training set."""
-        if self.member is None or self.training is None:
-            raise ValueError("the training set needs seed_training and seed_membership")
-        return ConcatDataset([self.member, self.training])
-
-    def get_eval_dataset(self) -> Dataset:
-        """Points of ``rest`` the model never saw."""
-        if self.evaluation is None:
-            raise ValueError("the evaluation set needs seed_training")
-        return self.evaluation
-
-
-def subset_dataset_indices(subset: Subset) -> torch.Tensor:
-    """Dataset indices of a (possibly nested) ``Subset``, resolving each level of nesting."""
-    indices = torch.as_tensor(subset.indices, dtype=torch.long)
-    parent = subset.dataset
-    while isinstance(parent, Subset):
-        indices = torch.as_tensor(parent.indices, dtype=torch.long)[indices]
-        parent = parent.dataset
-    return indices

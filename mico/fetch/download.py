@@ -23,7 +23,6 @@ bundle layout (:func:`mico.bundle.records.check_layout`) and listing what is mis
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import tempfile
@@ -35,8 +34,9 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from mico.bundle.check import check_layout
+from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import BUNDLE_CONFIG, data_root
-from mico.bundle.records import check_layout
 from mico.fetch import hub
 from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
 from mico.fetch.parts import Selection, bundle_files, check_free_space
@@ -273,14 +273,8 @@ def verify_bundle(root: Path, name: str) -> Task:
 def _refuse_demo_bundle(root: Path, name: str) -> None:
     """A demo bundle's ``bundle.json`` would shrink the file list the real bundle is checked
     against, and its files would pass for downloaded ones: refuse to mix the two."""
-    config = root / name / BUNDLE_CONFIG
-    if not config.is_file():
-        return
-    try:
-        is_demo = "demo" in json.loads(config.read_text())
-    except (OSError, ValueError):
-        return  # load_task reports a broken file with the right advice
-    if is_demo:
+    config = read_bundle_config(root, name)
+    if config is not None and config.is_demo:
         raise FileExistsError(
             f"{root / name} holds the offline demo bundle: pass another --root (or delete that "
             f"folder) to download the real one"

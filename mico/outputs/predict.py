@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mico.bundle.check import scenario_dirs
 from mico.bundle.layout import SCORES_FILE, model_cache_path, scores_path
-from mico.bundle.records import scenario_dirs
 from mico.outputs.inference import Counter, model_outputs
 from mico.outputs.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
 from mico.outputs.provenance import bundle_record

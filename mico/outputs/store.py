@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from mico.bundle.fileio import save_npz_atomic
-from mico.tracks.registry import PHASES
+from mico.bundle.layout import PHASES
 
 log = logging.getLogger(__name__)
 

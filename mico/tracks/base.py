@@ -25,9 +25,6 @@ from mico.tracks.data import TensorPairDataset
 from mico.tracks.recipes import SCENARIO_EPSILON, Recipe
 from mico.tracks.sources import Source
 
-#: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
-PHASES: tuple[str, ...] = ("train", "dev", "final")
-
 #: Scenario suffixes in MICO's order: no DP, then DP with epsilon 10 and 4 (delta 1e-5).
 SCENARIO_SUFFIXES: tuple[str, ...] = ("inf", "hi", "lo")
 

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mico.bundle.check import check_layout
+from mico.bundle.config import read_bundle_config
 from mico.bundle.fileio import write_text_atomic
 from mico.bundle.layout import (
     ACCURACY_FILE,
@@ -65,7 +67,7 @@ from mico.bundle.layout import (
     model_ids,
     reference_root,
 )
-from mico.bundle.records import check_layout, solution_line
+from mico.bundle.records import solution_line
 from mico.bundle.splits import split_indices
 from mico.tracks.devices import resolve_device
 from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
@@ -341,7 +343,7 @@ def check_bundle(
     ):
         path = folder / name
         if path.is_file():
-            found = _read_json(path)
+            found = _read_marker(path, name)
             if found.get("demo") is None:
                 raise FileExistsError(
                     f"{folder} holds a bundle that --demo did not make; refusing to write a demo "
@@ -370,6 +372,15 @@ def _read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object; delete it and rerun")
     return value
+
+
+def _read_marker(path: Path, name: str) -> dict:
+    """A demo's ``bundle.json`` (through its one parser, :mod:`mico.bundle.config`) or the
+    reference folder's ``demo.json``, as the object it holds."""
+    if name != BUNDLE_CONFIG:
+        return _read_json(path)
+    config = read_bundle_config(path.parent.parent, path.parent.name)
+    return {} if config is None else dict(config.data)
 
 
 def _write_json(path: Path, value: dict) -> None:

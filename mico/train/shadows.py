@@ -34,13 +34,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import (
     ACCURACY_FILE,
     EPSILON_FILE,
     MEMBERS_FILE,
     MODEL_FILE,
     RECIPE_FILE,
-    bundle_config_path,
     challenge_dir,
     data_root,
     is_model_dir_name,
@@ -126,15 +126,10 @@ def resolve_recipe(
     part = task.at(scenario) if scenario is not None else task
     if recipe_file is not None:
         return _parse_recipe(_read_json(recipe_file), part, str(recipe_file))
-    config = bundle_config_path(root, task.challenge)
-    if config.is_file():
-        settings = _read_json(config).get("demo")
-        if settings is not None and task.parts:
-            settings = settings.get(scenario) if isinstance(settings, dict) else None
-            if not isinstance(settings, dict):
-                raise ValueError(f"{config}: the demo settings of {scenario} are missing")
-        if settings is not None:
-            return _parse_recipe(settings, part, f"{config} (demo)")
+    config = read_bundle_config(root, task.challenge)
+    settings = None if config is None else config.demo_settings(scenario if task.parts else None)
+    if settings is not None:
+        return _parse_recipe(settings, part, f"{config.path} (demo)")
     return RecipeChoice(part.recipe, dict(SCENARIO_EPSILON), f"MICO's {part.name} recipe")
 
 
