@@ -22,6 +22,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.fileio import atomic_write
     from mico.layout import PREDICTION_FILE, model_dir, model_ids
     from mico.manifest import check_predictions
+    from mico.problems import ProblemsError, plural
     from mico.tasks import Task, load_task
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
@@ -50,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it.
 
-    The dev/final folders must be exactly the bundle's (:func:`mico.bundle.check_layout`), so
-    a renamed or extra model folder is reported instead of zipped; the files must all come from
-    the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a run
-    stopped half-way is not zipped as a mixture.
+    The bundle must be exactly its layout (:func:`mico.bundle.check_layout`, every phase: the
+    same check as the other scripts, less the weight files, which a submission does not need),
+    so a renamed or extra model folder is reported instead of zipped; the files must all come
+    from the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a
+    run stopped half-way is not zipped as a mixture.
     """
-    layout = check_layout(root, task, need_models=False, phases=SUBMITTED_PHASES)
+    layout = check_layout(root, task, need_models=False)
     problems = [str(problem) for problem in layout]
     files = []
     for scenario in task.scenarios:
@@ -82,12 +84,11 @@ def _main(argv: Sequence[str] | None) -> int:
     task = load_task(args.root, args.challenge)
     files, problems = collect_predictions(args.root, task)
     if problems:
-        shown = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        print(f"{len(problems)} problems:\n{shown}{more}", file=sys.stderr)
-        raise ValueError(
-            f"not writing a submission: {len(problems)} problems listed above "
-            "(run run_lira_mia.py first)"
+        raise ProblemsError(
+            f"not writing a submission: {plural(len(problems), 'problem')} listed above (fix "
+            "the bundle where it differs from its layout; (re)run run_lira_mia.py where "
+            "predictions are missing, bad or unrecorded)",
+            problems,
         )
     output = args.output or Path(f"predictions_{task.challenge}.zip")
     with (

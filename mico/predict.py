@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import scenario_dirs
+from mico.bundle import require_layout, scenario_dirs
 from mico.data import TensorPairDataset
 from mico.inference import Counter, model_outputs
 from mico.layout import SCORES_FILE, model_cache_path, scores_path
@@ -385,12 +385,14 @@ def predict(
 ) -> list[ScenarioResult]:
     """save_preds' engine: plan every scenario, run (a shard of) the models, assemble.
 
-    ``preds`` is ``<preds-dir>/<challenge>``; ``datasets(track)`` gives the base dataset of a
+    The bundle's layout is checked first (:func:`mico.bundle.require_layout`).  ``preds`` is
+    ``<preds-dir>/<challenge>``; ``datasets(track)`` gives the base dataset of a
     scenario's track (:meth:`Task.at`: DDP's scenarios each have their own).  With
     ``options.shard`` only that shard runs and nothing is assembled; with ``assemble_only``
     nothing runs, and a model without outputs in any scenario stops the call before any
     ``scores.npz`` is written.
     """
+    require_layout(root, task)
     plans = plan_all(root, task, options)
     results = []
     if assemble_only:

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mico.bundle import require_layout
 from mico.devices import resolve_device
 from mico.farm import ModelJob, build_models
 from mico.layout import (
@@ -299,6 +300,7 @@ def run(options: ShadowOptions) -> int:
             f"train_shadows.py trains shadows for single-dataset challenges; {task.challenge}'s "
             "attack on its revealed training sets is run_lira_mia.py --attack reference"
         )
+    require_layout(root, task)
     scenarios = select_scenarios(task, options.scenarios)
     device = resolve_device(options.device)
     choice = resolve_recipe(root, task, options.recipe)

@@ -124,8 +124,10 @@ def test_a_missing_seed_is_named_before_any_model_runs(tiny_copy, capsys):
     model = model_dirs(root / CHALLENGE / f"{CHALLENGE}_lo", "train")[1]
     (model / "seed_training").unlink()
     assert save_preds.main(_args(root)) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: {model / 'seed_training'}: seed file missing; is the bundle complete?"
+    # The layout check lists it, then says what to do in one line.
+    listed, line = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert listed.strip() == f"{model / 'seed_training'}: missing"
+    assert line.startswith("error: ") and "re-download what is missing" in line
     assert not (root / "preds").exists()  # the inf and hi scenarios did not run either
 
 

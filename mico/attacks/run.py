@@ -33,7 +33,7 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.bundle import prediction_line, read_solution, require_layout, scenario_dirs
 from mico.devices import resolve_device
 from mico.fileio import write_text_atomic
 from mico.layout import PREDICTION_FILE, data_root, model_dir, preds_root, scores_path
@@ -116,7 +116,8 @@ class ChallengeRun:
 
 
 def check_options(options: RunOptions) -> Task:
-    """Validate the options against the bundle; return its task."""
+    """Validate the options and the bundle's layout (:func:`mico.bundle.require_layout`);
+    return its task."""
     attack = get_attack(options.attack)
     if options.params is not None:
         attack.config(options.params)
@@ -133,6 +134,7 @@ def check_options(options: RunOptions) -> Task:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
+    require_layout(options.root, task)
     if options.original and task.parts:
         raise ValueError(
             f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
