@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mico.bundle import read_solution
 from mico.layout import (
     MEMBERS_FILE,
     SEED_FILES,
+    SOLUTION_FILE,
     challenge_dir,
     model_dirs,
     model_id,
@@ -48,7 +50,8 @@ class ModelRef:
     """A model as listed on disk: enough to fingerprint it without reconstructing its splits.
 
     ``identity`` are the files whose contents decide which records the model saw (seeds, or
-    ``members.npy``); ``weights`` its weight files.  ``kind`` is the phase of a bundle model or
+    ``members.npy``; a train model's ``solution.csv``, which must agree with its seeds);
+    ``weights`` its weight files.  ``kind`` is the phase of a bundle model or
     ``extra``.
     """
 
@@ -102,9 +105,10 @@ def _find_bundle(root: Path, task: Task, scenario: str) -> list[ModelRef]:
     folder = challenge_dir(root, task.challenge) / scenario
     refs = []
     for phase in PHASES:
-        seeds = SEED_FILES if phase == "train" else task.eval_seeds
+        # A train model's solution.csv is part of its identity: it must agree with its seeds.
+        known = (*SEED_FILES, SOLUTION_FILE) if phase == "train" else task.eval_seeds
         for model in model_dirs(folder, phase):
-            refs.append(ModelRef(phase, model_id(model), model, seeds, task.model_files))
+            refs.append(ModelRef(phase, model_id(model), model, known, task.model_files))
     return refs
 
 
@@ -112,14 +116,36 @@ def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
     """Challenge points from ``seed_challenge``; train models also their members and solution.
 
     Every seed a train model needs is read here, so a missing one is named before any model
-    runs (MICO publishes all three for train models).
+    runs (MICO publishes all three for train models), and its ``solution.csv`` is checked
+    against the membership its seeds give (:func:`check_solution`).
     """
-    seeds = [read_seed(ref.folder / name) for name in ref.identity]
+    seeds = [read_seed(ref.folder / name) for name in ref.identity if name in SEED_FILES]
     if ref.kind != "train":
         return PlannedModel(ref, challenge_indices(task.dataset_len, task.len_challenge, seeds[0]))
     splits = split_indices(task.dataset_len, task.len_training, task.len_challenge, *seeds)
+    assert splits.solution is not None  # all three seeds were read
+    check_solution(ref.folder, splits.solution)
     members = np.flatnonzero(splits.training_mask())
     return PlannedModel(ref, splits.challenge, splits.solution, members)
+
+
+def check_solution(folder: Path, derived: np.ndarray) -> None:
+    """Refuse a train model whose ``solution.csv`` is not the membership its seeds give.
+
+    MICO derives both from the same seeds, so they always agree in a bundle as published; a
+    difference means a seed file or the solution was edited, swapped with another model's or
+    damaged, and either the shadows' IN/OUT masks (from the seeds) or the scoring (from the
+    file) would be wrong without a word.  The split is already computed: the check is free.
+    """
+    path = folder / SOLUTION_FILE
+    solution = read_solution(path, len(derived))
+    agree = int((solution == derived).sum())
+    if agree != len(derived):
+        raise ValueError(
+            f"{folder}: solution.csv disagrees with the membership its seed files give on "
+            f"{len(derived) - agree} of {len(derived)} points (a seed or solution.csv was "
+            "edited, swapped or damaged): re-download this model's seed_* files and solution.csv"
+        )
 
 
 def _find_extra(root: Path, task: Task, scenario: str) -> list[ModelRef]:
