@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(parser)
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="zip the predictions even without <root>/<challenge>/predictions.json, the record "
+        "of which configuration wrote them (their values are still checked)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -48,14 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
+def collect_predictions(
+    root: Path, task: Task, *, force: bool = False
+) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it.
 
     The bundle must be exactly its layout (:func:`mico.bundle.check_layout`, every phase: the
     same check as the other scripts, less the weight files, which a submission does not need),
     so a renamed or extra model folder is reported instead of zipped; the files must all come
     from the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a
-    run stopped half-way is not zipped as a mixture.
+    run stopped half-way is not zipped as a mixture; without that record they are refused
+    unless ``force``.
     """
     layout = check_layout(root, task, need_models=False)
     problems = [str(problem) for problem in layout]
@@ -73,7 +82,7 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
                     problems.append(str(exc))
                     continue
                 files.append(path)
-    if not problems and (mixture := check_predictions(root, task.challenge, files)):
+    if not problems and (mixture := check_predictions(root, task.challenge, files, force=force)):
         problems.append(mixture)
     return files, problems
 
@@ -82,7 +91,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     task = load_task(args.root, args.challenge)
-    files, problems = collect_predictions(args.root, task)
+    files, problems = collect_predictions(args.root, task, force=args.force)
     if problems:
         raise ProblemsError(
             f"not writing a submission: {plural(len(problems), 'problem')} listed above (fix "
