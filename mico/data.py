@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from mico.digests import dataset_digest
 from mico.fileio import save_npz_atomic
 
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
@@ -46,6 +47,15 @@ class TensorPairDataset(Dataset):
             raise ValueError(f"features and labels differ in length: {len(x)} != {len(y)}")
         self.x = x
         self.y = y
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of every record as the models see it (:func:`mico.digests.dataset_digest`),
+        computed on first use: caches and records made from these records carry it."""
+        if self._digest is None:
+            self._digest = dataset_digest(self.x.numpy(), self.y.numpy())
+        return self._digest
 
     def __len__(self) -> int:
         return len(self.y)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -280,3 +281,25 @@ def test_few_out_models_are_reported(demo, caplog):
     with caplog.at_level(logging.WARNING):
         warn_few_out_models("sst2_inf", shadow_in)
     assert "1 of 3 challenge points have no OUT shadow model and 1 have one" in caplog.text
+
+
+def test_caches_follow_the_tokenized_records(demo, tmp_path):
+    """Issue 22 group A on the text track: two sentences of train.parquet trade places (the
+    file keeps its time stamps); save_preds' caches, keyed on the tokenized records, are all
+    recomputed."""
+    from mico.predict import PredictOptions, save_scenario
+    from mico.store import ScenarioScores
+
+    root = Path(shutil.copytree(demo, tmp_path / "copy"))
+    task = load_task(root, NAME)
+    scenario, out = root / NAME / "sst2_inf", root / "preds" / NAME / "sst2_inf"
+    before = ScenarioScores.load(out / "scores.npz")
+    table = root / "data" / NAME / "train.parquet"
+    frame, stamp = pd.read_parquet(table), table.stat()
+    frame.loc[[0, 1], "sentence"] = frame.loc[[1, 0], "sentence"].to_numpy()
+    frame.to_parquet(table, index=False)
+    os.utime(table, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    dataset = task.load_dataset(root / "data")
+    after, evaluated = save_scenario(scenario, out, task, dataset, PredictOptions())
+    assert evaluated == len(before.shadow_ids) * len(before.points) + 2 * task.num_challenges
+    assert after.provenance["data"] == dataset.digest != before.provenance["data"]

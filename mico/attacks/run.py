@@ -35,8 +35,16 @@ from mico.attacks.original import (
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.bundle import prediction_line, read_solution, require_layout, scenario_dirs
 from mico.devices import resolve_device
+from mico.digests import DigestStore
 from mico.fileio import write_text_atomic
-from mico.layout import PREDICTION_FILE, data_root, model_dir, preds_root, scores_path
+from mico.layout import (
+    PREDICTION_FILE,
+    data_root,
+    digests_path,
+    model_dir,
+    preds_root,
+    scores_path,
+)
 from mico.manifest import write_manifest
 from mico.provenance import load_checked
 from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
@@ -89,13 +97,16 @@ SHADOW_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> ScenarioScores:
+def load_scores(
+    path: Path, options: RunOptions, task: Task, scenario: str, digests: DigestStore | None = None
+) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
-    (:mod:`mico.provenance`), keeping the shadow rows ``options.shadows`` asks for.
+    (:mod:`mico.provenance`; ``digests`` remembers the weight files' digests), keeping the
+    shadow rows ``options.shadows`` asks for.
 
     ``--original`` always uses the train models alone: that is what the published code had.
     """
-    scores = load_checked(path, options.root, task, scenario)
+    scores = load_checked(path, options.root, task, scenario, digests)
     choice = "train" if options.original else options.shadows
     if choice is None:
         return scores
@@ -172,7 +183,11 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     if options.original:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
-    loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
+    digests = DigestStore(digests_path(preds))
+    loaded = {
+        name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
+    }
+    digests.save()
     count = reference_count(options, [get_attack(options.attack)])
     for name, scores in loaded.items():
         _attach_references(options, task, name, scores, preds, count)
@@ -376,9 +391,11 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
     task = check_options(options)
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     results: dict[str, ScenarioComparison] = {}
+    digests = DigestStore(digests_path(preds))
     for scenario in scenario_dirs(options.root, task):
         path = scores_path(preds, scenario.name)
-        scores = load_scores(path, options, task, scenario.name)
+        scores = load_scores(path, options, task, scenario.name, digests)
+        digests.save()
         _attach_references(options, task, scenario.name, scores, preds, options.references)
         if "train" not in scores.phases or scores.phases["train"].solution is None:
             raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")

@@ -1,0 +1,157 @@
+"""Nothing wrong passes silently, round two (issue 22): one test per group, each covering the
+class of its reproduction (another track, another file, another way to make the change).
+
+Real files and the real scripts, on copies of the session's tiny demos.  Each test names its
+group; the SST-2 cases (groups A and G) live in ``tests/test_sst2.py`` beside its demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import run_lira_mia
+from mico import digests
+from mico.data import CIFAR10_FOLDER
+from mico.predict import PredictOptions, dataset_loader, save_scenario
+from mico.predict import predict as run_models
+from mico.store import ScenarioScores
+from mico.tasks import load_task
+from tests.conftest import TINY_POPULATION
+from tests.test_reliability import error_line
+
+NAME = "purchase100"
+
+
+def args(root: Path, track: str = NAME, *extra: str) -> list[str]:
+    return ["--challenge", track, "--root", str(root), "-q", *extra]
+
+
+def predict(root: Path, track: str) -> tuple[dict[str, ScenarioScores], dict[str, int]]:
+    """``save_preds.py``'s engine as the fixtures ran it: every scenario's ``scores.npz``, and
+    how many models each scenario ran (not from their caches)."""
+    options = PredictOptions(population=TINY_POPULATION[track])
+    task = load_task(root, track)
+    loader = dataset_loader(root / "data")
+    results = run_models(root, task, loader, root / "preds" / track, options)
+    ran = {r.plan.scenario: r.stats.models_run for r in results}
+    return {r.plan.scenario: r.scores for r in results}, ran  # type: ignore[misc]
+
+
+def same_outputs(a: dict[str, ScenarioScores], b: dict[str, ScenarioScores]) -> bool:
+    """Every margin of every scenario equal (shadows, targets, population)."""
+    assert a.keys() == b.keys()
+    for name in a:
+        x, y = a[name], b[name]
+        arrays = [(x.shadow_margin, y.shadow_margin), (x.shadow_population, y.shadow_population)]
+        arrays += [(x.phases[p].margin, y.phases[p].margin) for p in x.phases]
+        if not all(np.array_equal(u, v) for u, v in arrays):
+            return False
+    return True
+
+
+def replace_keeping_times(path: Path, data: bytes) -> None:
+    """New content under the old size-independent time stamps, as ``cp -p`` or ``tar x``."""
+    info = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+# --- A: per-model caches and scores.npz know the base data -------------------------------------
+
+
+def _shuffle_rows(root: Path) -> None:
+    text = root / "data" / NAME / "dataset_purchase"
+    rows = text.read_bytes().splitlines(keepends=True)
+    order = np.random.default_rng(0).permutation(len(rows))
+    replace_keeping_times(text, b"".join(rows[i] for i in order))
+
+
+def _swap_images(root: Path) -> None:
+    batch = root / "data" / "cifar10" / CIFAR10_FOLDER / "data_batch_1"
+    content = pickle.loads(batch.read_bytes(), encoding="bytes")
+    data = content[b"data"]
+    data[[0, 1]] = data[[1, 0]]  # two images change places, their labels stay
+    replace_keeping_times(batch, pickle.dumps(content, protocol=2))
+
+
+@pytest.mark.parametrize(("track", "change"), [(NAME, _shuffle_rows), ("cifar10", _swap_images)])
+def test_a_caches_are_recomputed_when_the_base_data_changes(tiny_copy, track, change):
+    """One scenario through save_preds' engine (``save_scenario``, as ``predict`` runs each)."""
+    root = tiny_copy(track)
+    task, scenario = load_task(root, track), root / track / f"{track}_hi"
+    out = root / "preds" / track / scenario.name
+    before = ScenarioScores.load(out / "scores.npz")
+    options = PredictOptions(population=TINY_POPULATION[track])
+    unchanged, evaluated = save_scenario(
+        scenario, out, task, task.load_dataset(root / "data"), options
+    )
+    assert evaluated == 0 and same_outputs({"s": unchanged}, {"s": before})  # caches hold
+    change(root)  # same size and time stamps
+    dataset = task.load_dataset(root / "data")
+    after, evaluated = save_scenario(scenario, out, task, dataset, options)
+    shadows = len(before.shadow_ids)  # every model runs again: shadows on every point, the dev
+    every = shadows * len(before.points) + 2 * 200  # and final targets on theirs, and all on
+    assert evaluated == every + (shadows + 2) * len(before.population)  # the population
+    assert not same_outputs({"s": after}, {"s": before})
+    assert after.provenance["data"] == dataset.digest != before.provenance["data"]
+
+
+# --- B: a model replaced by one of the same size and time stamp --------------------------------
+
+
+def test_b_a_replaced_model_file_is_noticed_whatever_its_stamp(tiny_copy, tmp_path, capsys):
+    root = tiny_copy(NAME)
+    scenario = root / NAME / f"{NAME}_inf"
+    before, _ = predict(root, NAME)
+    # The issue's reproduction (a dev target: cp, touch -r, mv), and a train shadow replaced by
+    # the copy of another's file with its time stamps kept (cp -p).
+    target, shadow = scenario / "dev" / "model_4" / "model.pt", scenario / "train" / "model_2"
+    copy = tmp_path / "m.pt"
+    shutil.copyfile(scenario / "train" / "model_1" / "model.pt", copy)
+    stamp = target.stat()
+    os.utime(copy, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    os.replace(copy, target)
+    replace_keeping_times(shadow / "model.pt", (scenario / "train/model_3/model.pt").read_bytes())
+    # The attack refuses the stale outputs, naming both models ...
+    assert run_lira_mia.main(args(root, NAME, "--no-write")) == 2
+    line = error_line(capsys)
+    assert "dev/model_4 model file changed" in line and "train/model_2 model file" in line
+    # ... and save_preds.py runs those two models again, and only them.
+    after, ran = predict(root, NAME)
+    assert ran == {f"{NAME}_inf": 2, f"{NAME}_hi": 0, f"{NAME}_lo": 0}
+    assert not same_outputs(after, before)
+    assert run_lira_mia.main(args(root, NAME, "--no-write")) == 0
+
+
+def test_b_each_weight_file_is_hashed_once_then_remembered(tiny_copy, monkeypatch):
+    root = tiny_copy(NAME)
+    hashed: list[Path] = []
+    real = digests.hash_file
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(digests, "hash_file", counting)
+    monkeypatch.setattr(digests, "_MEMO", {})
+    predict(root, NAME)  # a copied bundle: new inodes, so every weight file is hashed, once
+    models = sorted(root.glob(f"{NAME}/*/*/model_*/model.pt"))
+    assert sorted(hashed) == models
+    store = json.loads((root / "preds" / NAME / "digests.json").read_text())
+    assert {str(path) for path in models} <= set(store["files"])
+    hashed.clear()
+    monkeypatch.setattr(digests, "_MEMO", {})  # a new run: only the store remembers
+    predict(root, NAME)
+    assert run_lira_mia.main(args(root, NAME, "--no-write")) == 0
+    assert hashed == []
+    touched = models[0]
+    os.utime(touched)  # same bytes, new stamp: hashed again, and nothing recomputed
+    _, ran = predict(root, NAME)
+    assert hashed == [touched] and set(ran.values()) == {0}
