@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 import run_lira_mia
+import save_preds
+import save_zip
+import train_shadows
 from mico import digests
 from mico.data import CIFAR10_FOLDER
 from mico.predict import PredictOptions, dataset_loader, save_scenario
@@ -155,3 +158,168 @@ def test_b_each_weight_file_is_hashed_once_then_remembered(tiny_copy, monkeypatc
     os.utime(touched)  # same bytes, new stamp: hashed again, and nothing recomputed
     _, ran = predict(root, NAME)
     assert hashed == [touched] and set(ran.values()) == {0}
+
+
+# --- C: one layout check, run by every script before any work ----------------------------------
+
+SCRIPTS = {
+    "save_preds": save_preds.main,
+    "run_lira_mia": run_lira_mia.main,
+    "save_zip": save_zip.main,
+    "train_shadows": train_shadows.main,
+}
+
+
+def _extra_model(bundle: Path) -> str:
+    shutil.copytree(
+        bundle / f"{NAME}_inf" / "train" / "model_3", bundle / f"{NAME}_inf/train/model_999"
+    )
+    return f"{NAME}_inf/train: unexpected model_999"
+
+
+def _no_final(bundle: Path) -> str:
+    shutil.rmtree(bundle / f"{NAME}_hi" / "final")
+    return f"{NAME}_hi/final: missing model_5"
+
+
+def _no_scenario(bundle: Path) -> str:
+    shutil.rmtree(bundle / f"{NAME}_lo")
+    return f"{NAME}_lo: scenario folder missing"
+
+
+def _leading_zero(bundle: Path) -> str:
+    (bundle / f"{NAME}_inf" / "dev" / "model_4").rename(bundle / f"{NAME}_inf" / "dev" / "model_04")
+    return "not model_N names: model_04"
+
+
+def _gap(bundle: Path) -> str:
+    final = bundle / f"{NAME}_lo" / "final"
+    (final / "model_5").rename(final / "model_6")
+    return f"{NAME}_lo/final: unexpected model_6"
+
+
+def _file_for_folder(bundle: Path) -> str:
+    folder = bundle / f"{NAME}_hi" / "train" / "model_2"
+    shutil.rmtree(folder)
+    folder.write_text("not a model\n")
+    return f"{NAME}_hi/train/model_2: a file where a model folder belongs"
+
+
+def _seed_folder(bundle: Path) -> str:
+    seed = bundle / f"{NAME}_inf" / "final" / "model_5" / "seed_challenge"
+    seed.unlink()
+    seed.mkdir()
+    return "final/model_5/seed_challenge: a folder, not a file"
+
+
+def _len_challenge(bundle: Path) -> str:
+    config = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**config, "len_challenge": 50}))
+    return "len_challenge=50 means 100 challenge points"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _extra_model,
+        _no_final,
+        _no_scenario,
+        _leading_zero,
+        _gap,
+        _file_for_folder,
+        _seed_folder,
+        _len_challenge,
+    ],
+)
+def test_c_every_script_checks_the_layout_before_any_work(tiny_copy, capsys, damage):
+    root = tiny_copy(NAME)
+    expected = damage(root / NAME)
+    files_before = sorted(p for p in root.rglob("*"))
+    for name, main in SCRIPTS.items():
+        extra = ("--models", "1") if name == "train_shadows" else ()
+        assert main(args(root, NAME, *extra)) == 2, name
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and expected in err, (name, err)
+        assert err.strip().splitlines()[-1].startswith("error: "), name
+    assert sorted(p for p in root.rglob("*")) == files_before  # nothing written anywhere
+
+
+# --- D: a train model's solution.csv agrees with its seeds --------------------------------------
+
+
+def _swap_membership(folder: Path) -> None:
+    other = folder.parent / "model_1"
+    mine = (folder / "seed_membership").read_bytes()
+    (folder / "seed_membership").write_bytes((other / "seed_membership").read_bytes())
+    (other / "seed_membership").write_bytes(mine)
+
+
+def _complement(folder: Path) -> None:
+    values = (folder / "solution.csv").read_text().strip().split(",")
+    (folder / "solution.csv").write_text(",".join(str(1 - int(v)) for v in values) + "\r\n")
+
+
+def _one_flipped_pair(folder: Path) -> None:
+    values = (folder / "solution.csv").read_text().strip().split(",")
+    first_one, first_zero = values.index("1"), values.index("0")
+    values[first_one], values[first_zero] = "0", "1"  # still 100 members
+    (folder / "solution.csv").write_text(",".join(values) + "\n")
+
+
+def _malformed(folder: Path) -> None:
+    (folder / "solution.csv").write_text("0,1,2\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_swap_membership, "disagrees with the membership its seed files give on"),
+        (_complement, "on 200 of 200 points"),
+        (_one_flipped_pair, "on 2 of 200 points"),
+        (_malformed, "expected 200 comma-separated values, got 3"),
+    ],
+)
+def test_d_train_solutions_must_equal_the_membership_of_their_seeds(
+    tiny_copy, capsys, change, expected
+):
+    root = tiny_copy(NAME)
+    assert run_lira_mia.main(args(root, NAME, "--no-write")) == 0
+    folder = root / NAME / f"{NAME}_lo" / "train" / "model_0"
+    change(folder)
+    # The attack refuses the outputs computed before the change (a malformed file: the layout
+    # check lists it first) ...
+    assert run_lira_mia.main(args(root, NAME, "--no-write")) == 2
+    err = capsys.readouterr().err
+    found = "train/model_0 seeds or membership changed" in err
+    assert found or (change is _malformed and expected in err), err
+    # ... and save_preds.py names the model and stops.
+    assert save_preds.main(args(root, NAME)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(folder) in err and expected in err
+
+
+# --- F: no predictions.json, no submission ------------------------------------------------------
+
+
+def test_f_save_zip_needs_the_manifest_or_force(tiny_copy, tmp_path, capsys):
+    root = tiny_copy(NAME)
+    # The case: two configurations mixed, then the manifest deleted.
+    assert run_lira_mia.main(args(root, NAME, "--global_variance")) == 0
+    first = sorted(root.glob(f"{NAME}/*/dev/*/prediction.csv"))[0]
+    kept = first.read_bytes()
+    assert run_lira_mia.main(args(root, NAME, "--attack", "loss")) == 0
+    first.write_bytes(kept)
+    manifest = root / NAME / "predictions.json"
+    record = json.loads(manifest.read_text())
+    manifest.unlink()
+    out = tmp_path / "out.zip"
+    assert save_zip.main(args(root, NAME, "--output", str(out))) == 2
+    err = capsys.readouterr().err
+    assert f"{manifest} is missing" in err and "rerun run_lira_mia.py" in err
+    assert "--force" in err and "Traceback" not in err and not out.exists()
+    assert save_zip.main(args(root, NAME, "--output", str(out), "--force")) == 0
+    # A manifest of another format version is refused, saying how to rebuild it.
+    manifest.write_text(json.dumps({**record, "version": 0}))
+    out.unlink()
+    assert save_zip.main(args(root, NAME, "--output", str(out))) == 2
+    assert "format version 0" in capsys.readouterr().err and not out.exists()
