@@ -414,6 +414,8 @@ def predict(
     """
     require_layout(root, task)
     plans = plan_all(root, task, options)
+    for plan in plans:  # extra shadows made for another bundle or data stop the run here
+        plan.check_made_for(task.challenge, datasets(task.at(plan.scenario)).digest)
     digests = DigestStore(digests_path(preds))
     try:
         if assemble_only:
@@ -478,6 +480,7 @@ def save_scenario(
     plan = plan_scenario(
         root, task, scenario.name, options.sources, options.population, options.population_seed
     )
+    plan.check_made_for(task.challenge, dataset.digest)
     stats, outputs = run_models(plan, out_dir, task, dataset, options)
     scores = assemble(plan, outputs, task, dataset, options)
     write_scores(out_dir / SCORES_FILE, scores)

@@ -323,3 +323,36 @@ def test_f_save_zip_needs_the_manifest_or_force(tiny_copy, tmp_path, capsys):
     out.unlink()
     assert save_zip.main(args(root, NAME, "--output", str(out))) == 2
     assert "format version 0" in capsys.readouterr().err and not out.exists()
+
+
+# --- E: extra shadows record the bundle and data they were made for ------------------------------
+
+
+def test_e_extra_shadows_for_another_bundle_or_data_are_refused(tiny_copy, capsys):
+    root = tiny_copy(NAME)
+    assert train_shadows.main(args(root, NAME, "--models", "2", "--scenarios", "inf")) == 0
+    shadow = root / "shadows" / NAME / f"{NAME}_inf" / "model_0"
+    assert save_preds.main(args(root, NAME)) == 0
+    text = root / "data" / NAME / "dataset_purchase"
+    original = text.read_bytes()
+    # Other base data (the issue rebuilt the demo with another --seed): refused by save_preds.py,
+    # and train_shadows.py will not grow a design made for the old data.
+    _shuffle_rows(root)
+    assert save_preds.main(args(root, NAME)) == 2
+    line = error_line(capsys)
+    assert f"{shadow}: this extra shadow was made for other base data" in line
+    assert train_shadows.main(args(root, NAME, "--models", "3", "--scenarios", "inf")) == 2
+    assert "made for other base data" in error_line(capsys)
+    replace_keeping_times(text, original)
+    assert save_preds.main(args(root, NAME)) == 0
+    # Another bundle: a dev model's challenge points are not those the design pooled.
+    seed = root / NAME / f"{NAME}_inf" / "dev" / "model_4" / "seed_challenge"
+    seed.write_text(f"{int(seed.read_text()) + 1}\n")
+    assert save_preds.main(args(root, NAME)) == 2
+    assert "made for another bundle (other challenge points)" in error_line(capsys)
+    # A shadow that records nothing (an older train_shadows.py) cannot be checked.
+    recipe = json.loads((shadow / "recipe.json").read_text())
+    del recipe["made_for"]
+    (shadow / "recipe.json").write_text(json.dumps(recipe))
+    assert save_preds.main(args(root, NAME)) == 2
+    assert "records no bundle and data this shadow was made for" in error_line(capsys)

@@ -3,6 +3,7 @@ that heal, errors that name the model, logits, extra shadows, and the provenance
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,18 @@ import torch
 
 import save_preds
 from mico.inference import true_label_margin
-from mico.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
-from mico.plan import EXTRA
+from mico.layout import (
+    MEMBERS_FILE,
+    RECIPE_FILE,
+    SCORES_FILE,
+    SEED_FILES,
+    model_dirs,
+    shadows_dir,
+)
+from mico.plan import EXTRA, made_for
 from mico.predict import PredictOptions, save_scenario
 from mico.provenance import check_against_bundle, load_checked
+from mico.shadow_design import scenario_pool
 from mico.splits import read_seed, split_indices
 from mico.store import ScenarioScores
 from mico.tasks import load_task
@@ -215,6 +224,8 @@ def test_extra_shadows_join_as_shadow_rows_with_their_own_membership(tiny_copy):
     np.save(extra / MEMBERS_FILE, np.flatnonzero(splits.training_mask()))
     options = PredictOptions(sources=("bundle", EXTRA))
     dataset = task.load_dataset(root / "data")
+    record = made_for(CHALLENGE, scenario.name, scenario_pool(scenario, task), dataset.digest)
+    (extra / RECIPE_FILE).write_text(json.dumps({"made_for": record}))
     out = root / "preds" / CHALLENGE / scenario.name
     scores, evaluated = save_scenario(scenario, out, task, dataset, options)
     assert evaluated == len(scores.points)  # only the new shadow ran
