@@ -7,6 +7,7 @@ group; the SST-2 cases (groups A and G) live in ``tests/test_sst2.py`` beside it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -15,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import run_lira_mia
 import save_preds
 import save_zip
 import train_shadows
 from mico import digests
-from mico.data import CIFAR10_FOLDER
+from mico.data import CIFAR10_FOLDER, TensorPairDataset
 from mico.predict import PredictOptions, dataset_loader, save_scenario
 from mico.predict import predict as run_models
 from mico.store import ScenarioScores
-from mico.tasks import load_task
+from mico.tasks import get_task, load_task
 from tests.conftest import TINY_POPULATION
 from tests.test_reliability import error_line
 
@@ -356,3 +358,52 @@ def test_e_extra_shadows_for_another_bundle_or_data_are_refused(tiny_copy, capsy
     (shadow / "recipe.json").write_text(json.dumps(recipe))
     assert save_preds.main(args(root, NAME)) == 2
     assert "records no bundle and data this shadow was made for" in error_line(capsys)
+
+
+# --- K: CIFAR-10 labels and pixels validated at load ---------------------------------------------
+
+
+def _labels(value: object):
+    def change(content: dict) -> None:
+        content[b"labels"][5] = value
+
+    return change
+
+
+def _pixels(content: dict) -> None:
+    content[b"data"] = np.linspace(0.3, 433.8, content[b"data"].size).reshape(-1, 3072)
+
+
+def _big_pixels(content: dict) -> None:
+    content[b"data"] = content[b"data"].astype(np.int64) + 200
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_labels(12), "labels run from 0 to 12, expected 0..9"),
+        (_labels(-1), "labels run from -1 to 9, expected 0..9"),
+        (_labels(3.7), "labels are float64, expected integers in 0..9"),
+        (_pixels, "pixels are float64, expected integers in 0..255"),
+        (_big_pixels, "pixels run from 200 to 455, expected 0..255"),
+    ],
+)
+def test_k_cifar_labels_and_pixels_are_checked_at_load(tiny_copy, capsys, change, expected):
+    root = tiny_copy("cifar10")
+    batch = root / "data" / "cifar10" / CIFAR10_FOLDER / "test_batch"
+    content = pickle.loads(batch.read_bytes(), encoding="bytes")
+    change(content)
+    batch.write_bytes(pickle.dumps(content, protocol=2))
+    assert save_preds.main(args(root, "cifar10")) == 2
+    assert error_line(capsys) == f"error: {batch}: {expected}; re-download it"
+
+
+def test_k_every_track_s_labels_are_checked(tmp_path):
+    """Behind each loader's own checks, ``Task.load_dataset`` refuses labels outside the
+    track's classes, whatever loader returned them."""
+    task = dataclasses.replace(
+        get_task(NAME).replace(dataset_len=3, len_training=2, len_challenge=1),
+        loader=lambda folder: TensorPairDataset(torch.zeros(3, 600), torch.tensor([0, 100, 5])),
+    )
+    with pytest.raises(ValueError, match=r"labels outside 0\.\.99 \(from 0 to 100\)"):
+        task.load_dataset(tmp_path)
