@@ -407,3 +407,59 @@ def test_k_every_track_s_labels_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match=r"labels outside 0\.\.99 \(from 0 to 100\)"):
         task.load_dataset(tmp_path)
+
+
+# --- H: --reference must be this bundle's ground truth --------------------------------------------
+
+
+def _members(reference: Path) -> Path:
+    solution = reference / f"{NAME}_lo" / "final" / "model_5" / "solution.csv"
+    solution.write_text(",".join(["1"] * 150 + ["0"] * 50) + "\r\n")
+    return solution
+
+
+def _other_bundle(reference: Path) -> Path:
+    """Another bundle's truth: two scenarios' dev folders trade places (other seeds)."""
+    inf, hi = (reference / f"{NAME}_{s}" / "dev" / "model_4" for s in ("inf", "hi"))
+    inf.rename(inf.with_name("swap"))
+    hi.rename(inf)
+    inf.with_name("swap").rename(hi)
+    return inf
+
+
+def _other_solution(reference: Path) -> Path:
+    """Only solution.csv is another model's: the seeds still match the bundle's."""
+    inf, hi = (
+        reference / f"{NAME}_{s}" / "final" / "model_5" / "solution.csv" for s in ("inf", "hi")
+    )
+    data = inf.read_bytes()
+    inf.write_bytes(hi.read_bytes())
+    hi.write_bytes(data)
+    return inf.parent
+
+
+def _no_seed(reference: Path) -> Path:
+    seed = reference / f"{NAME}_hi" / "dev" / "model_4" / "seed_challenge"
+    seed.unlink()
+    return seed
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_members, "150 of 200 values are 1, a MICO solution has exactly 100 members"),
+        (_other_bundle, "its seed_challenge is not the one of"),
+        (_other_solution, "disagrees with the membership its seed files give"),
+        (_no_seed, "missing; --reference needs each model's seed_challenge"),
+    ],
+)
+def test_h_reference_is_checked_against_the_bundle(tiny_copy, capsys, change, expected):
+    root = tiny_copy(NAME)
+    argv = args(root, NAME, "--no-write", "--reference", str(root / "reference"))
+    assert run_lira_mia.main(argv) == 0
+    where = change(root / "reference" / NAME)
+    assert run_lira_mia.main(argv) == 2
+    line = error_line(capsys)
+    assert str(where) in line and expected in line
+    assert run_lira_mia.main([*argv, "--compare"]) == 2  # the comparison reads it too
+    assert expected in error_line(capsys)

@@ -39,6 +39,7 @@ from mico.digests import DigestStore
 from mico.fileio import write_text_atomic
 from mico.layout import (
     PREDICTION_FILE,
+    SEED_FILES,
     data_root,
     digests_path,
     model_dir,
@@ -46,10 +47,12 @@ from mico.layout import (
     scores_path,
 )
 from mico.manifest import write_manifest
+from mico.plan import check_solution
 from mico.provenance import load_checked
 from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
 from mico.scoring import metrics
 from mico.selection import DEFAULT_FOLDS
+from mico.splits import random_split_indices, read_seed
 from mico.store import ScenarioScores
 from mico.tasks import Task, load_task
 
@@ -264,7 +267,7 @@ def _truths(
     if options.reference is None:
         return {}
     return {
-        phase: reference_solutions(options.reference, task, scenario, phase, data.ids)
+        phase: reference_solutions(options.reference, task, scenario, phase, data.ids, options.root)
         for phase, data in scores.phases.items()
         if phase != "train"
     }
@@ -378,12 +381,43 @@ def _log_choice(path: Path, row: RowResult) -> None:
 
 
 def reference_solutions(
-    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
+    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray, root: Path
 ) -> np.ndarray:
-    """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
-    folders = [model_dir(reference, task.challenge, scenario, phase, int(i)) for i in ids]
+    """Ground truth ``[T, K]`` of one phase's models from a reference folder, each checked
+    to be the truth of the bundle's model (:func:`check_reference`)."""
     length = task.at(scenario).num_challenges
-    return np.stack([read_solution(folder, length) for folder in folders])
+    solutions = []
+    for model in ids:
+        truth = model_dir(reference, task.challenge, scenario, phase, int(model))
+        solution = read_solution(truth, length)
+        check_reference(
+            truth, model_dir(root, task.challenge, scenario, phase, int(model)), solution
+        )
+        solutions.append(solution)
+    return np.stack(solutions)
+
+
+def check_reference(truth: Path, model: Path, solution: np.ndarray) -> None:
+    """Refuse ground truth that is not the bundle model's: its ``seed_challenge`` must be the
+    model's (another bundle's reference would be scored silently otherwise), and where it
+    holds ``seed_membership`` its ``solution.csv`` must be the membership that seed gives."""
+    seed = truth / SEED_FILES[0]
+    if not seed.is_file():
+        raise FileNotFoundError(
+            f"{seed}: missing; --reference needs each model's seed_challenge beside its "
+            "solution.csv, to tell that it is this bundle's ground truth"
+        )
+    if read_seed(seed) != read_seed(model / SEED_FILES[0]):
+        raise ValueError(
+            f"{truth}: its seed_challenge is not the one of {model}: --reference holds another "
+            "bundle's ground truth; pass the reference made with this bundle"
+        )
+    membership = truth / SEED_FILES[2]
+    if membership.is_file():
+        m = len(solution) // 2
+        derived = np.zeros(2 * m, dtype=np.int8)
+        derived[random_split_indices(2 * m, (m, m), read_seed(membership))[1]] = 1
+        check_solution(truth, derived)
 
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
@@ -413,7 +447,7 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
                 if phase in scores.phases:
                     ids = scores.phases[phase].ids
                     truths[phase] = reference_solutions(
-                        options.reference, task, scenario.name, phase, ids
+                        options.reference, task, scenario.name, phase, ids, options.root
                     )
         results[scenario.name] = compare_scenario(scores, attacks, truths, options.folds)
         log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
