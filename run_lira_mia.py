@@ -39,6 +39,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
     from mico.attacks.stats import VARIANCES
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+    from mico.fileio import check_output_file
     from mico.references import DEFAULT_REFERENCES
     from mico.report import (
         comparison_frame,
@@ -242,6 +243,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
+    if args.plot is not None:  # checked before any prediction.csv is written
+        check_output_file(args.plot)
     if args.compare:
         return _compare(args, options)
     run = run_challenge(options)

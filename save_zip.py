@@ -19,7 +19,7 @@ from pathlib import Path
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
     from mico.bundle import check_layout, read_prediction
     from mico.cli import add_common_args, run_cli, setup_logging
-    from mico.fileio import atomic_write
+    from mico.fileio import atomic_write, check_output_file
     from mico.layout import PREDICTION_FILE, model_dir, model_ids
     from mico.manifest import check_predictions
     from mico.problems import ProblemsError, plural
@@ -91,6 +91,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     task = load_task(args.root, args.challenge)
+    output = args.output or Path(f"predictions_{task.challenge}.zip")
+    check_output_file(output)  # before the checks below, which can take a while
     files, problems = collect_predictions(args.root, task, force=args.force)
     if problems:
         raise ProblemsError(
@@ -99,7 +101,6 @@ def _main(argv: Sequence[str] | None) -> int:
             "predictions are missing, bad or unrecorded)",
             problems,
         )
-    output = args.output or Path(f"predictions_{task.challenge}.zip")
     with (
         atomic_write(output, "wb") as handle,
         zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,

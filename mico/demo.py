@@ -54,7 +54,7 @@ import numpy as np
 from mico.bundle import require_layout, solution_line
 from mico.devices import resolve_device
 from mico.farm import ModelJob, build_models
-from mico.fileio import write_text_atomic
+from mico.fileio import check_output_folder, write_text_atomic
 from mico.layout import (
     ACCURACY_FILE,
     BUNDLE_CONFIG,
@@ -437,6 +437,8 @@ def run(options: DemoOptions) -> int:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 
+    for folder in (challenge_dir(root, configs[0].folder), data, reference):
+        check_output_folder(folder)
     markers = check_bundle(configs, root, reference)  # refuse before writing anything
     for config in configs:
         if ensure_dataset(config, data):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from mico.bundle import require_layout, scenario_dirs
 from mico.data import TensorPairDataset
 from mico.digests import DigestStore, files_digest
+from mico.fileio import check_output_folder
 from mico.inference import Counter, model_outputs
 from mico.layout import SCORES_FILE, digests_path, model_cache_path, scores_path
 from mico.models import load_model
@@ -413,6 +414,7 @@ def predict(
     ``scores.npz`` is written.
     """
     require_layout(root, task)
+    check_output_folder(preds)
     plans = plan_all(root, task, options)
     for plan in plans:  # extra shadows made for another bundle or data stop the run here
         plan.check_made_for(task.challenge, datasets(task.at(plan.scenario)).digest)

@@ -39,6 +39,7 @@ import numpy as np
 from mico.bundle import require_layout
 from mico.devices import resolve_device
 from mico.farm import ModelJob, build_models
+from mico.fileio import check_output_folder
 from mico.layout import (
     ACCURACY_FILE,
     EPSILON_FILE,
@@ -307,6 +308,7 @@ def run(options: ShadowOptions) -> int:
         )
     require_layout(root, task)
     scenarios = select_scenarios(task, options.scenarios)
+    check_output_folder(shadows_dir(root, task.challenge, scenarios[0]).parent)
     device = resolve_device(options.device)
     choice = resolve_recipe(root, task, options.recipe)
     _calibrate(choice, task, scenarios)

@@ -18,14 +18,17 @@ import numpy as np
 import pytest
 import torch
 
+import download_files
 import run_lira_mia
 import save_preds
 import save_zip
 import train_shadows
 from mico import digests
 from mico.data import CIFAR10_FOLDER, TensorPairDataset
+from mico.fileio import atomic_write
 from mico.predict import PredictOptions, dataset_loader, save_scenario
 from mico.predict import predict as run_models
+from mico.splits import read_seed
 from mico.store import ScenarioScores
 from mico.tasks import get_task, load_task
 from tests.conftest import TINY_POPULATION
@@ -214,6 +217,11 @@ def _seed_folder(bundle: Path) -> str:
     return "final/model_5/seed_challenge: a folder, not a file"
 
 
+def _no_weights(bundle: Path) -> str:
+    (bundle / f"{NAME}_hi" / "dev" / "model_4" / "model.pt").unlink()
+    return "dev/model_4/model.pt: missing"
+
+
 def _len_challenge(bundle: Path) -> str:
     config = json.loads((bundle / "bundle.json").read_text())
     (bundle / "bundle.json").write_text(json.dumps({**config, "len_challenge": 50}))
@@ -230,6 +238,7 @@ def _len_challenge(bundle: Path) -> str:
         _gap,
         _file_for_folder,
         _seed_folder,
+        _no_weights,
         _len_challenge,
     ],
 )
@@ -238,6 +247,8 @@ def test_c_every_script_checks_the_layout_before_any_work(tiny_copy, capsys, dam
     expected = damage(root / NAME)
     files_before = sorted(p for p in root.rglob("*"))
     for name, main in SCRIPTS.items():
+        if damage is _no_weights and name == "save_zip":
+            continue  # a submission needs the predictions, not the weights
         extra = ("--models", "1") if name == "train_shadows" else ()
         assert main(args(root, NAME, *extra)) == 2, name
         err = capsys.readouterr().err
@@ -463,3 +474,67 @@ def test_h_reference_is_checked_against_the_bundle(tiny_copy, capsys, change, ex
     assert str(where) in line and expected in line
     assert run_lira_mia.main([*argv, "--compare"]) == 2  # the comparison reads it too
     assert expected in error_line(capsys)
+
+
+# --- L: every output path is checked before the first write ---------------------------------------
+
+
+def predictions_of(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.glob(f"{NAME}/*/*/*/prediction.csv"))}
+
+
+def test_l_bad_output_paths_are_refused_before_the_first_write(tiny_copy, tmp_path, capsys):
+    root = tiny_copy(NAME)
+    assert run_lira_mia.main(args(root, NAME, "--global_variance")) == 0
+    before = predictions_of(root)
+    manifest = (root / NAME / "predictions.json").read_bytes()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    # The issue's --plot into an existing folder, a plot under a file, and with --compare.
+    for plot, expected in [
+        (tmp_path, f"{tmp_path} is a folder, not a file"),
+        (a_file / "roc.png", f"{a_file} is a file, not a folder"),
+    ]:
+        for extra in (("--attack", "loss"), ("--compare",)):
+            argv = args(root, NAME, "--plot", str(plot), *extra)
+            assert run_lira_mia.main(argv) == 2
+            assert expected in error_line(capsys)
+    assert predictions_of(root) == before
+    assert (root / NAME / "predictions.json").read_bytes() == manifest
+    # The other scripts' outputs: a zip, the preds folder, the shadows and the demo folders.
+    out = ["--output", str(tmp_path)]
+    assert save_zip.main(args(root, NAME, *out)) == 2
+    assert f"{tmp_path} is a folder, not a file" in error_line(capsys)
+    assert save_preds.main(args(root, NAME, "--preds-dir", str(a_file))) == 2
+    assert f"{a_file} is a file, not a folder" in error_line(capsys)
+    (root / "shadows").write_text("not a folder")
+    assert train_shadows.main(args(root, NAME, "--models", "1")) == 2
+    assert f"{root / 'shadows'} is a file, not a folder" in error_line(capsys)
+    demo = ["--demo", "tiny", "--reference-dir", str(a_file / "reference")]
+    assert download_files.main(args(tmp_path / "new", NAME, *demo)) == 2
+    assert f"{a_file} is a file, not a folder" in error_line(capsys)
+    assert not (tmp_path / "new").exists()
+
+
+# --- N: clear messages --------------------------------------------------------------------------
+
+
+def test_n_an_unwritable_output_names_the_users_path(tiny_copy, capsys):
+    root = tiny_copy(NAME)
+    assert run_lira_mia.main(args(root, NAME, "--attack", "loss")) == 0
+    for target in (Path("/proc/x.zip"), Path("/proc/sub/x.zip")):
+        assert save_zip.main(args(root, NAME, "--output", str(target))) == 2
+        line = error_line(capsys)
+        assert line.startswith(f"error: {target}: cannot write into /proc (")
+        assert ".tmp" not in line and "choose another folder" in line
+    # Behind the early check, the writer itself names the user's path too.
+    refused = pytest.raises(OSError, match=r"^/proc/y\.zip: cannot write into /proc \(")
+    with refused as caught, atomic_write("/proc/y.zip") as handle:
+        handle.write(b"x")
+    assert ".tmp" not in str(caught.value)
+
+
+def test_n_a_seed_that_is_a_folder_gets_advice(tmp_path):
+    (tmp_path / "seed_challenge").mkdir()
+    with pytest.raises(ValueError, match="a folder where the seed file belongs; restore"):
+        read_seed(tmp_path / "seed_challenge")

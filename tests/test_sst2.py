@@ -381,3 +381,15 @@ def test_roberta_base_vocabulary_must_give_its_published_ids(tmp_path):
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ValueError, match=r"'Hello world' encodes to \[0, \d+, 232, 2\], rob"):
         load_tokenizer(folder, 8)
+
+
+def test_a_missing_config_json_is_listed_with_advice(demo, tmp_path, capsys):
+    """Issue 22, group N: a missing config.json was raw errno text; the layout check, which
+    every script runs first, lists it and says what to do."""
+    root = Path(shutil.copytree(demo, tmp_path / "copy"))
+    config = model_folder(root, "sst2_lo", "final") / "config.json"
+    config.unlink()
+    assert save_preds.main(["--challenge", NAME, "--root", str(root), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"  {config}: missing" in err and "Errno" not in err and "Traceback" not in err
+    assert "restore or re-download what is missing (download_files.py)" in err.splitlines()[-1]

@@ -36,12 +36,13 @@ from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.bundle import prediction_line, read_solution, require_layout, scenario_dirs
 from mico.devices import resolve_device
 from mico.digests import DigestStore
-from mico.fileio import write_text_atomic
+from mico.fileio import check_output_file, write_text_atomic
 from mico.layout import (
     PREDICTION_FILE,
     SEED_FILES,
     data_root,
     digests_path,
+    manifest_path,
     model_dir,
     preds_root,
     scores_path,
@@ -196,6 +197,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         _attach_references(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
+        check_output_file(manifest_path(options.root, task.challenge))
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
     outputs = {
         name: attack_scenario(scores, scenarios[name], task, options)
