@@ -220,6 +220,20 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise ValueError("several --shadows choices are for --compare; an attack uses one")
     if args.references is not None and not (args.compare or ATTACKS[attack].needs_references):
         raise ValueError("--references builds models for --attack reference or --compare")
+    if args.original and args.shadows and set(args.shadows) != {"train"}:
+        raise ValueError(
+            "--original uses the train models alone as shadows, as the published code did: "
+            "drop --shadows"
+        )
+    builds = args.references is not None or (ATTACKS[attack].needs_references and not args.compare)
+    defaults = build_parser()
+    unused = [
+        f"--{d}"
+        for d in ("device", "workers", "ray")
+        if getattr(args, d) != defaults.get_default(d)
+    ]
+    if unused and not builds:
+        raise ValueError(f"{', '.join(unused)} apply to reference models (--references): drop them")
     return RunOptions(
         root=args.root,
         challenge=args.challenge,

@@ -538,3 +538,25 @@ def test_n_a_seed_that_is_a_folder_gets_advice(tmp_path):
     (tmp_path / "seed_challenge").mkdir()
     with pytest.raises(ValueError, match="a folder where the seed file belongs; restore"):
         read_seed(tmp_path / "seed_challenge")
+
+
+# --- M: contradictory flags refused in one line ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "expected"),
+    [
+        (download_files.main, ["--demo", "tiny", "--dry-run"], "--dry-run: download flags"),
+        (download_files.main, ["--demo", "--url", "http://127.0.0.1:9/b.zip"], "--url: download"),
+        (download_files.main, ["--demo", "--jobs", "2", "--skip-base"], "--skip-base, --jobs"),
+        (download_files.main, ["--seed", "3", "--epochs", "2"], "--seed, --epochs: --demo flags"),
+        (run_lira_mia.main, ["--original", "--shadows", "extra"], "drop --shadows"),
+        (run_lira_mia.main, ["--original", "--shadows", "all"], "drop --shadows"),
+        (run_lira_mia.main, ["--workers", "2", "--ray", "auto"], "--workers, --ray apply to"),
+        (save_preds.main, ["--population-seed", "4"], "--population-seed chooses"),
+    ],
+)
+def test_m_contradictory_flags_are_refused(tmp_path, capsys, script, flags, expected):
+    assert script(args(tmp_path / "root", NAME, *flags)) == 2
+    assert expected in error_line(capsys)
+    assert not (tmp_path / "root").exists()  # refused before anything was made
