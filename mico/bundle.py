@@ -221,12 +221,13 @@ def require_layout(
         )
     problems = check_layout(root, task, need_models=need_models, phases=phases)
     if problems:
-        sizes = f"its {BUNDLE_CONFIG}" if (base / BUNDLE_CONFIG).is_file() else "MICO's sizes"
+        config = (base / BUNDLE_CONFIG).is_file()
+        sizes = f"its {BUNDLE_CONFIG}" if config else "MICO's sizes"
+        fix = f", or correct {BUNDLE_CONFIG}" if config else ""
         raise ProblemsError(
             f"{base} differs from the layout {sizes} describes in {plural(len(problems), 'place')} "
             f"(listed above; first: {problems[0]}): restore or re-download what is missing "
-            "(download_files.py), move out what does not belong, or fix bundle.json; "
-            "nothing was done",
+            f"(download_files.py), move out what does not belong{fix}; nothing was done",
             problems,
         )
 

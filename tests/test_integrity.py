@@ -555,6 +555,9 @@ def test_n_a_seed_that_is_a_folder_gets_advice(tmp_path):
         (run_lira_mia.main, ["--workers", "2", "--ray", "auto"], "--workers, --ray apply to"),
         (save_preds.main, ["--population-seed", "4"], "--population-seed chooses"),
     ],
+    ids=lambda value: (
+        value.__module__ if callable(value) else " ".join(value) if isinstance(value, list) else ""
+    ),
 )
 def test_m_contradictory_flags_are_refused(tmp_path, capsys, script, flags, expected):
     assert script(args(tmp_path / "root", NAME, *flags)) == 2
