@@ -182,6 +182,8 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
     """
     task = check_options(options)
+    if options.write:  # the first file written (mico.manifest), checked before any work
+        check_output_file(manifest_path(options.root, task.challenge))
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     if options.original:
@@ -197,7 +199,6 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         _attach_references(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
-        check_output_file(manifest_path(options.root, task.challenge))
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
     outputs = {
         name: attack_scenario(scores, scenarios[name], task, options)
