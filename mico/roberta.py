@@ -64,7 +64,7 @@ _ADDED_WORD = re.compile(r"^(<\|[a-z]+\|>|madeupword\d{4})$")
 
 #: roberta-base's dimensions (its config.json), for a fresh full-size model.
 ROBERTA_BASE = {
-    "vocab_size": 50265,
+    "vocab_size": ROBERTA_BASE_VOCAB,
     "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
