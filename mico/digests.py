@@ -117,14 +117,13 @@ def file_digest(path: Path, store: DigestStore | None = None) -> str:
     key = str(Path(path).resolve())
     while True:
         before = stamp(path)
-        known = _MEMO.get((key, before))
-        if known is None and store is not None:
-            known = store.lookup(key, before)
+        stored = store.lookup(key, before) if store is not None else None
+        known = _MEMO.get((key, before)) or stored
         digest = known if known is not None else hash_file(path)
         if stamp(path) == before:
             break
     _MEMO[(key, before)] = digest
-    if store is not None and known is None:
+    if store is not None and stored is None:
         store.remember(key, before, digest)
     return digest
 

@@ -165,6 +165,20 @@ def test_b_each_weight_file_is_hashed_once_then_remembered(tiny_copy, monkeypatc
     assert hashed == [touched] and set(ran.values()) == {0}
 
 
+def test_b_a_store_remembers_digests_this_run_already_knew(tmp_path, monkeypatch):
+    """A digest computed for one record (or none) still reaches a store asked later in the
+    same run, so the next run finds it there."""
+    monkeypatch.setattr(digests, "_MEMO", {})
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    first = digests.file_digest(weights)  # memo only
+    store = digests.DigestStore(tmp_path / "digests.json")
+    assert digests.file_digest(weights, store) == first
+    store.save()
+    again = digests.DigestStore(tmp_path / "digests.json")
+    assert again.lookup(str(weights.resolve()), digests.stamp(weights)) == first
+
+
 # --- C: one layout check, run by every script before any work ----------------------------------
 
 SCRIPTS = {
