@@ -40,21 +40,27 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.bundle import prediction_line, read_solution, require_layout, scenario_dirs
 from mico.devices import resolve_device
-from mico.fileio import write_text_atomic
+from mico.digests import DigestStore
+from mico.fileio import check_output_file, write_text_atomic
 from mico.layout import (
     EPSILON_FILE,
     PREDICTION_FILE,
+    SEED_FILES,
     data_root,
+    digests_path,
+    manifest_path,
     model_dir,
     preds_root,
     scores_path,
 )
 from mico.manifest import write_manifest
+from mico.plan import check_solution
 from mico.provenance import load_checked
 from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
 from mico.selection import DEFAULT_FOLDS
+from mico.splits import random_split_indices, read_seed
 from mico.store import ScenarioScores
 from mico.tasks import Task, load_task
 
@@ -104,13 +110,16 @@ SHADOW_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> ScenarioScores:
+def load_scores(
+    path: Path, options: RunOptions, task: Task, scenario: str, digests: DigestStore | None = None
+) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
-    (:mod:`mico.provenance`), keeping the shadow rows ``options.shadows`` asks for.
+    (:mod:`mico.provenance`; ``digests`` remembers the weight files' digests), keeping the
+    shadow rows ``options.shadows`` asks for.
 
     ``--original`` always uses the train models alone: that is what the published code had.
     """
-    scores = load_checked(path, options.root, task, scenario)
+    scores = load_checked(path, options.root, task, scenario, digests)
     choice = "train" if options.original else options.shadows
     if choice is None:
         return scores
@@ -135,7 +144,8 @@ class ChallengeRun:
 
 
 def check_options(options: RunOptions) -> Task:
-    """Validate the options against the bundle; return its task."""
+    """Validate the options and the bundle's layout (:func:`mico.bundle.require_layout`);
+    return its task."""
     if options.attack != BEST_ATTACK:
         attack = get_attack(options.attack)
         if options.params is not None:
@@ -161,6 +171,7 @@ def check_options(options: RunOptions) -> Task:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
+    require_layout(options.root, task)
     if options.original and task.parts:
         raise ValueError(
             f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
@@ -195,12 +206,18 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
     """
     task = check_options(options)
+    if options.write:  # the first file written (mico.manifest), checked before any work
+        check_output_file(manifest_path(options.root, task.challenge))
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     if options.original:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
-    loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
+    digests = DigestStore(digests_path(preds))
+    loaded = {
+        name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
+    }
+    digests.save()
     count = reference_count(options, _attacks_of(options))
     for name, scores in loaded.items():
         _attach_references(options, task, name, scores, preds, count)
@@ -328,7 +345,7 @@ def _truths(
     if options.reference is None:
         return {}
     return {
-        phase: reference_solutions(options.reference, task, scenario, phase, data.ids)
+        phase: reference_solutions(options.reference, task, scenario, phase, data.ids, options.root)
         for phase, data in scores.phases.items()
         if phase != "train"
     }
@@ -446,12 +463,43 @@ def _log_choice(path: Path, row: RowResult) -> None:
 
 
 def reference_solutions(
-    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
+    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray, root: Path
 ) -> np.ndarray:
-    """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
-    folders = [model_dir(reference, task.challenge, scenario, phase, int(i)) for i in ids]
+    """Ground truth ``[T, K]`` of one phase's models from a reference folder, each checked
+    to be the truth of the bundle's model (:func:`check_reference`)."""
     length = task.at(scenario).num_challenges
-    return np.stack([read_solution(folder, length) for folder in folders])
+    solutions = []
+    for model in ids:
+        truth = model_dir(reference, task.challenge, scenario, phase, int(model))
+        solution = read_solution(truth, length)
+        check_reference(
+            truth, model_dir(root, task.challenge, scenario, phase, int(model)), solution
+        )
+        solutions.append(solution)
+    return np.stack(solutions)
+
+
+def check_reference(truth: Path, model: Path, solution: np.ndarray) -> None:
+    """Refuse ground truth that is not the bundle model's: its ``seed_challenge`` must be the
+    model's (another bundle's reference would be scored silently otherwise), and where it
+    holds ``seed_membership`` its ``solution.csv`` must be the membership that seed gives."""
+    seed = truth / SEED_FILES[0]
+    if not seed.is_file():
+        raise FileNotFoundError(
+            f"{seed}: missing; --reference needs each model's seed_challenge beside its "
+            "solution.csv, to tell that it is this bundle's ground truth"
+        )
+    if read_seed(seed) != read_seed(model / SEED_FILES[0]):
+        raise ValueError(
+            f"{truth}: its seed_challenge is not the one of {model}: --reference holds another "
+            "bundle's ground truth; pass the reference made with this bundle"
+        )
+    membership = truth / SEED_FILES[2]
+    if membership.is_file():
+        m = len(solution) // 2
+        derived = np.zeros(2 * m, dtype=np.int8)
+        derived[random_split_indices(2 * m, (m, m), read_seed(membership))[1]] = 1
+        check_solution(truth, derived)
 
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
@@ -459,9 +507,11 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
     task = check_options(options)
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     results: dict[str, ScenarioComparison] = {}
+    digests = DigestStore(digests_path(preds))
     for stream, scenario in enumerate(scenario_dirs(options.root, task)):
         path = scores_path(preds, scenario.name)
-        scores = load_scores(path, options, task, scenario.name)
+        scores = load_scores(path, options, task, scenario.name, digests)
+        digests.save()
         _attach_references(options, task, scenario.name, scores, preds, options.references)
         truths = _truths(options, task, scenario.name, scores)
         results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
