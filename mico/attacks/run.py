@@ -40,14 +40,12 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import prediction_line, read_solution, require_layout, scenario_dirs
+from mico.bundle import prediction_line, require_layout, scenario_dirs
 from mico.devices import resolve_device
 from mico.digests import DigestStore
 from mico.fileio import check_output_file, write_text_atomic
 from mico.layout import (
-    EPSILON_FILE,
     PREDICTION_FILE,
-    SEED_FILES,
     data_root,
     digests_path,
     manifest_path,
@@ -56,13 +54,12 @@ from mico.layout import (
     scores_path,
 )
 from mico.manifest import write_manifest
-from mico.plan import check_solution
 from mico.provenance import load_checked
 from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_references, check_count
 from mico.selection import DEFAULT_FOLDS
-from mico.splits import random_split_indices, read_seed
 from mico.store import ScenarioScores
 from mico.tasks import Task, load_task
+from mico.truth import reference_solutions
 
 log = logging.getLogger(__name__)
 
@@ -277,24 +274,6 @@ def _config_of(options: RunOptions) -> Config:
     return Config(attack.name, describe(options))
 
 
-def claimed_epsilon(root: Path, task: Task, scenario: str) -> float | None:
-    """The epsilon a scenario's models claim at MICO's delta (None: trained without DP).
-
-    A demo bundle (and any bundle whose model folders record the epsilon their training
-    reached, as ``epsilon`` files) claims the largest recorded value; otherwise the track's
-    target epsilon for the scenario.
-    """
-    target = task.dp_epsilon(scenario)
-    if target is None:
-        return None
-    recorded = [
-        float(path.read_text())
-        for phase in ("train", "dev", "final")
-        for path in sorted((root / task.challenge / scenario / phase).glob(f"*/{EPSILON_FILE}"))
-    ]
-    return max(recorded) if recorded else target
-
-
 def reference_count(options: RunOptions, attacks: list[Attack]) -> int | None:
     """How many reference models a target the run builds: ``--references``, else the default
     where an attack needs them (``--compare`` builds none unless asked: they cost training)."""
@@ -460,46 +439,6 @@ def _log_choice(path: Path, row: RowResult) -> None:
         row.fold_choices.count(row.chosen.label),
         len(row.fold_choices),
     )
-
-
-def reference_solutions(
-    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray, root: Path
-) -> np.ndarray:
-    """Ground truth ``[T, K]`` of one phase's models from a reference folder, each checked
-    to be the truth of the bundle's model (:func:`check_reference`)."""
-    length = task.at(scenario).num_challenges
-    solutions = []
-    for model in ids:
-        truth = model_dir(reference, task.challenge, scenario, phase, int(model))
-        solution = read_solution(truth, length)
-        check_reference(
-            truth, model_dir(root, task.challenge, scenario, phase, int(model)), solution
-        )
-        solutions.append(solution)
-    return np.stack(solutions)
-
-
-def check_reference(truth: Path, model: Path, solution: np.ndarray) -> None:
-    """Refuse ground truth that is not the bundle model's: its ``seed_challenge`` must be the
-    model's (another bundle's reference would be scored silently otherwise), and where it
-    holds ``seed_membership`` its ``solution.csv`` must be the membership that seed gives."""
-    seed = truth / SEED_FILES[0]
-    if not seed.is_file():
-        raise FileNotFoundError(
-            f"{seed}: missing; --reference needs each model's seed_challenge beside its "
-            "solution.csv, to tell that it is this bundle's ground truth"
-        )
-    if read_seed(seed) != read_seed(model / SEED_FILES[0]):
-        raise ValueError(
-            f"{truth}: its seed_challenge is not the one of {model}: --reference holds another "
-            "bundle's ground truth; pass the reference made with this bundle"
-        )
-    membership = truth / SEED_FILES[2]
-    if membership.is_file():
-        m = len(solution) // 2
-        derived = np.zeros(2 * m, dtype=np.int8)
-        derived[random_split_indices(2 * m, (m, m), read_seed(membership))[1]] = 1
-        check_solution(truth, derived)
 
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
