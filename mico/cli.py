@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mico.bundle.layout import data_root, preds_root
+from mico.errors import ProblemsError
 from mico.tracks.devices import resolve_device
 from mico.tracks.registry import TASKS
 
@@ -80,13 +81,16 @@ def setup_logging(quiet: bool) -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)``; report user errors and Ctrl-C in one line instead of a traceback."""
+    """Call ``main(argv)``; report user errors and Ctrl-C in one line instead of a traceback
+    (a :class:`~mico.errors.ProblemsError` lists its problems first)."""
     try:
         return main(argv)
     except KeyboardInterrupt:
         print("interrupted: finished files are kept; rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as exc:
+        if isinstance(exc, ProblemsError):
+            print(exc.listing(), file=sys.stderr)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

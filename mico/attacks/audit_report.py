@@ -36,7 +36,8 @@ from mico.attacks.compare import (
     phase_bootstrap,
     phase_metrics,
 )
-from mico.attacks.run import RunOptions, claimed_epsilon
+from mico.attacks.run import RunOptions
+from mico.attacks.truth import claimed_epsilon
 from mico.tracks.registry import Task
 
 REPORT_FILES = ("index.html", "report.json")

@@ -28,7 +28,8 @@ from mico.attacks.compare import (
     phase_metrics,
     runner_up,
 )
-from mico.attacks.run import ChallengeRun, RunOptions, claimed_epsilon
+from mico.attacks.run import ChallengeRun, RunOptions
+from mico.attacks.truth import claimed_epsilon
 from mico.bundle.fileio import atomic_write
 from mico.scoring import MAIN_METRIC, roc_curve
 from mico.tracks.registry import Task

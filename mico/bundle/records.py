@@ -77,9 +77,9 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
         raise ValueError(f"{path}: solution values must be 0 or 1")
     solution = np.array([int(field) for field in fields], dtype=np.int8)
     members = int(solution.sum())
-    if members in (0, length):  # MICO's are half members; one class alone cannot be scored
+    if members != length // 2:  # MICO splits the challenge points in halves, m and m
         raise ValueError(
-            f"{path}: all {length} values are {solution[0]}, a MICO solution has "
+            f"{path}: {members} of {length} values are 1, a MICO solution has exactly "
             f"{length // 2} members and {length // 2} non-members; is it the right file?"
         )
     return solution

@@ -9,67 +9,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from mico.bundle.layout import bundle_model_files, model_ids
+from mico.bundle.selection import Selection
 from mico.tracks.registry import Task
-from mico.tracks.sources import BaseDataset
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A part of the bundle (``--scenarios``, ``--phases``, ``--models``); empty: all of it.
-
-    ``scenarios`` are suffixes (``inf``, ``hi``, ``lo``) or full names; ``models`` keeps the
-    first N models of each chosen phase.
-    """
-
-    scenarios: tuple[str, ...] = ()
-    phases: tuple[str, ...] = ()
-    models: int | None = None
-
-    @property
-    def everything(self) -> bool:
-        return not self.scenarios and not self.phases and self.models is None
-
-    def check(self, task: Task) -> None:
-        """Refuse names the track does not have, naming the valid ones."""
-        unknown = [s for s in self.scenarios if task.scenario_name(s) is None]
-        if unknown:
-            valid = ", ".join(task.scenarios)
-            raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
-        phases = [phase for phase, _ in task.models_per_phase]
-        unknown = [p for p in self.phases if p not in phases]
-        if unknown:
-            raise ValueError(
-                f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(phases)}"
-            )
-        if self.models is not None and self.models < 1:
-            raise ValueError(f"--models must be at least 1, got {self.models}")
-
-    def keeps_scenario(self, task: Task, scenario: str) -> bool:
-        """Whether ``scenario`` is selected."""
-        return not self.scenarios or scenario in {task.scenario_name(s) for s in self.scenarios}
-
-    def keeps(self, task: Task, scenario: str, phase: str, index: int) -> bool:
-        """Whether the ``index``-th model (from 0) of ``scenario``/``phase`` is selected."""
-        return (
-            self.keeps_scenario(task, scenario)
-            and (not self.phases or phase in self.phases)
-            and (self.models is None or index < self.models)
-        )
-
-    def base_datasets(self, task: Task) -> list[BaseDataset]:
-        """The base datasets the selected scenarios read (DDP's scenarios have one each)."""
-        parts = [
-            part
-            for part in task.parts or (task,)
-            if any(self.keeps_scenario(task, scenario) for scenario in part.scenarios)
-        ]
-        return [part.source.base for part in parts]
 
 
 def bundle_files(task: Task, selection: Selection | None = None) -> list[str]:
