@@ -74,6 +74,12 @@ def test_train_shadows_uses_the_tracks_clipping(demo, tmp_path):
     recipe = json.loads((root / "shadows" / NAME / "sst2_hi" / "model_0" / RECIPE_FILE).read_text())
     assert recipe["max_grad_norm"] == recipe["recipe"]["max_grad_norm"] == 0.1
     assert recipe["dp_epsilon"] == 10.0
+    # the demo preset's tiny RoBERTa, as the targets: not a roberta-base shadow
+    shadow = json.loads(
+        (root / "shadows" / NAME / "sst2_hi" / "model_0" / "config.json").read_text()
+    )
+    target = json.loads((model_folder(demo) / "config.json").read_text())
+    assert shadow["hidden_size"] == target["hidden_size"] == 32
 
 
 def test_model_folders_are_mico_format_and_load_like_mico(demo):

@@ -138,6 +138,18 @@ def resolve_recipe(
     return RecipeChoice(part.recipe, dict(SCENARIO_EPSILON), f"MICO's {part.name} recipe")
 
 
+def demo_architecture(root: Path, task: Task) -> Task:
+    """``task`` with the architecture of the demo preset that made the bundle, where the preset
+    has its own (SST-2's tiny RoBERTa): shadows must be the targets' architecture, and a
+    roberta-base shadow of a tiny demo would also take hours on a CPU."""
+    config = read_bundle_config(root, task.challenge)
+    settings = None if config is None else config.demo_settings()
+    preset = task.demo.presets.get(settings.get("preset")) if isinstance(settings, dict) else None
+    if preset is None or preset.architecture is None:
+        return task
+    return task.replace(architecture=preset.architecture)
+
+
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -309,6 +321,7 @@ def run(options: ShadowOptions) -> int:
             "attack on its revealed training sets is run_lira_mia.py --attack reference"
         )
     require_layout(root, task)
+    task = demo_architecture(root, task)
     scenarios = select_scenarios(task, options.scenarios)
     check_output_folder(shadows_dir(root, task.challenge, scenarios[0]).parent)
     device = resolve_device(options.device)
