@@ -10,15 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico.cli import add_common_args, run_cli, setup_logging
+from mico.bundle.selection import Selection
+from mico.cli import add_common_args, run_cli, setup_logging
+
+if TYPE_CHECKING:  # imported in _main, once the arguments are checked: --help loads no torch
     from mico.fetch import download
-    from mico.fetch.parts import Selection
     from mico.train import demo
-except KeyboardInterrupt:
-    print("interrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +160,8 @@ def refuse_other_mode(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def demo_options(args: argparse.Namespace) -> demo.DemoOptions:
+    from mico.train import demo
+
     return demo.DemoOptions(
         challenge=args.challenge,
         root=args.root,
@@ -179,6 +180,8 @@ def demo_options(args: argparse.Namespace) -> demo.DemoOptions:
 
 
 def download_options(args: argparse.Namespace) -> download.DownloadOptions:
+    from mico.fetch import download
+
     return download.DownloadOptions(
         challenge=args.challenge,
         root=args.root,
@@ -211,7 +214,11 @@ def _main(argv: Sequence[str] | None) -> int:
     setup_logging(args.quiet)
     refuse_other_mode(parser, args)
     if args.demo:
+        from mico.train import demo
+
         return demo.run(demo_options(args))
+    from mico.fetch import download
+
     return download.run(download_options(args))
 
 

@@ -28,28 +28,23 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
-    from mico.attacks.audit_report import argv_line, check_report_dir
-    from mico.attacks.compare import (
-        BEST_ATTACK,
-        Uncertainty,
-        roc_panels,
-        side_by_side,
-    )
-    from mico.attacks.lira import LiraParams
-    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
-    from mico.attacks.report import plot_roc, plot_roc_panels, print_comparison, print_run
-    from mico.attacks.report_html import write_report
-    from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
-    from mico.attacks.selection import DEFAULT_FOLDS, Rule
-    from mico.attacks.stats import VARIANCES
-    from mico.bundle.fileio import check_output_file
-    from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
-    from mico.train.references import DEFAULT_REFERENCES
-except KeyboardInterrupt:
-    print("interrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(130)
+from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
+from mico.attacks.audit_report import argv_line, check_report_dir
+from mico.attacks.base import Params
+from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
+from mico.attacks.reference import DEFAULT_REFERENCES
+from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+from mico.attacks.run import (
+    SHADOW_CHOICES,
+    RunOptions,
+    compare_challenge,
+    references_of,
+    run_challenge,
+)
+from mico.attacks.selection import DEFAULT_FOLDS, Rule
+from mico.attacks.stats import VARIANCES
+from mico.bundle.fileio import check_output_file
+from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
 
 log = logging.getLogger("run_lira_mia")
 
@@ -228,38 +223,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def lira_params(args: argparse.Namespace) -> LiraParams:
-    """The LiRA configuration selected by the original flags."""
-    transform = "prob"
-    if args.logit_scaling:
-        transform = "logit"
-    elif args.stable_logit_scaling:
-        transform = "stable_logit"
-    variance = "pooled" if args.global_variance else args.variance or "per-point"
-    return LiraParams(transform, variance, args.online_attack)
-
-
-LIRA_FLAGS = (
-    "global_variance",
-    "variance",
-    "logit_scaling",
-    "stable_logit_scaling",
-    "online_attack",
-    "original",
+#: Every flag an attack declares (:attr:`mico.attacks.base.Attack.cli_flags`), in registry
+#: order: the values a user set are handed to the attack that declares them.
+ATTACK_FLAGS: tuple[str, ...] = tuple(
+    dict.fromkeys(flag for attack in ATTACKS.values() for flag in attack.cli_flags)
 )
+
+
+def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
+    """The attack to run and its fixed parameters, from ``--attack`` and the flags set; flags
+    that no chosen attack declares are refused, naming the attacks that read them."""
+    if args.compare and args.attack is not None:
+        raise ValueError("--compare runs every attack: drop --attack")
+    attack = args.attack or DEFAULT_ATTACK
+    flags = {flag: getattr(args, flag) for flag in ATTACK_FLAGS if getattr(args, flag)}
+    chosen = ATTACKS.get(attack)
+    if args.compare or chosen is None or not set(flags) <= set(chosen.cli_flags):
+        if flags:
+            owners = [name for name, a in ATTACKS.items() if set(flags) <= set(a.cli_flags)]
+            what = "--compare" if args.compare else f"--attack {attack}"
+            given = ", ".join(f"--{flag}" for flag in flags)
+            readers = " or ".join(f"--attack {name}" for name in owners) or "no single attack"
+            raise ValueError(f"{given} apply to {readers} only, not to {what}")
+        return attack, None
+    return chosen.from_cli(flags)
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Refuse flag combinations that would be silently ignored; the library's options."""
-    given = [f"--{flag}" for flag in LIRA_FLAGS if getattr(args, flag)]
-    if args.compare and args.attack is not None:
-        raise ValueError("--compare runs every attack: drop --attack")
-    attack = args.attack or DEFAULT_ATTACK
-    if attack == "rmia" and given == ["--online_attack"] and not args.compare:
-        attack, given = "rmia_online", []  # switches RMIA to online, as it does LiRA
-    if given and (args.compare or attack != "lira"):
-        what = "--compare" if args.compare else f"--attack {attack}"
-        raise ValueError(f"{', '.join(given)} apply to --attack lira only, not to {what}")
+    attack, params = attack_choice(args)
     if args.markdown and not args.compare:
         raise ValueError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
@@ -301,7 +293,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         challenge=args.challenge,
         preds_dir=args.preds_dir,
         attack=attack,
-        params=lira_params(args) if attack == "lira" and not args.compare else None,
+        params=params,
         folds=args.folds,
         reference=args.reference,
         write=not args.no_write,
@@ -320,12 +312,18 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
+    if references_of(options) is not None:  # torch loads only for a run that trains models
+        from mico.train.references import run_stage
+
+        options = replace(options, reference_stage=run_stage)
     if args.plot is not None:  # checked before any prediction.csv is written
         check_output_file(args.plot)
     if args.report is not None:
         check_report_dir(args.report)
     if args.compare:
         return _compare(args, options, argv_line("run_lira_mia.py", argv))
+    from mico.attacks.report import plot_roc, print_run  # pandas, for the tables
+
     run = run_challenge(options)
     print_run(run, options, args.markdown)
     if args.plot is not None:
@@ -337,6 +335,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int:
     """``--compare``: every row of :func:`mico.attacks.compare.comparison_rows`, printed."""
+    from mico.attacks.report import plot_roc_panels, print_comparison
+    from mico.attacks.report_html import write_report
+
     picked = list(dict.fromkeys(args.shadows or [options.shadows]))
     if len(picked) == 1:
         task, results = compare_challenge(options)

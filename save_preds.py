@@ -16,22 +16,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico.cli import (
-        add_common_args,
-        add_preds_dir_arg,
-        data_dir,
-        preds_dir,
-        resolve_device,
-        run_cli,
-        setup_logging,
-    )
-    from mico.outputs.inference import AUTOCAST
-    from mico.outputs.predict import PredictOptions, dataset_loader, predict
-    from mico.tracks.registry import load_task
-except KeyboardInterrupt:
-    print("interrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(130)
+from mico.cli import add_common_args, add_preds_dir_arg, data_dir, preds_dir, run_cli, setup_logging
+
+#: ``--autocast`` choices, the keys of :data:`mico.outputs.inference.AUTOCAST` (which needs
+#: torch: the parser answers ``--help`` before torch loads).
+AUTOCAST_CHOICES = ("bf16", "fp16")
 
 log = logging.getLogger("save_preds")
 
@@ -77,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--autocast",
-        choices=sorted(AUTOCAST),
+        choices=AUTOCAST_CHOICES,
         help="run the forward passes in bf16 or fp16 (autocast; margins still in float64). "
         "Worth it for RoBERTa on a GPU; the README reports its effect on margins",
     )
@@ -101,6 +90,12 @@ def _main(argv: Sequence[str] | None) -> int:
         raise ValueError("--population must be non-negative")
     if args.population == 0 and args.population_seed != 0:
         raise ValueError("--population-seed chooses the records of --population N: add it")
+    # torch and the models load here, after the arguments are checked
+    from mico.outputs.inference import AUTOCAST
+    from mico.outputs.predict import PredictOptions, dataset_loader, predict
+    from mico.tracks.devices import resolve_device
+    from mico.tracks.registry import load_task
+
     task = load_task(args.root, args.challenge)
     options = PredictOptions(
         device=resolve_device(args.device),

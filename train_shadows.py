@@ -11,12 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
-    from mico.cli import add_common_args, run_cli, setup_logging
-    from mico.train import shadows
-except KeyboardInterrupt:
-    print("interrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(130)
+from mico.cli import add_common_args, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    from mico.train import shadows  # torch loads here, after the arguments are checked
+
     return shadows.run(
         shadows.ShadowOptions(
             challenge=args.challenge,

@@ -29,10 +29,10 @@ import torch
 
 from mico.bundle.records import write_solution
 from mico.bundle.splits import challenge_indices, split_indices
-from mico.cli import resolve_device
 from mico.outputs.inference import model_outputs
 from mico.outputs.predict import PredictOptions, save_scenario
 from mico.tracks.data import TensorPairDataset
+from mico.tracks.devices import resolve_device
 from mico.tracks.models import build_model, load_model
 from mico.tracks.registry import get_task
 

@@ -31,7 +31,7 @@ import torch
 
 import download_files
 from mico.bundle.layout import SHADOWS_DIR, data_root
-from mico.cli import resolve_device
+from mico.tracks.devices import resolve_device
 from mico.tracks.registry import TASKS, load_task
 from mico.train.engine import train_model
 from mico.train.farm import with_noise

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from mico.bundle.layout import data_root, preds_root
 from mico.errors import ProblemsError
-from mico.tracks.devices import resolve_device
 from mico.tracks.registry import TASKS
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "add_preds_dir_arg",
     "data_dir",
     "preds_dir",
-    "resolve_device",
     "run_cli",
     "setup_logging",
 ]

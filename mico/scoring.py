@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas and matplotlib load for tables and figures, not for the metrics
+    import pandas as pd
     from matplotlib.figure import Figure
 
 #: FPR limits of the official table, keyed as the scoring program names them.
@@ -163,6 +163,8 @@ def generate_table(scores: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     The ``fpr``/``tpr`` arrays are dropped when present (so :func:`metrics` dicts work too);
     unknown keys keep their names.
     """
+    import pandas as pd
+
     rows = {
         scenario: {k: v for k, v in values.items() if k not in CURVE_KEYS}
         for scenario, values in scores.items()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,6 +73,9 @@ class Attack(ABC):
     #: Whether it reads per-target reference models (:mod:`mico.train.references`), which
     #: ``run_lira_mia.py`` then builds or reuses before running it.
     needs_references: ClassVar[bool] = False
+    #: ``run_lira_mia.py`` flags (argparse ``dest`` names) with which a user fixes this
+    #: attack's parameters; the script refuses them with any attack that does not declare them.
+    cli_flags: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def configs(self) -> list[Config]:
@@ -99,6 +103,11 @@ class Attack(ABC):
     def warning(self, scores: ScenarioScores) -> str | None:
         """A caveat about this attack's results on these outputs, or None."""
         return None
+
+    def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
+        """The attack to run and its fixed parameters (None: chosen by CV), given the
+        :attr:`cli_flags` the user set (``{dest: value}``, empty when none was)."""
+        return self.name, None
 
     def config(self, params: Params) -> Config:
         """The candidate configuration with these parameters."""

@@ -51,8 +51,10 @@ from mico.attacks.selection import (
 from mico.outputs.store import ScenarioScores
 from mico.scoring import FPR_LIMITS, MAIN_METRIC, metrics
 
-#: The configuration the 2nd place submitted: offline LiRA, probability, global variance.
+#: The configuration the 2nd place submitted: offline LiRA, probability, global variance (the
+#: ROC panels show it beside the baseline and LiRA's best configuration).
 SUBMITTED_LIRA = "lira offline prob gv"
+SUBMITTED_LIRA_ATTACK = "lira"
 
 CV_SUFFIX = " (CV)"
 BEST_ROW = "best of all (CV)"
@@ -330,13 +332,14 @@ def roc_panels(
     panels = {}
     for name, result in results.items():
         rows = result.rows
-        lira_rows = [c.label for c in get_attack("lira").configs() if c.label in rows]
+        lira = get_attack(SUBMITTED_LIRA_ATTACK)
+        lira_rows = [c.label for c in lira.configs() if c.label in rows]
         best_lira = max(lira_rows, key=lambda label: rows[label].metrics["train"][MAIN_METRIC])
         wanted = list(dict.fromkeys(["loss", SUBMITTED_LIRA, best_lira]))
         wanted += [
             label
             for label in rows
-            if label.endswith(CV_SUFFIX) and label not in (BEST_ROW, "lira" + CV_SUFFIX)
+            if label.endswith(CV_SUFFIX) and label not in (BEST_ROW, lira.name + CV_SUFFIX)
         ]
         truth = result.solution.ravel()
         panels[name] = {

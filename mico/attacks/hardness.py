@@ -21,7 +21,8 @@ from mico.outputs.store import ScenarioScores
 #: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
 #: ``loss`` is -cross-entropy = log p, ``prob`` is p, ``margin`` is z (the logit-scaled
 #: confidence, LiRA's ``stable_logit``).
-HARDNESS_SCORES: tuple[str, ...] = ("loss", "prob", "margin")
+_SCORES = {"loss": log_expit, "prob": expit, "margin": np.copy}
+HARDNESS_SCORES: tuple[str, ...] = tuple(_SCORES)
 
 #: Calibrations of the 1st-place solution: ``in``: score - mean of the IN shadows;
 #: ``mid``: score - (IN mean + OUT mean) / 2; ``std``: (score - mean) / std of all shadows.
@@ -30,14 +31,9 @@ HARDNESS_VARIANTS: tuple[str, ...] = ("in", "mid", "std")
 
 def hardness_score(margin: np.ndarray, score: str) -> np.ndarray:
     """The per-point score of :data:`HARDNESS_SCORES` (same shape as ``margin``)."""
-    z = np.asarray(margin, dtype=np.float64)
-    if score == "loss":
-        return log_expit(z)
-    if score == "prob":
-        return expit(z)
-    if score == "margin":
-        return z.copy()
-    raise ValueError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
+    if score not in _SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
+    return _SCORES[score](np.asarray(margin, dtype=np.float64))
 
 
 def hardness_calibrated(

@@ -32,6 +32,7 @@ Fallbacks, so that the output is always finite and in [0, 1] (std fallbacks and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +152,28 @@ class Lira(Attack):
     name = "lira"
     summary = "the 2nd place's LiRA (flags below)"
     show_each = True
+    #: The original script's flags (``--original`` picks the published code path, not a
+    #: parameter: :mod:`mico.attacks.original`).
+    cli_flags = (
+        "global_variance",
+        "variance",
+        "logit_scaling",
+        "stable_logit_scaling",
+        "online_attack",
+        "original",
+    )
+
+    def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
+        """Always a fixed configuration: the original's defaults where no flag is set."""
+        transform = "prob"
+        if flags.get("logit_scaling"):
+            transform = "logit"
+        elif flags.get("stable_logit_scaling"):
+            transform = "stable_logit"
+        variance = (
+            "pooled" if flags.get("global_variance") else flags.get("variance") or "per-point"
+        )
+        return self.name, LiraParams(transform, str(variance), bool(flags.get("online_attack")))
 
     def configs(self) -> list[Config]:
         """Every flag combination of the original ``run_lira_mia.py``, offline ones first."""

@@ -49,6 +49,18 @@ REFERENCE_VARIANCES = ("pooled", "per-point")
 REFERENCE_TESTS = ("online", "offline", "midpoint")
 
 
+#: ``--references`` when not given: 8 models a target (measured in the README's DDP table).
+DEFAULT_REFERENCES = 8
+
+
+def check_count(count: int) -> None:
+    """``--references`` must be a positive even number (the models come in pairs)."""
+    if count < 2 or count % 2:
+        raise ValueError(
+            f"--references must be an even number of at least 2 (complementary pairs), got {count}"
+        )
+
+
 @dataclass(frozen=True)
 class ReferenceParams(Params):
     """One variant of the reference attack (see the module docstring)."""

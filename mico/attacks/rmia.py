@@ -9,6 +9,7 @@ Shapes as in :mod:`mico.attacks.stats`, plus the population (non-challenge) reco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,6 +176,11 @@ def has_population(scores: ScenarioScores) -> bool:
     )
 
 
+#: The registry name of RMIA's online form (:mod:`mico.attacks.rmia_online`), which
+#: ``--attack rmia --online_attack`` runs.
+ONLINE = "rmia_online"
+
+
 @dataclass(frozen=True)
 class RmiaParams(Params):
     """RMIA's offline ``a`` (Pr_IN from Pr_OUT) and its likelihood-ratio threshold ``gamma``."""
@@ -191,6 +197,13 @@ class Rmia(Attack):
         "Zarifzadeh et al.'s relative attack (needs save_preds.py --population N, "
         f"e.g. {RECOMMENDED_POPULATION})"
     )
+
+    #: ``--online_attack`` switches RMIA to its online form, as it does LiRA.
+    cli_flags = ("online_attack",)
+
+    def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
+        """``--online_attack``: the online attack (:mod:`mico.attacks.rmia_online`)."""
+        return (ONLINE if flags.get("online_attack") else self.name), None
 
     def configs(self) -> list[Config]:
         """Offline ``a`` x ``gamma`` grid of RMIA; the paper's gamma = 1 first."""

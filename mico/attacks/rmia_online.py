@@ -50,6 +50,7 @@ from scipy.special import log_expit
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.rmia import (
     MIN_USEFUL_POPULATION,
+    ONLINE,
     RECOMMENDED_POPULATION,
     fraction_below,
     has_population,
@@ -218,7 +219,7 @@ class RmiaOnlineParams(Params):
 class RmiaOnline(Attack):
     """Online RMIA; ``tau`` and ``gamma`` are chosen by CV on the train phase."""
 
-    name = "rmia_online"
+    name = ONLINE
     summary = (
         "online RMIA: Pr(x) from IN and OUT shadows, trimmed means (needs save_preds.py "
         f"--population N, e.g. {RECOMMENDED_POPULATION})"

@@ -11,6 +11,7 @@ scores every row of :mod:`mico.attacks.compare` and writes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from mico.attacks.original import (
     original_len_training,
     original_predictions,
 )
+from mico.attacks.reference import DEFAULT_REFERENCES, check_count
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.attacks.selection import DEFAULT_FOLDS
 from mico.attacks.truth import reference_solutions
@@ -47,7 +49,6 @@ from mico.bundle.digests import DigestStore
 from mico.bundle.fileio import check_output_file, write_text_atomic
 from mico.bundle.layout import (
     PREDICTION_FILE,
-    data_root,
     digests_path,
     manifest_path,
     model_dir,
@@ -58,16 +59,15 @@ from mico.bundle.manifest import write_manifest
 from mico.bundle.records import prediction_line
 from mico.outputs.provenance import load_checked
 from mico.outputs.store import ScenarioScores
-from mico.tracks.devices import resolve_device
 from mico.tracks.registry import Task, load_task
-from mico.train.references import (
-    DEFAULT_REFERENCES,
-    ReferenceOptions,
-    attach_references,
-    check_count,
-)
 
 log = logging.getLogger(__name__)
+
+#: The stage that trains per-target reference models (:func:`mico.train.references.run_stage`)
+#: for a run that needs them: ``(options, task, scenario, scores, preds, count)``, attaching
+#: their margins to ``scores``; returns the models trained.  The attacks import no training
+#: code: whoever runs them (``run_lira_mia.py``) passes the stage in.
+ReferenceStage = Callable[["RunOptions", Task, str, ScenarioScores, Path, int], int]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class RunOptions:
     device: str = "auto"
     workers: int = 0
     ray: str | None = None
+    #: Trains the reference models (:data:`ReferenceStage`); needed only where some are.
+    reference_stage: ReferenceStage | None = None
     #: Intervals, the bootstrap behind every choice, and epsilon audits.
     uncertainty: Uncertainty = DEFAULT_UNCERTAINTY
 
@@ -221,7 +223,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
     }
     digests.save()
-    count = reference_count(options, _attacks_of(options))
+    count = references_of(options)
     for name, scores in loaded.items():
         _attach_references(options, task, name, scores, preds, count)
     if options.write:
@@ -279,12 +281,14 @@ def _config_of(options: RunOptions) -> Config:
     return Config(attack.name, describe(options))
 
 
-def reference_count(options: RunOptions, attacks: list[Attack]) -> int | None:
-    """How many reference models a target the run builds: ``--references``, else the default
-    where an attack needs them (``--compare`` builds none unless asked: they cost training)."""
+def references_of(options: RunOptions) -> int | None:
+    """How many reference models a target the run builds (None: none, and no stage needed):
+    ``--references``, else the default where the attack needs them (``--compare`` builds none
+    unless asked: they cost training)."""
     if options.references is not None:
         return options.references
-    return DEFAULT_REFERENCES if any(a.needs_references for a in attacks) else None
+    needed = any(a.needs_references for a in _attacks_of(options))
+    return DEFAULT_REFERENCES if needed else None
 
 
 def _attach_references(
@@ -298,16 +302,12 @@ def _attach_references(
     """Build or reuse the scenario's per-target reference models and attach their margins."""
     if count is None:
         return
-    reference_options = ReferenceOptions(
-        count=count,
-        root=Path(options.root),
-        data_dir=data_root(options.root, options.data_dir),
-        preds=preds,
-        device=resolve_device(options.device),
-        workers=options.workers,
-        ray=options.ray,
-    )
-    built = attach_references(scores, task, scenario, reference_options)
+    if options.reference_stage is None:
+        raise ValueError(
+            f"{scenario}: this run uses {count} reference models a target, and no stage to train "
+            "them was given: pass RunOptions(reference_stage=mico.train.references.run_stage)"
+        )
+    built = options.reference_stage(options, task, scenario, scores, preds, count)
     log.info("%s: %d reference models trained, %d a target in use", scenario, built, count)
 
 
@@ -384,7 +384,7 @@ def configuration(options: RunOptions) -> str:
         name = describe(options)
     if options.shadows is not None and not options.original:
         name += f", --shadows {options.shadows}"
-    if count := reference_count(options, _attacks_of(options)):
+    if count := references_of(options):
         name += f", {count} reference models a target"
     return name
 

@@ -20,10 +20,11 @@ Exactness is established against ``shared/fixtures/mico_splits.json`` (made by a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 _MASK32 = 0xFFFFFFFF
@@ -42,13 +43,21 @@ def mt19937_words(seed: int, count: int) -> np.ndarray:
     return state.randint(0, 2**32, size=max(count, 0), dtype=np.uint32)
 
 
-@numba.njit(cache=True, nogil=True)
-def _fisher_yates(n: int, words: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+def _fisher_yates_loop(n: int, words: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     perm = np.arange(n)
     for i in range(words.shape[0]):
         j = i + words[i] % (n - i)
         perm[i], perm[j] = perm[j], perm[i]
     return perm
+
+
+@functools.cache
+def _fisher_yates() -> Callable[[int, np.ndarray], np.ndarray]:
+    """The swap loop compiled by numba, imported on the first split (not with the package:
+    a script's ``--help`` needs no compiler)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_fisher_yates_loop)
 
 
 def randperm(n: int, seed: int, head: int | None = None) -> np.ndarray:
@@ -64,7 +73,7 @@ def randperm(n: int, seed: int, head: int | None = None) -> np.ndarray:
         return np.arange(max(n, 0), dtype=np.int64)[:head]
     steps = n - 1 if head is None else min(head, n - 1)
     words = mt19937_words(seed, steps).astype(np.int64)
-    perm = _fisher_yates(n, words)
+    perm = _fisher_yates()(n, words)
     return perm if head is None else perm[:head].copy()
 
 

@@ -11,25 +11,50 @@ registry.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from mico.bundle.fileio import atomic_write
 from mico.bundle.layout import MODEL_FILE
-from mico.tracks.data import TensorPairDataset
 from mico.tracks.recipes import SCENARIO_EPSILON, Recipe
 from mico.tracks.sources import Source
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mico.tracks.data import TensorPairDataset
 
 #: Scenario suffixes in MICO's order: no DP, then DP with epsilon 10 and 4 (delta 1e-5).
 SCENARIO_SUFFIXES: tuple[str, ...] = ("inf", "hi", "lo")
 
 #: Number of models per phase in the real MICO bundles (model_0..99, 100..149, 150..199).
 MICO_MODELS_PER_PHASE: dict[str, int] = {"train": 100, "dev": 50, "final": 50}
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A function named by module and attribute, imported on its first call.
+
+    A track entry names its loader, architecture and model readers this way, so that the
+    registry (and every ``--help``) answers without importing torch, pandas or transformers;
+    the entry stays picklable for worker processes, as a plain function would be.
+    """
+
+    module: str
+    name: str
+
+    @property
+    def __name__(self) -> str:  # as the function's (``Task.model_name``: ``CNN``, ``MLP``)
+        return self.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)(*args, **kwargs)
 
 
 def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -39,6 +64,8 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def save_state_dict(folder: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """``<folder>/model.pt``: the state_dict as MICO's image and tabular tracks save it."""
+    import torch  # here, not at the top: the registry loads no torch
+
     del model  # the architecture is the track's: nothing about it is stored
     with atomic_write(folder / MODEL_FILE, "wb") as handle:
         torch.save(state, handle)

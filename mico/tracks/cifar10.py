@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from mico.bundle.fileio import atomic_write
-from mico.tracks.base import SYNTH_CHUNK, Demo, Preset, Task, synth_stream
-from mico.tracks.data import CIFAR10_BATCHES, CIFAR10_FOLDER, load_cifar10
-from mico.tracks.nets import CNN
+from mico.tracks.base import SYNTH_CHUNK, Demo, Lazy, Preset, Task, synth_stream
 from mico.tracks.recipes import Recipe
 from mico.tracks.sources import BaseDataset, Source
+
+#: The python release's folder and pickled batches, in MICO's index order (train, then test).
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 #: CIFAR-like image model: gratings per class, the largest share of a second class blended in,
 #: and the amplitudes of smooth clutter and pixel noise (tuned so that the CNN overfits).
@@ -132,8 +134,8 @@ TASK = Task(
     len_training=50_000,
     len_challenge=100,
     num_classes=10,
-    architecture=CNN,
-    loader=load_cifar10,
+    architecture=Lazy("mico.tracks.nets", "CNN"),
+    loader=Lazy("mico.tracks.data", "load_cifar10"),
     recipe=Recipe(
         "sgd",
         lr=0.005,

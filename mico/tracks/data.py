@@ -22,18 +22,16 @@ from torch.utils.data import Dataset
 
 from mico.bundle.digests import dataset_digest
 from mico.bundle.fileio import save_npz_atomic
+from mico.tracks.cifar10 import CIFAR10_BATCHES, CIFAR10_FOLDER
+from mico.tracks.purchase100 import PURCHASE100_FEATURES, PURCHASE100_FILE
 
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 CIFAR10_CLASSES = 10
-PURCHASE100_FILE = "dataset_purchase"
 #: The parsed table beside the text, keyed on the text's size and SHA-256.
 PURCHASE100_CACHE = "dataset_purchase.npz"
 #: The cache name of earlier versions (keyed on mtime alone): removed when seen.
 PURCHASE100_OLD_CACHE = "dataset_purchase.npy"
-PURCHASE100_FEATURES = 600
 
 
 class TensorPairDataset(Dataset):

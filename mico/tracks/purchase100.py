@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from mico.bundle.fileio import atomic_write
-from mico.tracks.base import SYNTH_CHUNK, Demo, Preset, Task, synth_stream
-from mico.tracks.data import PURCHASE100_FEATURES, PURCHASE100_FILE, load_purchase100
-from mico.tracks.nets import MLP
+from mico.tracks.base import SYNTH_CHUNK, Demo, Lazy, Preset, Task, synth_stream
 from mico.tracks.recipes import Recipe
 from mico.tracks.sources import BaseDataset, Source
+
+#: The comma-separated table (label 1..100, then the binary features) and its feature count.
+PURCHASE100_FILE = "dataset_purchase"
+PURCHASE100_FEATURES = 600
 
 #: Purchase-like record model: mean density, products each profile favours, their mean boost,
 #: and the log-normal spread of product popularity.
@@ -108,8 +110,8 @@ TASK = Task(
     len_training=150_000,
     len_challenge=100,
     num_classes=100,
-    architecture=MLP,
-    loader=load_purchase100,
+    architecture=Lazy("mico.tracks.nets", "MLP"),
+    loader=Lazy("mico.tracks.data", "load_purchase100"),
     recipe=Recipe("adam", lr=1e-3, batch_size=512, epochs=30, lr_step=5, lr_gamma=0.9),
     # Ghost clipping: per-sample gradient norms of nn.Linear without materialising them, about
     # 18x faster than hooks for the MLP on a 2-core CPU.

@@ -28,12 +28,13 @@ import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mico.bundle.fileio import atomic_write, write_text_atomic
-from mico.tracks.nets import strip_opacus_prefix
+
+if TYPE_CHECKING:  # torch is imported where a model is read or written: the registry needs none
+    import torch
+    from torch import nn
 
 #: Hugging Face's file names inside a model folder, in the order a bundle lists them.
 CONFIG_FILE = "config.json"
@@ -110,6 +111,10 @@ def read_classifier(path: str | Path, device: str | torch.device = "cpu") -> nn.
     ``FileNotFoundError``) naming it.  A ``roberta.embeddings.position_ids`` entry, which older
     transformers saved as a buffer, is dropped; every other key must fit exactly.
     """
+    import torch
+
+    from mico.tracks.nets import strip_opacus_prefix
+
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     config_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -150,6 +155,10 @@ def write_classifier(folder: Path, model: nn.Module, state: dict[str, torch.Tens
 
     Opacus' ``_module.`` prefix is stripped, as MICO's ``from_pretrained`` could not load it.
     """
+    import torch
+
+    from mico.tracks.nets import strip_opacus_prefix
+
     write_text_atomic(folder / CONFIG_FILE, model.config.to_json_string())  # type: ignore[union-attr]
     with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
         torch.save(strip_opacus_prefix(state), handle)
@@ -251,6 +260,8 @@ def _check_probes(tokenizer: object, folder: Path) -> None:
 
 def encode(tokenizer: object, sentences: Sequence[str]) -> torch.Tensor:
     """int64 ``[N, 2, max_length]``: each sentence's ``input_ids`` and ``attention_mask``."""
+    import torch
+
     encodings = tokenizer.encode_batch(list(sentences))  # type: ignore[attr-defined]
     ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64)
     mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.int64)

@@ -16,15 +16,12 @@ MICO's ``load_sst2()`` is GLUE ``sst2`` train (67349 rows) followed by validatio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
-from torch import nn
 
 from mico.bundle.fileio import atomic_write
 from mico.tracks.base import Demo, Preset, Task, synth_stream
-from mico.tracks.data import TensorPairDataset
 from mico.tracks.recipes import Recipe
 from mico.tracks.roberta import (
     MODEL_FILES,
@@ -39,6 +36,12 @@ from mico.tracks.roberta import (
     write_classifier,
 )
 from mico.tracks.sources import BaseDataset, RemoteFile, Source
+
+if TYPE_CHECKING:  # pandas and torch load where a table is read or written, not with the registry
+    import pandas as pd
+    from torch import nn
+
+    from mico.tracks.data import TensorPairDataset
 
 NAME = "sst2"
 #: The tokenizer's ``max_length`` in MICO's starting kit and training (``padding="max_length"``).
@@ -61,6 +64,8 @@ BASE_FILES = (
 def read_table(path: Path, rows: int | None = None) -> pd.DataFrame:
     """One GLUE SST-2 table, checked: columns ``sentence``/``label``/``idx``, labels 0/1, ``idx``
     equal to the row number (and ``rows`` rows, when given)."""
+    import pandas as pd
+
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run `python download_files.py --challenge {NAME}` (or add --demo "
@@ -82,6 +87,11 @@ def read_table(path: Path, rows: int | None = None) -> pd.DataFrame:
 def load_sst2(dataset_dir: str | Path, *, glue_rows: bool = False) -> TensorPairDataset:
     """``<dataset_dir>/sst2``: train then validation, tokenised to int64 ``[N, 2, 67]`` records
     (input_ids, attention_mask) with labels ``[N]``; ``glue_rows`` also checks GLUE's sizes."""
+    import pandas as pd
+    import torch
+
+    from mico.tracks.data import TensorPairDataset
+
     folder = Path(dataset_dir) / NAME
     tables = [read_table(folder / name, GLUE_ROWS[name] if glue_rows else None) for name in TABLES]
     table = pd.concat(tables, ignore_index=True)
@@ -152,6 +162,8 @@ def synthesize_sst2(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def write_sst2(data_dir: Path, sentences: np.ndarray, labels: np.ndarray) -> None:
     """GLUE-format train and validation tables (validation: MICO's share, 872 / 68221), and a
     byte-level BPE tokenizer trained on the sentences, in roberta-base's file format."""
+    import pandas as pd
+
     folder = data_dir / NAME
     n_val = max(1, round(len(sentences) * GLUE_ROWS[TABLES[1]] / 68221))
     parts = (slice(0, len(sentences) - n_val), slice(len(sentences) - n_val, len(sentences)))

@@ -26,14 +26,17 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mico.attacks.reference import check_count
 from mico.bundle.digests import DigestStore, files_digest
 from mico.bundle.layout import (
     SOLUTION_FILE,
+    data_root,
     digests_path,
     model_dir,
     model_name,
@@ -52,16 +55,17 @@ from mico.outputs.store import (
     save_cached,
 )
 from mico.tracks.data import TensorPairDataset
+from mico.tracks.devices import resolve_device
 from mico.tracks.models import load_model
 from mico.tracks.recipes import Recipe
 from mico.tracks.registry import Task
 from mico.train.farm import ModelJob, build_models
 from mico.train.shadows import resolve_recipe
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from mico.attacks.run import RunOptions
 
-#: ``--references`` when not given: 8 models a target (measured in the README's DDP table).
-DEFAULT_REFERENCES = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,6 @@ class ReferenceOptions:
     ray: str | None = None
     seed: int = 0
     batch_size: int = 512
-
-
-def check_count(count: int) -> None:
-    """``--references`` must be a positive even number (the models come in pairs)."""
-    if count < 2 or count % 2:
-        raise ValueError(
-            f"--references must be an even number of at least 2 (complementary pairs), got {count}"
-        )
 
 
 def reference_keep(seed: int, scenario: str, model: int, count: int, length: int) -> np.ndarray:
@@ -160,6 +156,24 @@ def reference_jobs(
             )
         )
     return jobs
+
+
+def run_stage(
+    options: RunOptions, task: Task, scenario: str, scores: ScenarioScores, preds: Path, count: int
+) -> int:
+    """``run_lira_mia.py``'s reference stage (:data:`mico.attacks.run.ReferenceStage`): build or
+    reuse ``count`` references a target where and how ``options`` say, attach their margins to
+    ``scores`` and return the models trained."""
+    reference_options = ReferenceOptions(
+        count=count,
+        root=Path(options.root),
+        data_dir=data_root(options.root, options.data_dir),
+        preds=preds,
+        device=resolve_device(options.device),
+        workers=options.workers,
+        ray=options.ray,
+    )
+    return attach_references(scores, task, scenario, reference_options)
 
 
 def attach_references(
