@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from mico.bundle.selection import Selection
 from mico.cli import add_common_args, run_cli, setup_logging
+from mico.errors import InputError
 
 if TYPE_CHECKING:  # imported in _main, once the arguments are checked: --help loads no torch
     from mico.fetch import download
@@ -152,11 +153,11 @@ def refuse_other_mode(parser: argparse.ArgumentParser, args: argparse.Namespace)
         f"--{d.replace('_', '-')}" for d in unused if getattr(args, d) != parser.get_default(d)
     ]
     if given and args.demo:
-        raise ValueError(
+        raise InputError(
             f"{', '.join(given)}: download flags, which --demo does not read; drop them"
         )
     if given:
-        raise ValueError(f"{', '.join(given)}: --demo flags; add --demo or drop them")
+        raise InputError(f"{', '.join(given)}: --demo flags; add --demo or drop them")
 
 
 def demo_options(args: argparse.Namespace) -> demo.DemoOptions:

@@ -45,6 +45,7 @@ from mico.attacks.selection import DEFAULT_FOLDS, Rule
 from mico.attacks.stats import VARIANCES
 from mico.bundle.fileio import check_output_file
 from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+from mico.errors import InputError
 
 log = logging.getLogger("run_lira_mia")
 
@@ -234,7 +235,7 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
     """The attack to run and its fixed parameters, from ``--attack`` and the flags set; flags
     that no chosen attack declares are refused, naming the attacks that read them."""
     if args.compare and args.attack is not None:
-        raise ValueError("--compare runs every attack: drop --attack")
+        raise InputError("--compare runs every attack: drop --attack")
     attack = args.attack or DEFAULT_ATTACK
     flags = {flag: getattr(args, flag) for flag in ATTACK_FLAGS if getattr(args, flag)}
     chosen = ATTACKS.get(attack)
@@ -244,7 +245,7 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
             what = "--compare" if args.compare else f"--attack {attack}"
             given = ", ".join(f"--{flag}" for flag in flags)
             readers = " or ".join(f"--attack {name}" for name in owners) or "no single attack"
-            raise ValueError(f"{given} apply to {readers} only, not to {what}")
+            raise InputError(f"{given} apply to {readers} only, not to {what}")
         return attack, None
     return chosen.from_cli(flags)
 
@@ -253,14 +254,14 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Refuse flag combinations that would be silently ignored; the library's options."""
     attack, params = attack_choice(args)
     if args.markdown and not args.compare:
-        raise ValueError("--markdown formats the --compare tables: add --compare")
+        raise InputError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
-        raise ValueError("several --shadows choices are for --compare; an attack uses one")
+        raise InputError("several --shadows choices are for --compare; an attack uses one")
     needs_references = attack == BEST_ATTACK or ATTACKS[attack].needs_references
     if args.references is not None and not (args.compare or needs_references):
-        raise ValueError("--references builds models for --attack reference or --compare")
+        raise InputError("--references builds models for --attack reference or --compare")
     if args.original and args.shadows and set(args.shadows) != {"train"}:
-        raise ValueError(
+        raise InputError(
             "--original uses the train models alone as shadows, as the published code did: "
             "drop --shadows"
         )
@@ -274,13 +275,13 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         if getattr(args, d) != defaults.get_default(d)
     ]
     if unused and not builds:
-        raise ValueError(f"{', '.join(unused)} apply to reference models (--references): drop them")
+        raise InputError(f"{', '.join(unused)} apply to reference models (--references): drop them")
     if (args.delta is not None or args.audit_level is not None) and not (
         args.audit or args.report is not None
     ):
-        raise ValueError("--delta and --audit-level set the epsilon audit: add --audit")
+        raise InputError("--delta and --audit-level set the epsilon audit: add --audit")
     if args.report is not None and not args.compare:
-        raise ValueError("--report writes the --compare audit report: add --compare")
+        raise InputError("--report writes the --compare audit report: add --compare")
     audited = args.audit or args.report is not None  # the report shows epsilon bounds
     uncertainty = Uncertainty(
         rule=Rule(n_boot=args.bootstrap, seed=args.bootstrap_seed),

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from mico.cli import add_common_args, add_preds_dir_arg, data_dir, preds_dir, run_cli, setup_logging
+from mico.errors import InputError
 
 #: ``--autocast`` choices, the keys of :data:`mico.outputs.inference.AUTOCAST` (which needs
 #: torch: the parser answers ``--help`` before torch loads).
@@ -85,11 +86,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise InputError("--batch-size must be at least 1")
     if args.population < 0:
-        raise ValueError("--population must be non-negative")
+        raise InputError("--population must be non-negative")
     if args.population == 0 and args.population_seed != 0:
-        raise ValueError("--population-seed chooses the records of --population N: add it")
+        raise InputError("--population-seed chooses the records of --population N: add it")
     # torch and the models load here, after the arguments are checked
     from mico.outputs.inference import AUTOCAST
     from mico.outputs.predict import PredictOptions, dataset_loader, predict

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mico.bundle.layout import data_root, preds_root
-from mico.errors import ProblemsError
+from mico.errors import ProblemsError, UserError
 from mico.tracks.registry import TASKS
 
 __all__ = [
@@ -27,8 +27,10 @@ __all__ = [
     "setup_logging",
 ]
 
-#: Exceptions that describe bad input or environment, reported without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError)
+#: Exceptions that describe bad input or environment, reported without a traceback: the
+#: project's :class:`~mico.errors.UserError` and the operating system's errors (which name
+#: the path).  Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, OSError)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from mico.bundle.splits import read_seed, split_positions
+from mico.errors import InputError
 from mico.fetch.download import base_complete, fetch_base
 from mico.fetch.urls import Fetcher
 from mico.tracks import data, sst2
@@ -167,20 +168,20 @@ class ChallengeDataset:
     def get_solutions(self) -> list[int]:
         """1 for each challenge point that is a member, in challenge order."""
         if self.member is None:
-            raise ValueError("solutions need seed_membership (only train models publish it)")
+            raise InputError("solutions need seed_membership (only train models publish it)")
         members = set(self.member.indices)
         return [int(k in members) for k in range(len(self.challenge))]
 
     def get_train_dataset(self) -> Dataset:
         """What the model trained on: members first, then the rest of its training set."""
         if self.member is None or self.training is None:
-            raise ValueError("the training set needs seed_training and seed_membership")
+            raise InputError("the training set needs seed_training and seed_membership")
         return ConcatDataset([self.member, self.training])
 
     def get_eval_dataset(self) -> Dataset:
         """Points of ``rest`` the model never saw."""
         if self.evaluation is None:
-            raise ValueError("the evaluation set needs seed_training")
+            raise InputError("the evaluation set needs seed_training")
         return self.evaluation
 
 

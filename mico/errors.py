@@ -1,8 +1,18 @@
-"""Bad input found in several places at once: every place listed, then one line.
+"""The project's user errors: what is wrong and what to do, in one line, never a traceback.
 
-A check that stops at the first problem makes a user fix a 600-folder bundle one rerun at a
-time.  :class:`ProblemsError` carries the whole list; :func:`mico.cli.run_cli` prints it on
-stderr, one problem a line, before the usual ``error:`` line that says what to do.
+:class:`UserError` is what :func:`mico.cli.run_cli` reports as ``error: <message>`` with exit
+code 2; the operating system's own errors (``OSError``: a missing path, a full disk, a refused
+permission) are reported the same way, since they name the path and what failed.  Any other
+exception is a bug in this project and keeps its traceback, a ``ValueError`` from numpy or a
+library included.
+
+:class:`InputError` is also a ``ValueError`` (a bad value: a flag, a file's content, sizes that
+do not fit), so code and tests that catch ``ValueError`` see it as before.
+
+Bad input found in several places at once is listed, every place, then one line: a check that
+stops at the first problem makes a user fix a 600-folder bundle one rerun at a time.
+:class:`ProblemsError` carries the whole list; :func:`mico.cli.run_cli` prints it on stderr, one
+problem a line, before the usual ``error:`` line that says what to do.
 """
 
 from __future__ import annotations
@@ -13,8 +23,17 @@ from collections.abc import Sequence
 SHOWN = 50
 
 
-class ProblemsError(ValueError):
-    """A ``ValueError`` whose message is the one-line summary and ``problems`` the details."""
+class UserError(Exception):
+    """Bad input or environment, with a message that says what is wrong and what to do."""
+
+
+class InputError(UserError, ValueError):
+    """A bad value: a flag, a combination of flags, a file's content, sizes that do not fit."""
+
+
+class ProblemsError(InputError):
+    """An :class:`InputError` whose message is the one-line summary and ``problems`` the
+    details."""
 
     def __init__(self, message: str, problems: Sequence[str]) -> None:
         super().__init__(message)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mico.errors import InputError
+
 if TYPE_CHECKING:  # pandas and matplotlib load for tables and figures, not for the metrics
     import pandas as pd
     from matplotlib.figure import Figure
@@ -48,13 +50,13 @@ def _validate(solutions: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarra
     y = np.asarray(solutions).ravel()
     s = np.asarray(predictions, dtype=np.float64).ravel()
     if y.shape != s.shape:
-        raise ValueError(f"{y.size} solutions but {s.size} predictions")
+        raise InputError(f"{y.size} solutions but {s.size} predictions")
     if not np.all(np.isin(y, (0, 1))):
-        raise ValueError("solutions must be 0 or 1")
+        raise InputError("solutions must be 0 or 1")
     if not np.all(np.isfinite(s)):
-        raise ValueError("predictions must be finite")
+        raise InputError("predictions must be finite")
     if y.min(initial=1) == 1 or y.max(initial=0) == 0:
-        raise ValueError("scoring needs both members and non-members")
+        raise InputError("scoring needs both members and non-members")
     return y.astype(bool), s
 
 

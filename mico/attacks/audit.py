@@ -34,6 +34,7 @@ from mico.attacks.bootstrap import (
     checked_points,
     percentile_interval,
 )
+from mico.errors import InputError
 
 __all__ = [
     "DEFAULT_BOOT",
@@ -64,7 +65,7 @@ GUESS_GRID: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
 
 def _check_level(level: float) -> None:
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
 
 
 def tpr_interval(
@@ -127,7 +128,7 @@ def audit_p_value(canaries: int, guesses: int, correct: int, epsilon: float, del
     ``q = e^eps / (1 + e^eps)`` (their Theorem 5.2), capped at 1.
     """
     if not 0 <= correct <= guesses <= canaries:
-        raise ValueError(f"need 0 <= correct ({correct}) <= guesses ({guesses}) <= canaries")
+        raise InputError(f"need 0 <= correct ({correct}) <= guesses ({guesses}) <= canaries")
     q = 1 / (1 + np.exp(-epsilon))
     tail = float(special.bdtrc(correct - 1, guesses, q)) if correct > 0 else 1.0
     if delta > 0 and correct > 0:
@@ -254,7 +255,7 @@ def audit(
     """:func:`epsilon_lower_bound` and the guess budget that gave it."""
     _check_level(level)
     if not 0 <= delta < 1:
-        raise ValueError(f"delta must be in [0, 1), got {delta}")
+        raise InputError(f"delta must be in [0, 1), got {delta}")
     alpha = (1 - level) / len(GUESS_GRID)
     found = guess_counts(confidences, membership, models)
     best = (0.0, found[0])

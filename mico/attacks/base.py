@@ -30,6 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 
@@ -114,4 +115,4 @@ class Attack(ABC):
         for candidate in self.configs():
             if candidate.params == params:
                 return candidate
-        raise ValueError(f"{self.name}: no configuration with parameters {params}")
+        raise InputError(f"{self.name}: no configuration with parameters {params}")

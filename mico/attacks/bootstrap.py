@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mico.errors import InputError
+
 #: Replicates of every bootstrap unless asked otherwise (``run_lira_mia.py --bootstrap``).
 DEFAULT_BOOT = 1000
 #: Two-sided level of every interval.
@@ -72,10 +74,10 @@ def bootstrap_counts(
     what :func:`paired_interval` relies on.
     """
     if n_boot < 1:
-        raise ValueError(f"the bootstrap needs at least one replicate, got {n_boot}")
+        raise InputError(f"the bootstrap needs at least one replicate, got {n_boot}")
     mask = np.ones(n_models, dtype=bool) if eligible is None else np.asarray(eligible, bool)
     if mask.shape != (n_models,) or not mask.any():
-        raise ValueError("eligible must be a bool [M] mask with at least one model")
+        raise InputError("eligible must be a bool [M] mask with at least one model")
     drawn = np.flatnonzero(mask)
     rng = np.random.default_rng(seed)
     picks = drawn[rng.integers(0, len(drawn), (n_boot, len(drawn)))]
@@ -90,17 +92,17 @@ def checked_points(
     mem = np.asarray(membership).ravel()
     ids = np.asarray(models).ravel()
     if not conf.size == mem.size == ids.size:
-        raise ValueError(
+        raise InputError(
             f"{conf.size} confidences, {mem.size} memberships and {ids.size} model ids: "
             "one of each per point"
         )
     if not np.all(np.isfinite(conf)):
-        raise ValueError("confidences must be finite")
+        raise InputError("confidences must be finite")
     if not np.all(np.isin(mem, (0, 1))):
-        raise ValueError("membership must be 0 or 1")
+        raise InputError("membership must be 0 or 1")
     mem = mem.astype(bool)
     if mem.all() or not mem.any():
-        raise ValueError("the ROC needs both members and non-members")
+        raise InputError("the ROC needs both members and non-members")
     return conf, mem, ids
 
 
@@ -160,7 +162,7 @@ class ClusterBootstrap:
         limits = np.atleast_1d(np.asarray(max_fprs, dtype=np.float64))
         counts = np.asarray(counts, dtype=np.int64)
         if counts.ndim != 2 or counts.shape[1] != self.n_models:
-            raise ValueError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
+            raise InputError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
         if self._tables:
             return self._tpr_tables(counts, limits)
         step = max(1, CHUNK_ELEMENTS // len(self._mem))
@@ -318,7 +320,7 @@ class ClusterBootstrap:
         fraction of (member, non-member) pairs ordered correctly, ties counting one half."""
         counts = np.asarray(counts, dtype=np.int64)
         if counts.ndim != 2 or counts.shape[1] != self.n_models:
-            raise ValueError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
+            raise InputError(f"draw counts must be [B, {self.n_models}], got {counts.shape}")
         if not self._tables:
             step = max(1, CHUNK_ELEMENTS // len(self._mem))
             return np.concatenate(

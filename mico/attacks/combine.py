@@ -44,6 +44,7 @@ from mico.attacks.lira import transform_margin
 from mico.attacks.rmia import has_population
 from mico.attacks.rmia_online import rmia_online
 from mico.attacks.stats import inout_stats, standardise
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def logreg_scores(
         )
     n_targets = train_x.shape[0]
     if n_targets < 2:
-        raise ValueError("the logistic combiner needs at least 2 train models")
+        raise InputError("the logistic combiner needs at least 2 train models")
     out = np.empty(train_x.shape[:2])
     for t in range(n_targets):
         others = np.arange(n_targets) != t
@@ -162,7 +163,7 @@ class Combine(Attack):
         signal = signals(scores, phase)
         train = scores.phases.get("train")
         if train is None or train.solution is None:
-            raise ValueError("the logistic combiner needs a train phase with solutions")
+            raise InputError("the logistic combiner needs a train phase with solutions")
         if phase == "train":
             logodds = logreg_scores(features(signal), train.solution)
         else:

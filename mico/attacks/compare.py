@@ -48,6 +48,7 @@ from mico.attacks.selection import (
     candidate_bootstraps,
     cross_validate,
 )
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 from mico.scoring import FPR_LIMITS, MAIN_METRIC, metrics
 
@@ -174,7 +175,7 @@ def evaluate_row(
     """Train-phase predictions of a row: its single configuration, or CV over candidates."""
     train = predictor.scores.phases["train"]
     if train.solution is None:
-        raise ValueError("the train phase has no solutions: nothing to choose or score with")
+        raise InputError("the train phase has no solutions: nothing to choose or score with")
     predictions = [predictor.predict(c, "train") for c in candidates]
     if len(candidates) == 1:
         return RowResult(candidates[0], [], predictions[0])

@@ -16,6 +16,7 @@ from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import Z_CAP, check_finite, check_targets, inout_stats
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 #: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
@@ -32,7 +33,7 @@ HARDNESS_VARIANTS: tuple[str, ...] = ("in", "mid", "std")
 def hardness_score(margin: np.ndarray, score: str) -> np.ndarray:
     """The per-point score of :data:`HARDNESS_SCORES` (same shape as ``margin``)."""
     if score not in _SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
+        raise InputError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
     return _SCORES[score](np.asarray(margin, dtype=np.float64))
 
 
@@ -117,7 +118,7 @@ def minmax(values: np.ndarray) -> np.ndarray:
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)

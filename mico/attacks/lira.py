@@ -40,6 +40,7 @@ from scipy.special import expit, ndtr
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 TRANSFORMS = ("prob", "logit", "stable_logit")
@@ -69,7 +70,7 @@ def transform_margin(margin: np.ndarray, transform: str) -> np.ndarray:
         return np.log(p / (1.0 - p))
     if transform == "stable_logit":
         return z.copy()
-    raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+    raise InputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
 def lira(
@@ -104,7 +105,7 @@ def lira(
     x = check_scores(np.asarray(target_margin), "target_margin")
     tp = np.asarray(target_points)
     if x.shape != tp.shape:
-        raise ValueError(
+        raise InputError(
             f"target_margin has shape {x.shape} but target_points has shape {tp.shape}; "
             "they must both be [T, K]"
         )

@@ -57,6 +57,7 @@ from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import model_dir
 from mico.bundle.records import read_seeds
 from mico.bundle.splits import random_split_indices
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 from mico.tracks.registry import Task
 
@@ -72,14 +73,14 @@ ORIGINAL_VARIANCES: tuple[str, ...] = ("per-point", "pooled")
 def check_original_params(params: LiraParams) -> None:
     """Refuse what the published script did not run, in one line."""
     if params.transform not in TRANSFORMS:
-        raise ValueError(f"unknown transform {params.transform!r}")
+        raise InputError(f"unknown transform {params.transform!r}")
     if params.variance not in ORIGINAL_VARIANCES:
-        raise ValueError(
+        raise InputError(
             f"--original knows --global_variance or per-point stds, not --variance "
             f"{params.variance}"
         )
     if params.online and params.transform != "prob":
-        raise ValueError(
+        raise InputError(
             "--original --online_attack runs with probabilities only: the published script "
             "raised NotImplementedError for online with logit scaling"
         )
@@ -100,14 +101,14 @@ def original_lists(task: Task, seeds: list[dict[str, int | None]], len_training:
     training.indices`` of train model s holds the value (positions, not dataset indices)."""
     m, n, big_n = task.len_challenge, len_training, task.dataset_len
     if big_n < n + m:
-        raise ValueError(
+        raise InputError(
             f"--original: LEN_TRAINING={n} does not fit a dataset of {big_n} records; "
             "set len_training in bundle.json"
         )
     lists = np.zeros((len(seeds), big_n), dtype=bool)
     for row, seed in enumerate(seeds):
         if seed["seed_training"] is None or seed["seed_membership"] is None:
-            raise ValueError(
+            raise InputError(
                 "--original: every train model needs seed_training and seed_membership"
             )
         member = random_split_indices(2 * m, (m, m), seed["seed_membership"])[1]
@@ -167,7 +168,7 @@ def load_original_inputs(
         data.logits is None for phase, data in scores.phases.items() if phase != "train"
     )
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{preds_scenario}: scores.npz holds no logits, which --original needs: run "
             f"`python save_preds.py --challenge {task.challenge} --save-logits`"
         )

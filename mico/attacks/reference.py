@@ -42,6 +42,7 @@ from scipy.special import expit, ndtr
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.lira import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, standardise
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 REFERENCE_TRANSFORMS = ("stable_logit", "prob")
@@ -56,7 +57,7 @@ DEFAULT_REFERENCES = 8
 def check_count(count: int) -> None:
     """``--references`` must be a positive even number (the models come in pairs)."""
     if count < 2 or count % 2:
-        raise ValueError(
+        raise InputError(
             f"--references must be an even number of at least 2 (complementary pairs), got {count}"
         )
 
@@ -98,17 +99,17 @@ def reference_attack(
     """Confidences [T, K] in [0, 1] from the targets' and their references' margins;
     ``valid`` [T, R, K] (default: all) leaves entries out of the statistics."""
     if reference_margin.shape != reference_in.shape or reference_margin.ndim != 3:
-        raise ValueError(
+        raise InputError(
             f"reference margins {reference_margin.shape} and memberships "
             f"{reference_in.shape} must both be [T, R, K]"
         )
     if target_margin.shape != (reference_margin.shape[0], reference_margin.shape[2]):
-        raise ValueError(
+        raise InputError(
             f"target margins {target_margin.shape} do not match references "
             f"{reference_margin.shape} ([T, K] and [T, R, K])"
         )
     if variance not in REFERENCE_VARIANCES or test not in REFERENCE_TESTS:
-        raise ValueError(f"unknown variant {variance!r}/{test!r}")
+        raise InputError(f"unknown variant {variance!r}/{test!r}")
     x = transform_margin(target_margin, transform)
     refs = transform_margin(reference_margin, transform)
     inside = reference_in.astype(bool)

@@ -15,6 +15,7 @@ from mico.attacks.loss import Loss
 from mico.attacks.reference import Reference
 from mico.attacks.rmia import Rmia
 from mico.attacks.rmia_online import RmiaOnline
+from mico.errors import InputError
 
 ATTACKS: dict[str, Attack] = {
     attack.name: attack
@@ -30,4 +31,4 @@ def get_attack(name: str) -> Attack:
     try:
         return ATTACKS[name]
     except KeyError:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}") from None
+        raise InputError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}") from None

@@ -17,6 +17,7 @@ from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.stats import check_finite, check_targets, inout_stats
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 _TINY = float(np.finfo(np.float64).tiny)
@@ -65,12 +66,12 @@ def rmia_inputs(
     tpop = check_finite(target_population, "target_population", ndim=2)
     n_shadows, n_targets = np.shape(shadow_margin)[0], y.shape[0]
     if sp.shape[0] != n_shadows or tpop.shape != (n_targets, sp.shape[1]):
-        raise ValueError(
+        raise InputError(
             f"population margins have shapes {sp.shape} (shadows) and {tpop.shape} (targets); "
             f"expected [{n_shadows}, Q] and [{n_targets}, Q]"
         )
     if sp.shape[1] == 0:
-        raise ValueError("RMIA needs population records (Q >= 1)")
+        raise InputError("RMIA needs population records (Q >= 1)")
     p_shadow = expit(check_finite(shadow_margin, "shadow_margin", ndim=2))
     stats = inout_stats(p_shadow, shadow_in, target_points, target_shadow)
 
@@ -91,9 +92,9 @@ def rmia_inputs(
 def rmia_from_inputs(inputs: RmiaInputs, *, a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
     """RMIA confidences ``[T, K]`` from prepared inputs, for one offline ``a`` and ``gamma``."""
     if not 0.0 <= a <= 1.0:
-        raise ValueError(f"RMIA's offline a must lie in [0, 1], got {a}")
+        raise InputError(f"RMIA's offline a must lie in [0, 1], got {a}")
     if not gamma > 0.0 or not np.isfinite(gamma):
-        raise ValueError(f"RMIA's gamma must be a positive number, got {gamma}")
+        raise InputError(f"RMIA's gamma must be a positive number, got {gamma}")
     mean_out = np.nan_to_num(inputs.mean_out)
     pr_x = 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
     log_ratio_x = inputs.log_p - np.log(np.maximum(pr_x, _TINY))
@@ -154,10 +155,10 @@ def fraction_below(thresholds: np.ndarray, values: np.ndarray) -> np.ndarray:
     t = np.asarray(thresholds, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if t.ndim != 2 or v.ndim != 2 or t.shape[0] != v.shape[0]:
-        raise ValueError(f"need [T, K] thresholds and [T, Q] values, got {t.shape} and {v.shape}")
+        raise InputError(f"need [T, K] thresholds and [T, Q] values, got {t.shape} and {v.shape}")
     n_rows, k = t.shape
     if v.shape[1] == 0:
-        raise ValueError("fraction_below needs at least one value per row")
+        raise InputError("fraction_below needs at least one value per row")
     order = np.argsort(np.concatenate([t, v], axis=1), axis=1, kind="stable")
     is_value = order >= k
     values_before = np.cumsum(is_value, axis=1)
@@ -216,7 +217,7 @@ class Rmia(Attack):
     def prepare(self, scores: ScenarioScores, phase: str) -> RmiaInputs:
         """The log ratios every (a, gamma) shares, computed once per phase."""
         if not has_population(scores):
-            raise ValueError("no population outputs: RMIA cannot run")
+            raise InputError("no population outputs: RMIA cannot run")
         data = scores.phases[phase]
         assert scores.shadow_population is not None and data.population is not None
         return rmia_inputs(

@@ -56,6 +56,7 @@ from mico.attacks.rmia import (
     has_population,
 )
 from mico.attacks.stats import check_finite, check_targets
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 #: Fraction cut from each end of a side's shadow values before averaging (research code).
@@ -134,20 +135,20 @@ def online_inputs(
 ) -> OnlineInputs:
     """The log ratios of :func:`rmia_online` for one temperature (see the module docstring)."""
     if not tau > 0.0 or not np.isfinite(tau):
-        raise ValueError(f"online RMIA's temperature must be a positive number, got {tau}")
+        raise InputError(f"online RMIA's temperature must be a positive number, got {tau}")
     y = check_targets(target_margin, target_points)
     sm = check_finite(shadow_margin, "shadow_margin", ndim=2)
     sp = check_finite(shadow_population, "shadow_population", ndim=2)
     tpop = check_finite(target_population, "target_population", ndim=2)
     n_shadows, n_targets = sm.shape[0], y.shape[0]
     if sp.shape[0] != n_shadows or tpop.shape != (n_targets, sp.shape[1]) or sp.shape[1] == 0:
-        raise ValueError(
+        raise InputError(
             f"population margins have shapes {sp.shape} (shadows) and {tpop.shape} (targets); "
             f"expected [{n_shadows}, Q] and [{n_targets}, Q] with Q >= 1"
         )
     mask = np.asarray(shadow_in)
     if mask.dtype != np.bool_ or mask.shape != sm.shape:
-        raise ValueError(f"shadow_in must be a boolean [S, P] array like shadow_margin {sm.shape}")
+        raise InputError(f"shadow_in must be a boolean [S, P] array like shadow_margin {sm.shape}")
     mean_in, n_in, mean_out, n_out = trimmed_side_means(
         np.exp(log_expit(sm / tau)), mask, np.asarray(target_points), target_shadow
     )
@@ -168,7 +169,7 @@ def online_inputs(
         total[own] -= pz_shadow[rows[own]]
         count[own] -= 1.0
     if np.any(count < 1):
-        raise ValueError("online RMIA needs a shadow besides the target itself")
+        raise InputError("online RMIA needs a shadow besides the target itself")
     log_pr_z = np.log(np.maximum(total / count, _TINY))
     log_ratio_z = log_expit(tpop / tau) - log_pr_z
     return OnlineInputs(log_ratio_x, log_ratio_z, (n_in + n_out) > 0)
@@ -177,7 +178,7 @@ def online_inputs(
 def online_from_inputs(inputs: OnlineInputs, gamma: float = 1.0) -> np.ndarray:
     """Online RMIA confidences ``[T, K]`` from prepared inputs for one ``gamma``."""
     if not gamma > 0.0 or not np.isfinite(gamma):
-        raise ValueError(f"RMIA's gamma must be a positive number, got {gamma}")
+        raise InputError(f"RMIA's gamma must be a positive number, got {gamma}")
     fraction = fraction_below(inputs.log_ratio_x - np.log(gamma), inputs.log_ratio_z)
     return np.where(inputs.has_shadows, fraction, 0.5)
 
@@ -237,7 +238,7 @@ class RmiaOnline(Attack):
     def prepare(self, scores: ScenarioScores, phase: str) -> dict[float, OnlineInputs]:
         """The log ratios of every temperature, computed once per phase."""
         if not has_population(scores):
-            raise ValueError("no population outputs: online RMIA cannot run")
+            raise InputError("no population outputs: online RMIA cannot run")
         data = scores.phases[phase]
         assert scores.shadow_population is not None and data.population is not None
         return {

@@ -57,6 +57,7 @@ from mico.bundle.layout import (
 )
 from mico.bundle.manifest import write_manifest
 from mico.bundle.records import prediction_line
+from mico.errors import InputError
 from mico.outputs.provenance import load_checked
 from mico.outputs.store import ScenarioScores
 from mico.tracks.registry import Task, load_task
@@ -157,28 +158,28 @@ def check_options(options: RunOptions) -> Task:
             attack.config(options.params)
     rule = options.uncertainty.rule
     if rule.n_boot < 100:
-        raise ValueError(f"--bootstrap must be at least 100 replicates, got {rule.n_boot}")
+        raise InputError(f"--bootstrap must be at least 100 replicates, got {rule.n_boot}")
     uncertainty = options.uncertainty
     if uncertainty.audit_delta is not None and not 0 <= uncertainty.audit_delta < 1:
-        raise ValueError(f"--delta must be in [0, 1), got {uncertainty.audit_delta}")
+        raise InputError(f"--delta must be in [0, 1), got {uncertainty.audit_delta}")
     if not 0 < uncertainty.audit_level < 1:
-        raise ValueError(f"--audit-level must be in (0, 1), got {uncertainty.audit_level}")
+        raise InputError(f"--audit-level must be in (0, 1), got {uncertainty.audit_level}")
     if options.original:
         if not isinstance(options.params, LiraParams):
-            raise ValueError("--original reproduces the published LiRA: use it with --attack lira")
+            raise InputError("--original reproduces the published LiRA: use it with --attack lira")
         check_original_params(options.params)
     if options.folds < 2:
-        raise ValueError("--folds must be at least 2")
+        raise InputError("--folds must be at least 2")
     if options.shadows is not None and options.shadows not in SHADOW_CHOICES:
-        raise ValueError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
+        raise InputError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
     if options.references is not None:
         check_count(options.references)
     if options.workers < 0:
-        raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
+        raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
     require_layout(options.root, task)
     if options.original and task.parts:
-        raise ValueError(
+        raise InputError(
             f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
             "drop --original"
         )
@@ -261,7 +262,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
             result.held_out[f"{name} {phase}"] = row.metrics[phase]
         log.info("%s: predictions for %s", name, ", ".join(scores.phases))
     if not result.train:
-        raise ValueError("no train phase with solutions: nothing to score")
+        raise InputError("no train phase with solutions: nothing to score")
     return result
 
 
@@ -303,7 +304,7 @@ def _attach_references(
     if count is None:
         return
     if options.reference_stage is None:
-        raise ValueError(
+        raise InputError(
             f"{scenario}: this run uses {count} reference models a target, and no stage to train "
             "them was given: pass RunOptions(reference_stage=mico.train.references.run_stage)"
         )
@@ -410,7 +411,7 @@ def attack_scenario(
         return predictions.get("train"), predictions
     attack = get_attack(options.attack)
     if reason := attack.missing(scores, task.challenge):
-        raise ValueError(f"{path}: {reason}")
+        raise InputError(f"{path}: {reason}")
     if warning := attack.warning(scores):
         log.warning("%s: %s", path.parent.name, warning)
     predictor = Predictor(scores)
@@ -419,7 +420,7 @@ def attack_scenario(
         predictions = {phase: predictor.predict(fixed, phase) for phase in scores.phases}
         return predictions.get("train"), predictions
     if "train" not in scores.phases or scores.phases["train"].solution is None:
-        raise ValueError(f"{path}: no train phase with solutions to run {attack.name} with")
+        raise InputError(f"{path}: no train phase with solutions to run {attack.name} with")
     row = evaluate_row(predictor, attack.configs(), options.folds, options.uncertainty.rule)
     _log_choice(path, row)
     return row.train, {phase: predictor.predict(row.chosen, phase) for phase in scores.phases}
@@ -473,7 +474,7 @@ def _compare_one(
 ) -> ScenarioComparison:
     """Every row of the comparison on one scenario: the attacks its outputs can serve."""
     if "train" not in scores.phases or scores.phases["train"].solution is None:
-        raise ValueError(f"{path}: no train phase with solutions: nothing to compare on")
+        raise InputError(f"{path}: no train phase with solutions: nothing to compare on")
     attacks = []
     for attack in ATTACKS.values():
         if reason := attack.missing(scores, task.challenge):

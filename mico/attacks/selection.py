@@ -45,6 +45,7 @@ from mico.attacks.audit import (
     bootstrap_counts,
     paired_interval,
 )
+from mico.errors import InputError
 
 DEFAULT_FOLDS = 5
 
@@ -70,9 +71,9 @@ def fold_assignment(n_targets: int, folds: int = DEFAULT_FOLDS) -> np.ndarray:
     Train models are exchangeable (independent seeds), so interleaving needs no randomness.
     """
     if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+        raise InputError(f"cross-validation needs at least 2 folds, got {folds}")
     if n_targets < 2:
-        raise ValueError(
+        raise InputError(
             f"cross-validation needs at least 2 train models, got {n_targets}: "
             "too few to choose a variant honestly"
         )
@@ -180,7 +181,7 @@ def cross_validate(
     preds = np.stack([np.asarray(p, dtype=np.float64) for p in predictions])
     sol = np.asarray(solution)
     if preds.ndim != 3 or preds.shape[1:] != sol.shape:
-        raise ValueError(
+        raise InputError(
             f"candidate predictions {preds.shape[1:]} and solution {sol.shape} must both be [T, K]"
         )
     if boots is None:

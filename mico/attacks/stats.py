@@ -54,6 +54,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mico.errors import InputError
+
 STD_FLOOR_REL = 1e-6
 """Relative std floor, see the module docstring."""
 
@@ -109,9 +111,9 @@ class InOutStats:
         point without models means).
         """
         if side not in ("in", "out"):
-            raise ValueError(f"side must be 'in' or 'out', not {side!r}")
+            raise InputError(f"side must be 'in' or 'out', not {side!r}")
         if variance not in VARIANCES:
-            raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+            raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
         n = getattr(self, f"n_{side}")
         mean = getattr(self, f"mean_{side}")
         var = getattr(self, f"var_{side}")
@@ -167,13 +169,13 @@ def standardise(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 def check_scores(values: np.ndarray, name: str) -> np.ndarray:
     """``values`` as a 2-D float64 array of finite, not absurdly large numbers, or ValueError."""
     if values.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {values.shape}")
+        raise InputError(f"{name} must be 2-D, got shape {values.shape}")
     if values.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must hold real numbers, got dtype {values.dtype}")
+        raise InputError(f"{name} must hold real numbers, got dtype {values.dtype}")
     values = values.astype(np.float64, copy=False)
     # min/max propagate NaN, which then fails both comparisons.
     if values.size and not (values.min() >= -MAX_ABS_SCORE and values.max() <= MAX_ABS_SCORE):
-        raise ValueError(
+        raise InputError(
             f"{name} holds NaN, infinite or absurdly large (> {MAX_ABS_SCORE:g}) values; "
             "margins must be finite: check the logits written by the producer"
         )
@@ -190,22 +192,22 @@ def _check_shadows(
     x = check_scores(np.asarray(shadow_score), "shadow_score")
     mask = np.asarray(shadow_in)
     if mask.dtype != np.bool_:
-        raise ValueError(f"shadow_in must be a boolean array (IN = True), got dtype {mask.dtype}")
+        raise InputError(f"shadow_in must be a boolean array (IN = True), got dtype {mask.dtype}")
     if mask.shape != x.shape:
-        raise ValueError(
+        raise InputError(
             f"shadow_in has shape {mask.shape} but the shadow scores have shape {x.shape}; "
             "both must be [S, P]"
         )
     n_shadows, n_points = x.shape
     if n_shadows == 0:
-        raise ValueError("no shadow models: shadow arrays need at least one row")
+        raise InputError("no shadow models: shadow arrays need at least one row")
     tp = np.asarray(target_points)
     if tp.ndim != 2 or not np.issubdtype(tp.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"target_points must be a 2-D integer array [T, K], got {tp.dtype} {tp.shape}"
         )
     if tp.size and (tp.min() < 0 or tp.max() >= n_points):
-        raise ValueError(
+        raise InputError(
             f"target_points must index the {n_points} shadow columns, "
             f"got values in [{tp.min()}, {tp.max()}]"
         )
@@ -215,12 +217,12 @@ def _check_shadows(
     else:
         ts = np.asarray(target_shadow)
         if ts.shape != (n_targets,) or not np.issubdtype(ts.dtype, np.integer):
-            raise ValueError(
+            raise InputError(
                 f"target_shadow must be an integer array of shape ({n_targets},), "
                 f"got {ts.dtype} {ts.shape}"
             )
         if ts.size and (ts.min() < -1 or ts.max() >= n_shadows):
-            raise ValueError(
+            raise InputError(
                 f"target_shadow must hold shadow rows in [0, {n_shadows}) or -1 (not a "
                 f"shadow), got values in [{ts.min()}, {ts.max()}]"
             )
@@ -343,12 +345,12 @@ def check_finite(values: np.ndarray, name: str, *, ndim: int) -> np.ndarray:
     """``values`` as an ``ndim``-D float64 array of finite margins, or ValueError."""
     array = np.asarray(values)
     if array.ndim != ndim or array.dtype.kind not in "fiu":
-        raise ValueError(
+        raise InputError(
             f"{name} must be a {ndim}-D array of numbers, got {array.dtype} {array.shape}"
         )
     array = array.astype(np.float64, copy=False)
     if array.size and not (array.min() >= -MAX_ABS_SCORE and array.max() <= MAX_ABS_SCORE):
-        raise ValueError(
+        raise InputError(
             f"{name} holds NaN, infinite or absurdly large values; margins must be finite"
         )
     return array
@@ -358,7 +360,7 @@ def check_targets(target_margin: np.ndarray, target_points: np.ndarray) -> np.nd
     """The targets' margins ``[T, K]`` as float64, checked against ``target_points``."""
     y = check_finite(target_margin, "target_margin", ndim=2)
     if y.shape != np.shape(target_points):
-        raise ValueError(
+        raise InputError(
             f"target_margin has shape {y.shape} but target_points has shape "
             f"{np.shape(target_points)}; they must both be [T, K]"
         )

@@ -16,6 +16,7 @@ import numpy as np
 from mico.bundle.layout import EPSILON_FILE, SEED_FILES, model_dir
 from mico.bundle.records import read_solution
 from mico.bundle.splits import random_split_indices, read_seed
+from mico.errors import InputError
 from mico.outputs.plan import check_solution
 from mico.tracks.registry import Task
 
@@ -48,7 +49,7 @@ def check_reference(truth: Path, model: Path, solution: np.ndarray) -> None:
             "solution.csv, to tell that it is this bundle's ground truth"
         )
     if read_seed(seed) != read_seed(model / SEED_FILES[0]):
-        raise ValueError(
+        raise InputError(
             f"{truth}: its seed_challenge is not the one of {model}: --reference holds another "
             "bundle's ground truth; pass the reference made with this bundle"
         )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mico.bundle.layout import PHASES, bundle_config_path
+from mico.errors import InputError
 
 #: The sizes ``bundle.json`` may set, each a positive integer.
 SIZE_KEYS: tuple[str, ...] = ("dataset_len", "len_training", "len_challenge")
@@ -76,7 +77,7 @@ class BundleConfig:
             return self.demo
         settings = self.demo.get(scenario) if isinstance(self.demo, dict) and scenario else None
         if not isinstance(settings, dict):
-            raise ValueError(f"{self.path}: the demo settings of {scenario} are missing")
+            raise InputError(f"{self.path}: the demo settings of {scenario} are missing")
         return settings
 
 
@@ -88,23 +89,23 @@ def read_bundle_config(root: str | Path, challenge: str) -> BundleConfig | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); fix or delete it") from None
+        raise InputError(f"{path}: not readable JSON ({exc}); fix or delete it") from None
     return parse_bundle_config(data, path)
 
 
 def parse_bundle_config(data: object, path: Path) -> BundleConfig:
     """Check a ``bundle.json``'s decoded content (see the module docstring)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected a JSON object")
     allowed = {*SIZE_KEYS, "models_per_phase", "scenarios", "demo", *INFORMATIONAL}
     unknown = set(data) - allowed
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise InputError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     scenarios = None
     if "scenarios" in data:
         per_scenario = data["scenarios"]
         if not isinstance(per_scenario, dict) or not per_scenario:
-            raise ValueError(f"{path}: scenarios must map scenario names to their sizes")
+            raise InputError(f"{path}: scenarios must map scenario names to their sizes")
         scenarios = {
             name: _sizes(sizes, path, name, nested=True) for name, sizes in per_scenario.items()
         }
@@ -120,17 +121,17 @@ def _sizes(config: object, path: Path, scenario: str = "", *, nested: bool = Fal
     """The sizes of one object (the file's top level, or a scenario's entry), checked."""
     where = f"{path}: {scenario + ': ' if scenario else ''}"
     if not isinstance(config, dict):
-        raise ValueError(f"{where}expected an object of sizes")
+        raise InputError(f"{where}expected an object of sizes")
     if nested:
         allowed = [*SIZE_KEYS, "models_per_phase"]
         if extra := set(config) - set(allowed):
-            raise ValueError(f"{where}unknown keys {sorted(extra)}; allowed: {allowed}")
+            raise InputError(f"{where}unknown keys {sorted(extra)}; allowed: {allowed}")
     values: dict[str, object] = {}
     for key in SIZE_KEYS:
         if key in config:
             value = config[key]
             if not _count(value) or value <= 0:
-                raise ValueError(f"{where}{key} must be a positive integer, got {value!r}")
+                raise InputError(f"{where}{key} must be a positive integer, got {value!r}")
             values[key] = value
     if "models_per_phase" in config:
         values["models_per_phase"] = _models_per_phase(config["models_per_phase"], path)
@@ -140,15 +141,15 @@ def _sizes(config: object, path: Path, scenario: str = "", *, nested: bool = Fal
 def _models_per_phase(counts: object, path: Path) -> tuple[tuple[str, int], ...]:
     """``models_per_phase`` of a ``bundle.json``, checked."""
     if not isinstance(counts, dict) or set(counts) != set(PHASES):
-        raise ValueError(
+        raise InputError(
             f"{path}: models_per_phase must be an object mapping each of {', '.join(PHASES)} "
             f"to a count, got {counts!r}"
         )
     bad = {k: v for k, v in counts.items() if not _count(v) or v < 0}
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{path}: models_per_phase counts must be non-negative integers, got {bad}"
         )
     if counts["train"] < 1:
-        raise ValueError(f"{path}: models_per_phase needs at least one train model")
+        raise InputError(f"{path}: models_per_phase needs at least one train model")
     return tuple((phase, counts[phase]) for phase in PHASES)

@@ -35,6 +35,8 @@ from typing import IO
 
 import numpy as np
 
+from mico.errors import InputError
+
 #: Errors that mean "no room for this file": reported as one line naming it.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -107,7 +109,7 @@ def _probe(path: Path, folder: Path) -> None:
     """Create and remove an empty temporary in ``folder``: the only sure test that it can hold
     a new file (``os.access`` says yes to root under ``/proc``, and knows nothing of quotas)."""
     if not folder.is_dir():
-        raise ValueError(f"{path}: {folder} is a file, not a folder; choose another path")
+        raise InputError(f"{path}: {folder} is a file, not a folder; choose another path")
     probe = _temp_name(folder / f"{path.name}.probe")
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -127,7 +129,7 @@ def check_output_file(path: str | Path) -> None:
         info = None
     if info is not None and (stat.S_ISDIR(info.st_mode) or stat.S_ISBLK(info.st_mode)):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a block device"
-        raise ValueError(f"{path} is {kind}, not a file: choose a file name to write")
+        raise InputError(f"{path} is {kind}, not a file: choose a file name to write")
     if info is not None and not stat.S_ISREG(info.st_mode):
         return
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -139,7 +141,7 @@ def check_output_folder(folder: str | Path) -> None:
     or cannot hold new files."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not a folder: choose a folder to write into")
+        raise InputError(f"{folder} is a file, not a folder: choose a folder to write into")
     _probe(folder, _existing_ancestor(folder))
 
 
@@ -188,7 +190,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) ->
     if info is not None and not stat.S_ISREG(info.st_mode):
         if stat.S_ISDIR(info.st_mode) or stat.S_ISBLK(info.st_mode):
             kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a block device"
-            raise ValueError(f"{path} is {kind}, not a file: choose a file name to write")
+            raise InputError(f"{path} is {kind}, not a file: choose a file name to write")
         with _write_through(path, mode) as handle:
             yield handle
         return

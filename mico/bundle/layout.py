@@ -36,6 +36,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mico.errors import InputError
+
 #: Phases in bundle order; ``train`` models come with seeds for every split and a solution.
 PHASES: tuple[str, ...] = ("train", "dev", "final")
 
@@ -95,7 +97,7 @@ def model_id(model_dir: str | Path) -> int:
     """The ``N`` of a ``model_N`` folder (no leading zeros: ``model_04`` is not a model)."""
     match = _MODEL_DIR.match(Path(model_dir).name)
     if not match:
-        raise ValueError(f"{model_dir}: not a model_N folder")
+        raise InputError(f"{model_dir}: not a model_N folder")
     return int(match.group(1))
 
 
@@ -111,7 +113,7 @@ def model_ids(models_per_phase: Iterable[tuple[str, int]], phase: str) -> range:
         if name == phase:
             return range(first, first + count)
         first += count
-    raise ValueError(f"unknown phase {phase!r}")
+    raise InputError(f"unknown phase {phase!r}")
 
 
 def challenge_dir(root: str | Path, challenge: str) -> Path:

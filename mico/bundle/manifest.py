@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mico.bundle.fileio import write_text_atomic
 from mico.bundle.layout import manifest_path
+from mico.errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -107,10 +108,10 @@ def _read(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
-            raise ValueError("not a manifest")
+            raise InputError("not a manifest")
         str(record["configuration"])
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{path}: unreadable ({exc}); delete it and rerun run_lira_mia.py"
         ) from None
     return record

@@ -18,6 +18,7 @@ from mico.bundle.layout import (
     SOLUTION_FILE,
 )
 from mico.bundle.splits import Splits, read_seed, split_indices
+from mico.errors import InputError
 
 if TYPE_CHECKING:
     from mico.tracks.base import Task
@@ -55,15 +56,15 @@ def _read_csv_line(path: Path, length: int, what: str) -> list[str]:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a text {what} file (byte {raw[exc.start]:#04x} at offset {exc.start})"
         ) from None
     lines = [line for line in text.splitlines() if line.strip()]  # MICO wrote "\r\n" endings
     if len(lines) != 1:
-        raise ValueError(f"{path}: expected one line of {length} values, got {len(lines)} lines")
+        raise InputError(f"{path}: expected one line of {length} values, got {len(lines)} lines")
     fields = [field.strip() for field in lines[0].split(",")]
     if len(fields) != length:
-        raise ValueError(f"{path}: expected {length} comma-separated values, got {len(fields)}")
+        raise InputError(f"{path}: expected {length} comma-separated values, got {len(fields)}")
     return fields
 
 
@@ -74,11 +75,11 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
         path = path / SOLUTION_FILE
     fields = _read_csv_line(path, length, "solution")
     if any(field not in ("0", "1") for field in fields):
-        raise ValueError(f"{path}: solution values must be 0 or 1")
+        raise InputError(f"{path}: solution values must be 0 or 1")
     solution = np.array([int(field) for field in fields], dtype=np.int8)
     members = int(solution.sum())
     if members != length // 2:  # MICO splits the challenge points in halves, m and m
-        raise ValueError(
+        raise InputError(
             f"{path}: {members} of {length} values are 1, a MICO solution has exactly "
             f"{length // 2} members and {length // 2} non-members; is it the right file?"
         )
@@ -94,10 +95,10 @@ def read_prediction(path: str | Path, length: int) -> np.ndarray:
     try:
         values = np.array([float(field) for field in fields], dtype=np.float64)
     except ValueError:
-        raise ValueError(f"{path}: predictions must be numbers") from None
+        raise InputError(f"{path}: predictions must be numbers") from None
     bad = ~np.isfinite(values) | (values < 0) | (values > 1)
     if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} values are NaN or outside [0, 1]")
+        raise InputError(f"{path}: {int(bad.sum())} values are NaN or outside [0, 1]")
     return values
 
 
@@ -119,7 +120,7 @@ def prediction_line(values: np.ndarray, where: str | Path = "prediction") -> str
     values are not finite in [0, 1]."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
-        raise ValueError(f"{where}: refusing to write predictions that are not finite in [0, 1]")
+        raise InputError(f"{where}: refusing to write predictions that are not finite in [0, 1]")
     return ",".join(repr(float(v)) for v in values) + "\n"
 
 

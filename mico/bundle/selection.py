@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mico.bundle.fileio import write_text_atomic
 from mico.bundle.layout import SELECTION_FILE
+from mico.errors import InputError
 
 if TYPE_CHECKING:
     from mico.tracks.base import Task
@@ -42,15 +43,15 @@ class Selection:
         unknown = [s for s in self.scenarios if task.scenario_name(s) is None]
         if unknown:
             valid = ", ".join(task.scenarios)
-            raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
+            raise InputError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
         phases = [phase for phase, _ in task.models_per_phase]
         unknown = [p for p in self.phases if p not in phases]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(phases)}"
             )
         if self.models is not None and self.models < 1:
-            raise ValueError(f"--models must be at least 1, got {self.models}")
+            raise InputError(f"--models must be at least 1, got {self.models}")
 
     def keeps_scenario(self, task: Task, scenario: str) -> bool:
         """Whether ``scenario`` is selected."""
@@ -108,7 +109,7 @@ def downloaded_selections(folder: Path) -> list[Selection] | None:
             for part in parts
         ]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{path} is malformed ({exc}): it records which part of the bundle was downloaded; "
             f"delete it and rerun download_files.py with the same --scenarios/--phases/--models"
         ) from None

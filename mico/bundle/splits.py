@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mico.errors import InputError
+
 _MASK32 = 0xFFFFFFFF
 
 
@@ -38,7 +40,7 @@ def mt19937_words(seed: int, count: int) -> np.ndarray:
     full range needs no rejection), so this is the C++ generator at C speed.
     """
     if seed < 0:
-        raise ValueError(f"seeds are non-negative integers, got {seed}")
+        raise InputError(f"seeds are non-negative integers, got {seed}")
     state = np.random.RandomState(int(seed) & _MASK32)
     return state.randint(0, 2**32, size=max(count, 0), dtype=np.uint32)
 
@@ -85,7 +87,7 @@ def challenge_indices(dataset_len: int, len_challenge: int, seed_challenge: int)
 def random_split_indices(n: int, lengths: tuple[int, int], seed: int) -> tuple[np.ndarray, ...]:
     """Positions of ``random_split(range(n), lengths, generator=MT19937(seed))``."""
     if sum(lengths) != n:
-        raise ValueError(f"split lengths {lengths} do not add up to {n}")
+        raise InputError(f"split lengths {lengths} do not add up to {n}")
     perm = randperm(n, seed)
     return perm[: lengths[0]], perm[lengths[0] :]
 
@@ -111,7 +113,7 @@ class Splits:
     def training_mask(self) -> np.ndarray:
         """Boolean [dataset_len]: True for every dataset index the model trained on."""
         if self.training is None or self.member is None:
-            raise ValueError("training membership needs seed_training and seed_membership")
+            raise InputError("training membership needs seed_training and seed_membership")
         mask = np.zeros(self.dataset_len, dtype=bool)
         mask[self.training] = True
         mask[self.member] = True
@@ -141,7 +143,7 @@ def split_positions(
 ) -> Positions:
     m, n, big_n = len_challenge, len_training, dataset_len
     if m < 1 or n <= m or big_n < n + m:
-        raise ValueError(
+        raise InputError(
             f"inconsistent sizes: dataset_len={big_n}, len_training={n}, len_challenge={m}"
         )
     challenge, rest = random_split_indices(big_n, (2 * m, big_n - 2 * m), seed_challenge)
@@ -186,12 +188,12 @@ def read_seed(path: str | Path) -> int:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: seed file missing; is the bundle complete?") from None
     except IsADirectoryError:
-        raise ValueError(
+        raise InputError(
             f"{path}: a folder where the seed file belongs; restore the file (download_files.py)"
         ) from None
     except OSError as exc:
         raise OSError(f"{path}: cannot read the seed file ({exc.strerror}); check it") from None
     # ASCII digits only: str.isdigit() accepts "²", which int() then refuses without a path.
     if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
-        raise ValueError(f"{path}: expected a non-negative int64 seed, got {text[:40]!r}")
+        raise InputError(f"{path}: expected a non-negative int64 seed, got {text[:40]!r}")
     return int(text)

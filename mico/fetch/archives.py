@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mico.bundle.fileio import atomic_write
 from mico.bundle.layout import BUNDLE_CONFIG
+from mico.errors import InputError
 from mico.tracks.registry import Task
 
 logger = logging.getLogger(__name__)
@@ -42,15 +43,15 @@ def safe_member_parts(name: str, archive: Path) -> tuple[str, ...]:
     absolute = name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) is not None
     parts = tuple(part for part in re.split(r"[/\\]", name) if part not in ("", "."))
     if absolute or ".." in parts or "\0" in name:
-        raise ValueError(
+        raise InputError(
             f"{archive}: refusing unsafe member {name!r} (absolute path or '..'); nothing was "
             f"extracted"
         )
     return parts
 
 
-def _refuse_special(archive: Path, name: str) -> ValueError:
-    return ValueError(
+def _refuse_special(archive: Path, name: str) -> InputError:
+    return InputError(
         f"{archive}: refusing member {name!r}: links and special files are not allowed; "
         f"nothing was extracted"
     )
@@ -66,7 +67,7 @@ def _bundle_offset(tops: set[str], task: Task, source: Path) -> int:
         return 1
     if tops & set(task.scenarios):
         return 0
-    raise ValueError(
+    raise InputError(
         f"{source}: holds neither {task.challenge}/ nor its scenario folders "
         f"({', '.join(task.scenarios)}); is it a {task.challenge} bundle?"
     )
@@ -112,7 +113,7 @@ def import_zip(zip_path: Path, root: Path, task: Task, *, quiet: bool) -> int:
                 with archive.open(info) as source, atomic_write(target.joinpath(*relative)) as out:
                     shutil.copyfileobj(source, out, COPY_BYTES)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # also a member's bad CRC
-        raise ValueError(
+        raise InputError(
             f"{zip_path}: not a valid zip ({exc}); nothing was extracted, download it again"
         ) from None
     return len(chosen)
@@ -188,7 +189,7 @@ def _tar_members(
             found.append((len(parts) - 1, member, parts[-1:]))
     if not found:
         kind = "folder" if is_dir else "file"
-        raise ValueError(f"{archive}: no {kind} {entry} inside; is it the right download?")
+        raise InputError(f"{archive}: no {kind} {entry} inside; is it the right download?")
     shallowest = min(depth for depth, _, _ in found)
     chosen = [(member, relative) for depth, member, relative in found if depth == shallowest]
     return chosen if is_dir else chosen[:1]
@@ -209,4 +210,4 @@ def extract_tar_entry(archive: Path, folder: Path, entry: str, *, is_dir: bool) 
                 with source, atomic_write(folder.joinpath(*relative)) as out:
                     shutil.copyfileobj(source, out, COPY_BYTES)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{archive}: not a readable tar archive ({exc})") from None
+        raise InputError(f"{archive}: not a readable tar archive ({exc})") from None

@@ -38,6 +38,7 @@ from mico.bundle.check import check_layout
 from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import BUNDLE_CONFIG, SELECTION_FILE, data_root
 from mico.bundle.selection import Selection, record_selection
+from mico.errors import InputError
 from mico.fetch import hub
 from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
 from mico.fetch.parts import bundle_files, check_free_space
@@ -132,7 +133,7 @@ def import_archive(path: Path, root: Path, name: str, md5: str | None, *, quiet:
         if md5 is not None:
             actual = md5_file(path)
             if actual != md5:
-                raise ValueError(
+                raise InputError(
                     f"md5 mismatch for {path}: expected {md5}, got {actual}; download it again "
                     f"(or pass --md5 {actual} if this is knowingly a different zip)"
                 )
@@ -163,7 +164,7 @@ def fetch_zip(
         task = verify_bundle(root, name)
     except ValueError as exc:  # a wrong zip: do not keep GBs that a rerun would refuse again
         zip_path.unlink()
-        raise ValueError(f"{exc}; removed {zip_path}") from None
+        raise InputError(f"{exc}; removed {zip_path}") from None
     zip_path.unlink()
     logger.info("imported %s into %s and removed the zip", file_name, root / name)
     return task
@@ -209,10 +210,10 @@ def fetch_base(
         extract_tar_entry(archive, folder, base.entry, is_dir=base.is_dir)
     except ValueError as exc:
         archive.unlink()
-        raise ValueError(f"{exc}; removed it, rerun to download it again") from None
+        raise InputError(f"{exc}; removed it, rerun to download it again") from None
     missing = [path for path in base.required if not (folder / path).is_file()]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{archive}: extracted, but {len(missing)} files are missing (first: "
             f"{folder / missing[0]}); is it the right download?"
         )
@@ -242,7 +243,7 @@ def fetch_base_files(
         except (ValueError, FileNotFoundError) as exc:
             for remote in base.files:
                 (folder / remote.path).unlink(missing_ok=True)
-            raise ValueError(
+            raise InputError(
                 f"{exc}; removed the downloaded files, rerun to fetch them again"
             ) from None
     logger.info("base dataset ready in %s", folder)
@@ -266,7 +267,7 @@ def verify_bundle(root: Path, name: str) -> Task:
         for problem in problems[:MAX_LISTED_PROBLEMS]:
             logger.error("%s", problem)
         shown = min(len(problems), MAX_LISTED_PROBLEMS)
-        raise ValueError(
+        raise InputError(
             f"{root / name} is incomplete: {len(problems)} problems ({shown} listed above, "
             f"first: {problems[0]}); rerun to fetch what is missing, or check the source"
         )
@@ -314,30 +315,30 @@ class DownloadOptions:
 def check_options(options: DownloadOptions) -> DownloadOptions:
     """Refuse contradictory or malformed options; returns them with the md5 lower-cased."""
     if options.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {options.jobs}")
+        raise InputError(f"--jobs must be at least 1, got {options.jobs}")
     if options.retries < 0:
-        raise ValueError(f"--retries must be 0 or more, got {options.retries}")
+        raise InputError(f"--retries must be 0 or more, got {options.retries}")
     if options.skip_bundle and options.skip_base:
-        raise ValueError("--skip-bundle and --skip-base leave nothing to do")
+        raise InputError("--skip-bundle and --skip-base leave nothing to do")
     other_source = options.url is not None or options.archive is not None
     if other_source and (options.repo_id is not None or options.revision is not None):
-        raise ValueError("--repo-id/--revision choose the Hugging Face source: drop them or --url")
+        raise InputError("--repo-id/--revision choose the Hugging Face source: drop them or --url")
     if options.url is not None and urlsplit(options.url).scheme not in ("http", "https"):
-        raise ValueError(f"--url takes an http(s) link, got {display_url(options.url)!r}")
+        raise InputError(f"--url takes an http(s) link, got {display_url(options.url)!r}")
     if options.skip_bundle and other_source:
-        raise ValueError("--url/--archive fetch the bundle, which --skip-bundle leaves out")
+        raise InputError("--url/--archive fetch the bundle, which --skip-bundle leaves out")
     if other_source and options.verify:
-        raise ValueError("--verify checks files against the hub's checksums: drop --url/--archive")
+        raise InputError("--verify checks files against the hub's checksums: drop --url/--archive")
     if other_source and not options.selection.everything:
-        raise ValueError(
+        raise InputError(
             "--scenarios/--phases/--models choose Hugging Face files: drop --url/--archive"
         )
     if options.md5 is None:
         return options
     if not other_source:
-        raise ValueError("--md5 checks the zip of --url or --archive; give one of them")
+        raise InputError("--md5 checks the zip of --url or --archive; give one of them")
     if not re.fullmatch(r"[0-9a-fA-F]{32}", options.md5):
-        raise ValueError(f"--md5 takes 32 hex digits, got {options.md5!r}")
+        raise InputError(f"--md5 takes 32 hex digits, got {options.md5!r}")
     return dataclasses.replace(options, md5=options.md5.lower())
 
 
@@ -455,7 +456,7 @@ def verify_selection(root: Path, name: str, selection: Selection) -> Task:
     task = load_task(root, name)
     missing = [path for path in bundle_files(task, selection) if not (root / name / path).is_file()]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{root / name}: {len(missing)} selected files missing (first: {missing[0]}); rerun"
         )
     logger.info(

@@ -59,6 +59,7 @@ from huggingface_hub.errors import (
 from tqdm import tqdm
 
 from mico.bundle.fileio import atomic_write
+from mico.errors import InputError
 from mico.fetch.progress import Progress, Stopped
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class HubRepo:
         if not parts:
             return base
         if base.parts[-len(parts) :] != parts:
-            raise ValueError(
+            raise InputError(
                 f"the bundle sits under {self.prefix!r} in {self.repo_id}, which cannot land in "
                 f"{base}: that folder must end in {self.prefix!r}"
             )
@@ -213,7 +214,7 @@ def explain(exc: BaseException, repo: HubRepo, revision: str, path: str = "") ->
     target = f"{repo.prefix}{path}" if path else f"revision {revision!r} of {repo.repo_id}"
     cause = exc.__cause__ or exc
     if isinstance(exc, RevisionNotFoundError):
-        return ValueError(
+        return InputError(
             f"revision {revision!r} not found in {what}: check --revision (a branch, tag or "
             "commit hash)"
         )

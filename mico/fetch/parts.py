@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from mico.bundle.layout import bundle_model_files, model_ids
 from mico.bundle.selection import Selection
+from mico.errors import InputError
 from mico.tracks.registry import Task
 
 
@@ -59,7 +60,7 @@ def check_free_space(paths: Sequence[str], task: Task, folder: Path) -> None:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if needed > free:
-        raise ValueError(
+        raise InputError(
             f"{count} models to fetch need about {_size(needed)} but {existing} has "
             f"{_size(free)} free: free space, or fetch part of the bundle with --scenarios, "
             "--phases or --models"

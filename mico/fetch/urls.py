@@ -39,6 +39,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from mico.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 #: Bytes per read and write: large enough for GB files, small enough for a prompt Ctrl-C.
@@ -195,7 +197,7 @@ class Fetcher:
                 other = (
                     f", or --md5 {actual} if it is knowingly another zip" if kind == "url" else ""
                 )
-                raise ValueError(
+                raise InputError(
                     f"md5 mismatch for {dest.name} from {display_url(url)}: expected {md5}, got "
                     f"{actual}; the file was removed (corrupted transfer or a different file): "
                     f"rerun, or use another source{other}"

@@ -43,6 +43,7 @@ from mico.bundle.layout import (
 )
 from mico.bundle.records import read_solution
 from mico.bundle.splits import challenge_indices, read_seed, split_indices
+from mico.errors import InputError
 from mico.outputs.store import points_digest
 from mico.tracks.registry import PHASES, Task
 
@@ -148,7 +149,7 @@ def check_solution(folder: Path, derived: np.ndarray) -> None:
     solution = read_solution(path, len(derived))
     agree = int((solution == derived).sum())
     if agree != len(derived):
-        raise ValueError(
+        raise InputError(
             f"{folder}: solution.csv disagrees with the membership its seed files give on "
             f"{len(derived) - agree} of {len(derived)} points (a seed or solution.csv was "
             "edited, swapped or damaged): re-download this model's seed_* files and solution.csv"
@@ -187,9 +188,9 @@ def read_made_for(path: Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing, so this shadow is unusable; {retrain}") from None
     except (OSError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable recipe record ({exc}); {retrain}") from None
+        raise InputError(f"{path}: not a readable recipe record ({exc}); {retrain}") from None
     if not isinstance(record, dict) or set(record) != set(_MADE_FOR):
-        raise ValueError(
+        raise InputError(
             f"{path}: records no bundle and data this shadow was made for (an older "
             f"train_shadows.py made it), so it cannot be checked; {retrain}"
         )
@@ -203,11 +204,11 @@ def read_members(path: Path, dataset_len: int) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: membership file missing; retrain this shadow") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
     ok = members.ndim == 1 and np.issubdtype(members.dtype, np.integer)
     ok = ok and (len(members) == 0 or (members[0] >= 0 and members[-1] < dataset_len))
     if not ok or np.any(np.diff(members) <= 0):
-        raise ValueError(
+        raise InputError(
             f"{path}: expected sorted unique dataset indices in [0, {dataset_len}); retrain "
             "this shadow"
         )
@@ -234,7 +235,7 @@ def get_sources(names: Sequence[str]) -> list[ModelSource]:
     """The sources named, with an error listing the known ones."""
     unknown = [name for name in names if name not in SOURCES]
     if unknown:
-        raise ValueError(f"unknown model source {unknown[0]!r}: choose from {sorted(SOURCES)}")
+        raise InputError(f"unknown model source {unknown[0]!r}: choose from {sorted(SOURCES)}")
     return [SOURCES[name] for name in names]
 
 
@@ -251,7 +252,7 @@ def choose_population(dataset_len: int, exclude: np.ndarray, count: int, seed: i
     candidates = np.setdiff1d(np.arange(dataset_len, dtype=np.int64), exclude)
     if count > len(candidates):
         available = len(candidates)
-        raise ValueError(
+        raise InputError(
             f"--population {count} exceeds the {available} non-challenge records of this "
             f"bundle: pass --population {available} or fewer"
         )
@@ -301,7 +302,7 @@ class ScenarioPlan:
             if model.made_for is None or model.made_for == expected:
                 continue
             what = [_MADE_FOR[k] for k in _MADE_FOR if model.made_for[k] != expected[k]]
-            raise ValueError(
+            raise InputError(
                 f"{model.ref.folder}: this extra shadow was made for {' and '.join(what)}, not "
                 f"for the bundle {self.root / challenge / self.scenario} and the data at hand; "
                 f"delete {model.ref.folder.parent} and rerun train_shadows.py (or point --root "
@@ -333,13 +334,13 @@ def plan_scenario(
         for source, ref in tqdm(listed, desc=f"{scenario} splits", leave=False, disable=None)
     ]
     if not any(m.is_shadow for m in models):
-        raise ValueError(
+        raise InputError(
             f"{challenge_dir(root, task.challenge) / scenario}/train: no train models, so no "
             "shadow models for the attack"
         )
     challenges = [m.challenge for m in models if m.challenge is not None]
     if not challenges:
-        raise ValueError(f"{scenario}: no model has challenge points, nothing to predict")
+        raise InputError(f"{scenario}: no model has challenge points, nothing to predict")
     points = np.unique(np.concatenate(challenges))
     chosen = choose_population(task.dataset_len, points, population, population_seed)
     return ScenarioPlan(Path(root), scenario, tuple(sources), models, points, chosen)

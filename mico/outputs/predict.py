@@ -31,6 +31,7 @@ from mico.bundle.check import require_layout, scenario_dirs
 from mico.bundle.digests import DigestStore, files_digest
 from mico.bundle.fileio import check_output_folder
 from mico.bundle.layout import SCORES_FILE, digests_path, model_cache_path, scores_path
+from mico.errors import InputError
 from mico.outputs.inference import Counter, model_outputs
 from mico.outputs.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
 from mico.outputs.provenance import bundle_record
@@ -194,7 +195,7 @@ def _check_finite(model: PlannedModel, outputs: ModelOutputs) -> None:
     if outputs.logits is not None:
         bad |= ~np.isfinite(outputs.logits).all(axis=1)
     if bad.any():
-        raise ValueError(
+        raise InputError(
             f"{model.ref.folder}: the model's outputs are NaN or infinite on {int(bad.sum())} "
             f"of {len(bad)} records; its weights are broken: re-download or retrain it"
         )

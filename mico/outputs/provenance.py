@@ -18,6 +18,7 @@ import hashlib
 from pathlib import Path
 
 from mico.bundle.digests import DigestStore, files_digest
+from mico.errors import InputError
 from mico.outputs.plan import DEFAULT_SOURCES, ModelRef, find_models
 from mico.outputs.store import ScenarioScores
 from mico.tracks.registry import Task
@@ -118,15 +119,15 @@ def check_against_bundle(
     rerun = f"rerun save_preds.py --challenge {task.challenge} --root {root}"
     recorded = scores.provenance
     if not isinstance(recorded, dict):
-        raise ValueError(f"{name}: scores.npz does not record what it was computed from; {rerun}")
+        raise InputError(f"{name}: scores.npz does not record what it was computed from; {rerun}")
     sources = recorded.get("sources")
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise ValueError(f"{name}: scores.npz has a damaged provenance record; {rerun}")
+        raise InputError(f"{name}: scores.npz has a damaged provenance record; {rerun}")
     current = bundle_record(root, task, name, tuple(sources), digests=digests)
     found = differences(recorded, current)
     if found:
         more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-        raise ValueError(
+        raise InputError(
             f"{name}: scores.npz was computed from {recorded.get('root')} as it was then, but "
             f"{', '.join(found[:SHOWN])}{more}; {rerun}"
         )

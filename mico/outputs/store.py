@@ -54,6 +54,7 @@ import numpy as np
 
 from mico.bundle.fileio import save_npz_atomic
 from mico.bundle.layout import PHASES
+from mico.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def load_cached(
             margin = data["margin"]
             raw = data["logits"] if logits and "logits" in data.files else None
         if not isinstance(meta, dict):
-            raise ValueError("metadata is not an object")
+            raise InputError("metadata is not an object")
     except READ_ERRORS as exc:
         log.warning("%s: unreadable cache (%s); the model runs again", path, _reason(exc))
         return None
@@ -229,15 +230,15 @@ class ScenarioScores:
             provenance = arrays.get("provenance")
             record = None if provenance is None else json.loads(str(provenance))
         except READ_ERRORS as exc:
-            raise ValueError(f"{path}: unreadable ({_reason(exc)}); rerun save_preds.py") from None
+            raise InputError(f"{path}: unreadable ({_reason(exc)}); rerun save_preds.py") from None
         if int(arrays["version"]) != FORMAT_VERSION:
-            raise ValueError(f"{path}: written by another version; rerun save_preds.py")
+            raise InputError(f"{path}: written by another version; rerun save_preds.py")
         phases = {}
         for phase in PHASES:
             if f"{phase}_ids" in arrays:
                 keys = [f"{phase}_{name}" for name in ("points", "margin", "shadow")]
                 if any(key not in arrays for key in keys):
-                    raise ValueError(f"{path}: {phase} arrays incomplete; rerun save_preds.py")
+                    raise InputError(f"{path}: {phase} arrays incomplete; rerun save_preds.py")
                 phases[phase] = PhaseScores(
                     ids=arrays[f"{phase}_ids"],
                     points=arrays[f"{phase}_points"],
@@ -276,7 +277,7 @@ class ScenarioScores:
         have = self.kinds()
         keep = np.isin(have, list(kinds))
         if not keep.any():
-            raise ValueError(
+            raise InputError(
                 f"no shadow models of kind {', '.join(sorted(kinds))}; this scores.npz has "
                 f"{', '.join(sorted(set(have.tolist())))}"
             )
@@ -319,4 +320,4 @@ class ScenarioScores:
             ok = ok and bool(np.all((data.points >= 0) & (data.points < p)))
             ok = ok and (data.logits is None or data.logits.shape[:2] == data.points.shape)
         if not ok:
-            raise ValueError(f"{path}: arrays have inconsistent shapes; rerun save_preds.py")
+            raise InputError(f"{path}: arrays have inconsistent shapes; rerun save_preds.py")

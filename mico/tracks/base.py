@@ -21,6 +21,7 @@ import numpy as np
 
 from mico.bundle.fileio import atomic_write
 from mico.bundle.layout import MODEL_FILE
+from mico.errors import InputError
 from mico.tracks.recipes import SCENARIO_EPSILON, Recipe
 from mico.tracks.sources import Source
 
@@ -183,7 +184,7 @@ class Task:
             if scenario in part.scenarios:
                 return part
         if self.parts:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} has no scenario {scenario!r}: choose from {', '.join(self.scenarios)}"
             )
         return self
@@ -202,7 +203,7 @@ class Task:
         ``demo_parts`` (DDP), narrowed by ``--scenarios``."""
         if not self.parts:
             if scenarios:
-                raise ValueError(
+                raise InputError(
                     "--scenarios with --demo picks datasets of a challenge made of several "
                     f"(ddp); a {self.name} demo builds all its scenarios"
                 )
@@ -210,13 +211,13 @@ class Task:
         unknown = [name for name in scenarios if self.scenario_name(name) is None]
         if unknown:
             valid = ", ".join(self.scenarios)
-            raise ValueError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
+            raise InputError(f"--scenarios: unknown {', '.join(unknown)}; choose from {valid}")
         wanted = {self.scenario_name(name) for name in scenarios}
         built = [part for part in self.parts if part.name in self.demo_parts]
         tracks = [p.name for p in built if not wanted or wanted & set(p.scenarios)]
         if not tracks:
             demo = ", ".join(p.scenarios[0] for p in built)
-            raise ValueError(f"--scenarios: the {self.name} demo builds {demo} only")
+            raise InputError(f"--scenarios: the {self.name} demo builds {demo} only")
         return tracks
 
     def suffix(self, scenario: str) -> str:
@@ -246,7 +247,7 @@ class Task:
         """Raise ``ValueError`` if the sizes cannot describe a MICO split tree."""
         m, n, big_n = self.len_challenge, self.len_training, self.dataset_len
         if m < 1 or n <= m or big_n < n + m:
-            raise ValueError(
+            raise InputError(
                 f"inconsistent sizes for {self.name}: need 1 <= len_challenge < len_training and "
                 f"dataset_len >= len_training + len_challenge, got dataset_len={big_n}, "
                 f"len_training={n}, len_challenge={m}"
@@ -268,7 +269,7 @@ class Task:
         """
         dataset = self.loader(Path(dataset_dir))
         if len(dataset) != self.dataset_len:
-            raise ValueError(
+            raise InputError(
                 f"the {self.name} data in {dataset_dir} has {len(dataset)} records but the "
                 f"bundle expects dataset_len={self.dataset_len}: point --data-dir at the "
                 "bundle's own data"
@@ -278,7 +279,7 @@ class Task:
             len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes)
         ):
             last = self.num_classes - 1
-            raise ValueError(
+            raise InputError(
                 f"the {self.name} data in {dataset_dir} has labels outside 0..{last} (from "
                 f"{labels.min().item()} to {labels.max().item()}); re-download it"
             )

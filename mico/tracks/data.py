@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from mico.bundle.digests import dataset_digest
 from mico.bundle.fileio import save_npz_atomic
+from mico.errors import InputError
 from mico.tracks.cifar10 import CIFAR10_BATCHES, CIFAR10_FOLDER
 from mico.tracks.purchase100 import PURCHASE100_FEATURES, PURCHASE100_FILE
 
@@ -43,7 +44,7 @@ class TensorPairDataset(Dataset):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if len(x) != len(y):
-            raise ValueError(f"features and labels differ in length: {len(x)} != {len(y)}")
+            raise InputError(f"features and labels differ in length: {len(x)} != {len(y)}")
         self.x = x
         self.y = y
         self._digest: str | None = None
@@ -138,16 +139,16 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise
     except Exception as exc:  # untrusted bytes: every parser failure means a bad file
         reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
+        raise InputError(
             f"{path}: not a CIFAR-10 python batch ({reason}); re-download it"
         ) from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
-        raise ValueError(f"{path}: expected uint8 [n, 3072] data with n labels; re-download it")
+        raise InputError(f"{path}: expected uint8 [n, 3072] data with n labels; re-download it")
     problem = _integers_in(data, 0, 255, "pixels") or _integers_in(
         labels, 0, CIFAR10_CLASSES - 1, "labels"
     )
     if problem:
-        raise ValueError(f"{path}: {problem}; re-download it")
+        raise InputError(f"{path}: {problem}; re-download it")
     return data.astype(np.uint8), labels.astype(np.int64)
 
 
@@ -182,15 +183,15 @@ def _parse_purchase(path: Path) -> np.ndarray:
         table = pd.read_csv(path, header=None, dtype=np.int16, engine="c").to_numpy()
     except (ValueError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not comma-separated integers ({reason})") from None
+        raise InputError(f"{path}: not comma-separated integers ({reason})") from None
     if table.ndim != 2 or table.shape[1] != PURCHASE100_FEATURES + 1:
-        raise ValueError(
+        raise InputError(
             f"{path}: expected {PURCHASE100_FEATURES + 1} columns (label, 600 features), "
             f"got {table.shape[1] if table.ndim == 2 else table.shape}"
         )
     labels, features = table[:, 0], table[:, 1:]
     if labels.min() < 1 or labels.max() > 100 or features.min() < 0 or features.max() > 1:
-        raise ValueError(f"{path}: labels must be 1..100 and features 0/1")
+        raise InputError(f"{path}: labels must be 1..100 and features 0/1")
     return table.astype(np.uint8)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from mico.errors import InputError
+
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA where available), checked."""
@@ -12,7 +14,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+        raise InputError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA GPU is available; use --device cpu")
+        raise InputError("--device cuda requested but no CUDA GPU is available; use --device cpu")
     return device

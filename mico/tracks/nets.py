@@ -20,6 +20,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from mico.errors import InputError
+
 #: Prefix Opacus' ``GradSampleModule`` adds to every key of a DP-trained model.
 OPACUS_PREFIX = "_module."
 
@@ -39,18 +41,18 @@ def read_state_dict(
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder: pass the weight file inside it, or load_model()")
+        raise InputError(f"{path} is a folder: pass the weight file inside it, or load_model()")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file missing; is the bundle complete?")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable state_dict ({reason[:200]}); re-download the file"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state_dict of tensors, got {type(state).__name__}")
+        raise InputError(f"{path}: expected a state_dict of tensors, got {type(state).__name__}")
     return state
 
 
@@ -67,7 +69,7 @@ def load_weights(model: M, path: str | Path, device: str | torch.device = "cpu")
             f"Error(s) in loading state_dict for {name}: "
         )
         detail = detail if len(detail) <= 300 else detail[:297] + "..."
-        raise ValueError(f"{path}: does not fit the {name} model ({detail})") from None
+        raise InputError(f"{path}: does not fit the {name} model ({detail})") from None
     return model.to(device).eval()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import PHASES
+from mico.errors import InputError
 from mico.tracks import cifar10, ddp, purchase100, sst2
 from mico.tracks.base import MICO_MODELS_PER_PHASE, SCENARIO_SUFFIXES, Task
 
@@ -37,7 +38,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown challenge {name!r}: choose one of {', '.join(sorted(TASKS))}"
         ) from None
 
@@ -54,7 +55,7 @@ def load_task(root: str | Path, name: str) -> Task:
     changes = config.sizes.changes()
     if not task.parts:
         if config.scenarios is not None:
-            raise ValueError(
+            raise InputError(
                 f"{config.path}: unknown keys ['scenarios']: {name} has one dataset, so its sizes "
                 "are given at the top level"
             )
@@ -64,7 +65,7 @@ def load_task(root: str | Path, name: str) -> Task:
     named = {scenario: part for part in task.parts for scenario in part.scenarios}
     unknown = sorted(set(config.scenarios) - set(named))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{config.path}: unknown scenarios {unknown}; choose from {', '.join(named)}"
         )
     parts = tuple(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mico.bundle.fileio import atomic_write, write_text_atomic
+from mico.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported where a model is read or written: the registry needs none
     import torch
@@ -124,29 +125,29 @@ def read_classifier(path: str | Path, device: str | torch.device = "cpu") -> nn.
     try:
         values = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{config_path}: not readable JSON ({_reason(exc)})") from None
+        raise InputError(f"{config_path}: not readable JSON ({_reason(exc)})") from None
     if not isinstance(values, dict) or values.get("model_type") != "roberta":
-        raise ValueError(f"{config_path}: not a RoBERTa config (model_type must be 'roberta')")
+        raise InputError(f"{config_path}: not a RoBERTa config (model_type must be 'roberta')")
     from transformers import RobertaConfig
 
     try:
         config = RobertaConfig.from_dict({**values, "num_labels": 2})
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{config_path}: not a usable RoBERTa config ({_reason(exc)})") from None
+        raise InputError(f"{config_path}: not a usable RoBERTa config ({_reason(exc)})") from None
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(
+        raise InputError(
             f"{weights}: not a readable state_dict ({_reason(exc)}); re-download the file"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{weights}: expected a state_dict of tensors, got {type(state).__name__}")
+        raise InputError(f"{weights}: expected a state_dict of tensors, got {type(state).__name__}")
     state = {k: v for k, v in strip_opacus_prefix(state).items() if not k.endswith("position_ids")}
     model = build_classifier(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{weights}: does not fit {config_path} ({_reason(exc)})") from None
+        raise InputError(f"{weights}: does not fit {config_path} ({_reason(exc)})") from None
     return model.to(device).eval()
 
 
@@ -177,7 +178,7 @@ def load_tokenizer(folder: Path, max_length: int) -> object:
     try:
         bpe = models.BPE.from_file(str(paths[0]), str(paths[1]))
     except Exception as exc:  # tokenizers reports a malformed file as a plain Exception
-        raise ValueError(f"{folder}: not a RoBERTa tokenizer ({_reason(exc)})") from None
+        raise InputError(f"{folder}: not a RoBERTa tokenizer ({_reason(exc)})") from None
     tokenizer = Tokenizer(bpe)
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -212,27 +213,27 @@ def check_tokenizer_files(folder: Path) -> dict[str, int]:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
         lines = merges_path.read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{folder}: unreadable tokenizer file ({_reason(exc)}); {fix}") from None
+        raise InputError(f"{folder}: unreadable tokenizer file ({_reason(exc)}); {fix}") from None
     ok = isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())
     if not ok or sorted(vocab.values()) != list(range(len(vocab))):
-        raise ValueError(f"{vocab_path}: expected token ids 0..n-1, each once; {fix}")
+        raise InputError(f"{vocab_path}: expected token ids 0..n-1, each once; {fix}")
     absent = [t for t in (*SPECIAL_TOKENS, *pre_tokenizers.ByteLevel.alphabet()) if t not in vocab]
     if absent:
-        raise ValueError(f"{vocab_path}: {len(absent)} special or byte tokens missing; {fix}")
+        raise InputError(f"{vocab_path}: {len(absent)} special or byte tokens missing; {fix}")
     made = set()
     for number, line in enumerate(lines, start=1):
         if not line or (number == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(p in vocab for p in parts) or "".join(parts) not in vocab:
-            raise ValueError(
+            raise InputError(
                 f"{merges_path}: line {number} is not a merge of this vocabulary; {fix}"
             )
         made.add("".join(parts))
     basic = {*SPECIAL_TOKENS, *pre_tokenizers.ByteLevel.alphabet()}
     dead = [t for t in vocab if t not in made and t not in basic and not _ADDED_WORD.match(t)]
     if dead:
-        raise ValueError(
+        raise InputError(
             f"{merges_path}: {len(made)} merges, and {len(dead)} tokens of vocab.json that no "
             f"merge makes (first: {dead[0]!r}): the file is cut short, empty or from another "
             f"tokenizer; {fix}"
@@ -252,7 +253,7 @@ def _check_probes(tokenizer: object, folder: Path) -> None:
             if got != expected and problem is None:
                 problem = f"{sentence!r} encodes to {got}, roberta-base's ids are {expected}"
     if problem is not None:
-        raise ValueError(
+        raise InputError(
             f"{folder}: the tokenizer does not reproduce known encodings ({problem}); fetch "
             "vocab.json and merges.txt again (download_files.py)"
         )

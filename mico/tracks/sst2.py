@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mico.bundle.fileio import atomic_write
+from mico.errors import InputError
 from mico.tracks.base import Demo, Preset, Task, synth_stream
 from mico.tracks.recipes import Recipe
 from mico.tracks.roberta import (
@@ -74,13 +75,13 @@ def read_table(path: Path, rows: int | None = None) -> pd.DataFrame:
     try:
         table = pd.read_parquet(path, columns=["sentence", "label", "idx"], engine="pyarrow")
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: not a GLUE SST-2 parquet table ({exc})") from None
+        raise InputError(f"{path}: not a GLUE SST-2 parquet table ({exc})") from None
     if rows is not None and len(table) != rows:
-        raise ValueError(f"{path}: {len(table)} rows, GLUE SST-2 has {rows}; re-download it")
+        raise InputError(f"{path}: {len(table)} rows, GLUE SST-2 has {rows}; re-download it")
     if not np.array_equal(table["idx"].to_numpy(), np.arange(len(table))):
-        raise ValueError(f"{path}: idx does not run 0..n-1 in row order; the splits need it to")
+        raise InputError(f"{path}: idx does not run 0..n-1 in row order; the splits need it to")
     if not table["label"].isin([0, 1]).all():
-        raise ValueError(f"{path}: labels must be 0 or 1 (the test split's -1 is not usable)")
+        raise InputError(f"{path}: labels must be 0 or 1 (the test split's -1 is not usable)")
     return table
 
 

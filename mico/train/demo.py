@@ -69,6 +69,7 @@ from mico.bundle.layout import (
 )
 from mico.bundle.records import solution_line
 from mico.bundle.splits import split_indices
+from mico.errors import InputError
 from mico.tracks.devices import resolve_device
 from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
 from mico.tracks.registry import PHASES, Task, get_task, load_task
@@ -183,10 +184,10 @@ def make_config(
     """
     presets = get_task(challenge).demo.presets
     if preset not in presets:
-        raise ValueError(f"unknown demo preset {preset!r}: use {' or '.join(presets)}")
+        raise InputError(f"unknown demo preset {preset!r}: use {' or '.join(presets)}")
     base = presets[preset]
     if seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {seed}")
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
     len_training = base.len_training
     if dataset_len is not None:
         len_training = round(dataset_len * base.len_training / base.dataset_len)
@@ -205,12 +206,12 @@ def make_config(
     )
     for name in ("train_models", "eval_models", "epochs"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     try:
         config.task  # noqa: B018 (validates the sizes)
     except ValueError:
         minimum = math.ceil((base.len_challenge * 3) * base.dataset_len / base.len_training)
-        raise ValueError(
+        raise InputError(
             f"--dataset-len {config.dataset_len} is too small for {challenge}: each model needs "
             f"{2 * base.len_challenge} challenge points and a training set; use at least {minimum}"
         ) from None
@@ -368,9 +369,9 @@ def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); delete it and rerun") from None
+        raise InputError(f"{path}: not readable JSON ({exc}); delete it and rerun") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object; delete it and rerun")
+        raise InputError(f"{path}: expected a JSON object; delete it and rerun")
     return value
 
 
@@ -446,7 +447,7 @@ def run(options: DemoOptions) -> int:
     data = data_root(root, options.data_dir)
     reference = reference_root(root, options.reference_dir)
     if options.workers < 0:
-        raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
+        raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 
     for folder in (challenge_dir(root, configs[0].folder), data, reference):
         check_output_folder(folder)

@@ -36,6 +36,7 @@ import numpy as np
 from mico.bundle.fileio import save_npz_atomic
 from mico.bundle.layout import SEED_FILES, model_dirs
 from mico.bundle.splits import challenge_indices, read_seed
+from mico.errors import InputError
 from mico.tracks.registry import PHASES, Task
 
 #: Stream tags of the design's random generators (any constants, fixed forever).
@@ -60,7 +61,7 @@ def pool_size_per_shadow(pool: int, dataset_len: int, len_training: int) -> int:
     outside = dataset_len - pool
     low, high = max(0, len_training - outside), min(pool, len_training)
     if low > high:
-        raise ValueError(
+        raise InputError(
             f"no shadow design fits: {pool} pool points, {outside} other records and "
             f"len_training={len_training}; check bundle.json"
         )
@@ -172,7 +173,7 @@ def load_design(path: Path) -> Design:
                 data=str(data["data"]) if "data" in data.files else "",
             )
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: not a shadow design ({exc}); delete it and rerun") from None
+        raise InputError(f"{path}: not a shadow design ({exc}); delete it and rerun") from None
 
 
 def extend_design(
@@ -192,7 +193,7 @@ def extend_design(
     """
     if stored is not None:
         if stored.data != data:
-            raise ValueError(
+            raise InputError(
                 "the stored shadow design was made for other base data (or by an older "
                 "train_shadows.py that did not record it); delete that scenario's shadows "
                 "folder, or point --data-dir at the data it was made for"
@@ -205,7 +206,7 @@ def extend_design(
             and np.array_equal(stored.pool, pool)
         )
         if not same:
-            raise ValueError(
+            raise InputError(
                 f"the stored shadow design was made with --seed {stored.seed} (or another "
                 "bundle); rerun with that seed, or delete that scenario's shadows folder"
             )

@@ -46,6 +46,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from mico.errors import InputError
 from mico.tracks.base import call_model
 from mico.tracks.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
 from mico.tracks.registry import Task
@@ -80,7 +81,7 @@ class TrainResult(NamedTuple):
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """``len(DataLoader(range(n), batch_size))``: the number of steps in an epoch."""
     if n < 1 or batch_size < 1:
-        raise ValueError(f"need at least one record and batch size >= 1, got {n} and {batch_size}")
+        raise InputError(f"need at least one record and batch size >= 1, got {n} and {batch_size}")
     return math.ceil(n / batch_size)
 
 
@@ -157,7 +158,7 @@ def _optimizer(recipe: Recipe, params: Iterator[nn.Parameter], lr: float) -> tor
         return torch.optim.Adam(params, lr=lr)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}: use 'adam' or 'sgd'")
+    raise InputError(f"unknown optimizer {recipe.optimizer!r}: use 'adam' or 'sgd'")
 
 
 def train_model(
@@ -188,7 +189,7 @@ def train_model(
     global random state is left untouched.
     """
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as records (and some records): {len(x)}, {len(y)}")
+        raise InputError(f"need as many labels as records (and some records): {len(x)}, {len(y)}")
     device = torch.device(device)
     x, y = x.to(device), y.to(device)
     n = len(y)
@@ -219,7 +220,7 @@ def train_model(
     from torch.utils.data import DataLoader, TensorDataset
 
     if not dp_epsilon > 0:
-        raise ValueError(f"dp_epsilon must be positive, got {dp_epsilon}")
+        raise InputError(f"dp_epsilon must be positive, got {dp_epsilon}")
     sample_rate = 1 / per_epoch
     physical = physical_batch_size or task.physical_batch
     if max_grad_norm is None:
@@ -286,7 +287,7 @@ def accuracy(
     per image).  The float32 arithmetic is the same; only the order of the sums may differ.
     """
     if len(y) == 0:
-        raise ValueError("accuracy of an empty set")
+        raise InputError("accuracy of an empty set")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

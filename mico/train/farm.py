@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from mico.bundle.fileio import atomic_write, write_text_atomic
 from mico.bundle.layout import ACCURACY_FILE, EPSILON_FILE, MODEL_FILE
+from mico.errors import InputError
 from mico.tracks.nets import strip_opacus_prefix
 from mico.tracks.recipes import Recipe
 from mico.tracks.registry import Task
@@ -186,7 +187,7 @@ def with_noise(jobs: Sequence[ModelJob], recipe: Recipe) -> list[ModelJob]:
         try:
             noise[key] = dp_noise_multiplier(recipe, *key)
         except ValueError as exc:
-            raise ValueError(
+            raise InputError(
                 f"epsilon {key[1]} cannot be reached with {key[0]} records and {recipe.epochs} "
                 f"epochs (PRV accountant: {exc}); raise the epsilon or change the recipe"
             ) from None

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mico.errors import InputError
 from mico.tracks.recipes import Recipe
 from mico.tracks.registry import Task
 from mico.train.farm import (
@@ -61,7 +62,7 @@ def check_reachable(address: str) -> None:
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--ray {address!r}: use local, auto, HOST:PORT or ray://HOST:PORT")
+        raise InputError(f"--ray {address!r}: use local, auto, HOST:PORT or ray://HOST:PORT")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:

@@ -45,6 +45,7 @@ from mico.bundle.layout import (
 )
 from mico.bundle.records import read_seeds, read_solution, solution_line
 from mico.bundle.splits import split_indices
+from mico.errors import InputError
 from mico.outputs.inference import model_outputs
 from mico.outputs.store import (
     CacheKey,
@@ -116,7 +117,7 @@ def read_target(root: Path, task: Task, scenario: str, phase: str, model: int) -
     folder = model_dir(root, task.challenge, scenario, phase, model)
     seeds = read_seeds(folder)
     if seeds["seed_training"] is None:
-        raise ValueError(
+        raise InputError(
             f"{folder}: no seed_training, so its training set is not revealed; --attack "
             "reference needs it for every target (the DDP bundles publish it)"
         )
@@ -192,7 +193,7 @@ def attach_references(
     for phase, data in scores.phases.items():
         for target, columns in zip(targets[phase], data.points, strict=True):
             if not np.array_equal(scores.points[columns], target.challenge):
-                raise ValueError(
+                raise InputError(
                     f"{scenario}/{phase}/{model_name(target.id)}: scores.npz was computed for "
                     "other challenge points; rerun save_preds.py"
                 )

@@ -53,6 +53,7 @@ from mico.bundle.layout import (
     shadow_design_path,
     shadows_dir,
 )
+from mico.errors import InputError
 from mico.outputs.plan import made_for
 from mico.tracks.devices import resolve_device
 from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
@@ -154,9 +155,9 @@ def _read_json(path: Path) -> dict:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+        raise InputError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected a JSON object")
     return value
 
 
@@ -171,17 +172,17 @@ def _parse_recipe(settings: dict, task: Task, where: str) -> RecipeChoice:
     settings = settings.get("demo", settings)  # a whole bundle.json is accepted too
     unknown = set(settings) - _RECIPE_KEYS - _INFORMATIONAL
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_RECIPE_KEYS)}")
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_RECIPE_KEYS)}")
     if settings.get("delta", DELTA) != DELTA:
-        raise ValueError(f"{where}: delta must be MICO's {DELTA}, got {settings['delta']!r}")
+        raise InputError(f"{where}: delta must be MICO's {DELTA}, got {settings['delta']!r}")
     fields = settings.get("recipe", {})
     names = {f.name for f in dataclasses.fields(Recipe)}
     if not isinstance(fields, dict) or set(fields) - names:
-        raise ValueError(f"{where}: 'recipe' must be an object with fields from {sorted(names)}")
+        raise InputError(f"{where}: 'recipe' must be an object with fields from {sorted(names)}")
     if "max_grad_norm" in settings:  # the clipping the bundle's DP models were trained with
         clip = settings["max_grad_norm"]
         if fields.get("max_grad_norm", clip) != clip:
-            raise ValueError(
+            raise InputError(
                 f"{where}: max_grad_norm {clip!r} contradicts the recipe's "
                 f"{fields['max_grad_norm']!r}; give one value"
             )
@@ -189,31 +190,31 @@ def _parse_recipe(settings: dict, task: Task, where: str) -> RecipeChoice:
     try:
         recipe = task.recipe.replace(**fields)
     except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise InputError(f"{where}: {exc}") from None
     _check_recipe(recipe, where)
     epsilons = dict(SCENARIO_EPSILON)
     targets = settings.get("dp_epsilon", {})
     if not isinstance(targets, dict) or set(targets) - set(SCENARIO_EPSILON):
-        raise ValueError(f"{where}: 'dp_epsilon' maps {sorted(SCENARIO_EPSILON)} to epsilons")
+        raise InputError(f"{where}: 'dp_epsilon' maps {sorted(SCENARIO_EPSILON)} to epsilons")
     for suffix, value in targets.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if value is not None and (not number or not value > 0):
-            raise ValueError(f"{where}: dp_epsilon of {suffix!r} must be positive, got {value!r}")
+            raise InputError(f"{where}: dp_epsilon of {suffix!r} must be positive, got {value!r}")
         epsilons[suffix] = None if value is None else float(value)
     return RecipeChoice(recipe, epsilons, where)
 
 
 def _check_recipe(recipe: Recipe, where: str) -> None:
     if recipe.optimizer not in ("adam", "sgd"):
-        raise ValueError(f"{where}: optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
+        raise InputError(f"{where}: optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
     for name in ("batch_size", "epochs", "lr_step", "dp_batch_size"):
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+            raise InputError(f"{where}: {name} must be a positive integer, got {value!r}")
     for name in ("lr", "lr_gamma", "dp_lr", "max_grad_norm"):
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
-            raise ValueError(f"{where}: {name} must be a positive number, got {value!r}")
+            raise InputError(f"{where}: {name} must be a positive number, got {value!r}")
 
 
 def select_scenarios(task: Task, wanted: tuple[str, ...]) -> list[str]:
@@ -224,7 +225,7 @@ def select_scenarios(task: Task, wanted: tuple[str, ...]) -> list[str]:
     for name in wanted:
         full = name if name in task.scenarios else f"{task.name}_{name}"
         if full not in task.scenarios:
-            raise ValueError(
+            raise InputError(
                 f"unknown scenario {name!r}: choose from {', '.join(task.scenarios)} "
                 f"(or {', '.join(task.scenario_suffixes)})"
             )
@@ -297,7 +298,7 @@ def _calibrate(choice: RecipeChoice, task: Task, scenarios: list[str]) -> None:
         try:
             dp_noise_multiplier(choice.recipe, task.len_training, epsilon)
         except ValueError as exc:
-            raise ValueError(
+            raise InputError(
                 f"{scenario}: epsilon {epsilon} cannot be reached with {task.len_training} "
                 f"records and {choice.recipe.epochs} epochs (PRV accountant: {exc}); raise the "
                 "epsilon or change --recipe"
@@ -308,15 +309,15 @@ def run(options: ShadowOptions) -> int:
     """Train (or finish) ``options.models`` extra shadows per scenario; returns 0."""
     start = time.perf_counter()
     if options.models < 1:
-        raise ValueError(f"--models must be at least 1, got {options.models}")
+        raise InputError(f"--models must be at least 1, got {options.models}")
     if options.workers < 0:
-        raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
+        raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     if options.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
+        raise InputError(f"--seed must be a non-negative integer, got {options.seed}")
     root = Path(options.root)
     task = load_task(root, options.challenge)
     if task.parts:
-        raise ValueError(
+        raise InputError(
             f"train_shadows.py trains shadows for single-dataset challenges; {task.challenge}'s "
             "attack on its revealed training sets is run_lira_mia.py --attack reference"
         )
