@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mico.bundle.selection import Selection
-from mico.cli import add_common_args, run_cli, setup_logging
-from mico.errors import InputError
+try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
+    from mico.bundle.selection import Selection
+    from mico.cli import add_common_args, run_cli, setup_logging
+    from mico.errors import InputError
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 if TYPE_CHECKING:  # imported in _main, once the arguments are checked: --help loads no torch
     from mico.fetch import download

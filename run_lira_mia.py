@@ -28,24 +28,28 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
-from mico.attacks.audit_report import argv_line, check_report_dir
-from mico.attacks.base import Params
-from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
-from mico.attacks.reference import DEFAULT_REFERENCES
-from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
-from mico.attacks.run import (
-    SHADOW_CHOICES,
-    RunOptions,
-    compare_challenge,
-    references_of,
-    run_challenge,
-)
-from mico.attacks.selection import DEFAULT_FOLDS, Rule
-from mico.attacks.stats import VARIANCES
-from mico.bundle.fileio import check_output_file
-from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
-from mico.errors import InputError
+try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
+    from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
+    from mico.attacks.audit_report import argv_line, check_report_dir
+    from mico.attacks.base import Params
+    from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
+    from mico.attacks.reference import DEFAULT_REFERENCES
+    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+    from mico.attacks.run import (
+        SHADOW_CHOICES,
+        RunOptions,
+        compare_challenge,
+        references_of,
+        run_challenge,
+    )
+    from mico.attacks.selection import DEFAULT_FOLDS, Rule
+    from mico.attacks.stats import VARIANCES
+    from mico.bundle.fileio import check_output_file
+    from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+    from mico.errors import InputError
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("run_lira_mia")
 

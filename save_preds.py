@@ -16,8 +16,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mico.cli import add_common_args, add_preds_dir_arg, data_dir, preds_dir, run_cli, setup_logging
-from mico.errors import InputError
+try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
+    from mico.cli import (
+        add_common_args,
+        add_preds_dir_arg,
+        data_dir,
+        preds_dir,
+        run_cli,
+        setup_logging,
+    )
+    from mico.errors import InputError
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 #: ``--autocast`` choices, the keys of :data:`mico.outputs.inference.AUTOCAST` (which needs
 #: torch: the parser answers ``--help`` before torch loads).

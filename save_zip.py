@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
+try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
     from mico.bundle.check import check_layout
     from mico.bundle.fileio import atomic_write, check_output_file
     from mico.bundle.layout import (

@@ -11,7 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mico.cli import add_common_args, run_cli, setup_logging
+try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
+    from mico.cli import add_common_args, run_cli, setup_logging
+except KeyboardInterrupt:
+    print("interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:
