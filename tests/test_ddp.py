@@ -28,6 +28,9 @@ from mico.tracks.registry import get_task, load_task
 from mico.train.references import read_target, reference_keep
 from tests.fake_hub import bundle_folder_files, serve_bundle
 
+#: Builds a DDP demo and trains reference models (with Ray once): slow.
+pytestmark = pytest.mark.slow
+
 SCENARIOS = ("cifar10_ddp", "purchase100_ddp")
 
 

@@ -205,6 +205,7 @@ def test_cifar_pickles(cifar: Path) -> None:
     assert sorted(torch.unique(data.y).tolist()) == list(range(10))
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_models(purchase: Path) -> None:
     files = sorted(purchase.rglob("model.pt"))
     before = {path: path.stat().st_mtime_ns for path in files}
@@ -212,6 +213,7 @@ def test_rerun_skips_finished_models(purchase: Path) -> None:
     assert {path: path.stat().st_mtime_ns for path in files} == before
 
 
+@pytest.mark.slow
 def test_interrupted_model_is_rebuilt_identically(purchase: Path) -> None:
     folder = purchase / "purchase100" / "purchase100_inf" / "train" / "model_1"
     original = torch.load(folder / "model.pt", weights_only=True)
@@ -326,6 +328,7 @@ def test_accuracy_counts_like_one_record_at_a_time(challenge: str, shape: tuple[
     assert model.training and all(p.is_contiguous() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_download_files_dispatches_demo(tmp_path: Path) -> None:
     import download_files
 

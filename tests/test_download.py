@@ -200,6 +200,7 @@ def _fetch_in_child(server, root: Path, home: Path, *args: str, **popen) -> subp
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, **popen)
 
 
+@pytest.mark.slow
 def test_killed_mid_file_then_rerun_gives_identical_files(server, root, bundle, tmp_path):
     path = "purchase100_lo/final/model_3/model.pt"
     server.hold[path] = 20_000  # the transfer stops there until released
@@ -336,6 +337,7 @@ def test_no_network_is_one_line_with_the_offline_hint(server, root, capsys):
     assert "cannot get" in line and "HF_HUB_OFFLINE=1" in line
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_keeps_finished_files(server, root, tmp_path):
     """A file-size limit makes every write past it fail as a full disk does (EFBIG)."""
 

@@ -376,6 +376,7 @@ def _start_writer(path: Path) -> subprocess.Popen:
     return writer
 
 
+@pytest.mark.slow
 def test_temporaries_of_killed_runs_are_removed_by_the_next_run(predicted, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -67,6 +67,7 @@ def _assert_same(got: dict, want: dict) -> None:
                 assert np.array_equal(got[scenario][key], value), f"{scenario}: {key}"
 
 
+@pytest.mark.slow
 def test_shards_in_two_processes_then_a_plain_run_equal_an_unsharded_run(
     tiny_purchase, tiny_copy, capsys
 ):

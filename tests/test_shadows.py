@@ -106,6 +106,7 @@ def test_shadow_folders_hold_the_model_its_members_and_recipe_and_grow(tiny_copy
     assert run(root, "--models", "4", "--scenarios", "inf", "--seed", "6") == 2
 
 
+@pytest.mark.slow
 def test_ray_local_trains_the_same_models_as_the_local_pool(tiny_copy, tmp_path: Path) -> None:
     """One Ray task per model on a real local Ray instance, against the spawn pool."""
     root = tiny_copy("purchase100")

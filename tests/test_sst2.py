@@ -31,6 +31,9 @@ from mico.tracks.roberta import encode, load_tokenizer, train_tokenizer
 from mico.tracks.sources import RemoteFile
 from tests.fake_hub import serve_base_files, serve_bundle
 
+#: Builds an SST-2 demo (a tokenizer and RoBERTa models) for the module: slow.
+pytestmark = pytest.mark.slow
+
 NAME = "sst2"
 ROWS = sst2.GLUE_ROWS
 
