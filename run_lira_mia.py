@@ -43,7 +43,6 @@ try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started y
         run_challenge,
     )
     from mico.attacks.selection import DEFAULT_FOLDS, Rule
-    from mico.attacks.stats import VARIANCES
     from mico.bundle.fileio import check_output_file
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.errors import InputError
@@ -136,42 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap bands, tables with intervals, paired differences, epsilon bounds, the most "
         "exposed points, provenance) and DIR/report.json with every number",
     )
-    lira_group = parser.add_argument_group("LiRA options (the original flags; --attack lira only)")
-    variance = lira_group.add_mutually_exclusive_group()
-    variance.add_argument(
-        "--global_variance",
-        action="store_true",
-        help="one standard deviation per target, of all OUT (IN) scores of its points together "
-        "(the original's and Carlini et al.'s pooling; = --variance pooled)",
-    )
-    variance.add_argument(
-        "--variance",
-        choices=VARIANCES,
-        default=None,
-        help="per-point (default), pooled (= --global_variance) or pooled-within (one std per "
-        "target: the within-point variance pooled over its points)",
-    )
-    scaling = lira_group.add_mutually_exclusive_group()
-    scaling.add_argument(
-        "--logit_scaling", action="store_true", help="score = log(p / (1 - p)), computed from p"
-    )
-    scaling.add_argument(
-        "--stable_logit_scaling",
-        action="store_true",
-        help="score = log p_y - log sum_{j!=y} p_j, exact in log space",
-    )
-    lira_group.add_argument(
-        "--online_attack",
-        action="store_true",
-        help="likelihood ratio of IN and OUT Gaussians instead of the OUT-only test (with "
-        "--attack rmia: online RMIA, the same as --attack rmia_online)",
-    )
-    lira_group.add_argument(
-        "--original",
-        action="store_true",
-        help="what the published 2nd-place scripts compute, defects included (README); needs "
-        "save_preds.py --save-logits",
-    )
+    add_attack_flags(parser)
     parser.add_argument(
         "--plot",
         type=Path,
@@ -198,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shadows of train_shadows.py, or all (default: all where extra shadows exist); with "
         "--compare, several (e.g. --shadows train all) show each row once per choice",
     )
+    builders = ", ".join(f"--attack {name}" for name, a in ATTACKS.items() if a.needs_references)
     refs = parser.add_argument_group(
-        "per-target reference models (--attack reference, or --compare with --references; DDP)"
+        f"per-target reference models ({builders}, or --compare with --references; DDP)"
     )
     refs.add_argument(
         "--references",
@@ -228,11 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Every flag an attack declares (:attr:`mico.attacks.base.Attack.cli_flags`), in registry
-#: order: the values a user set are handed to the attack that declares them.
-ATTACK_FLAGS: tuple[str, ...] = tuple(
-    dict.fromkeys(flag for attack in ATTACKS.values() for flag in attack.cli_flags)
-)
+def attack_flags() -> tuple[str, ...]:
+    """Every flag (``dest``) the registered attacks declare
+    (:attr:`mico.attacks.base.Attack.cli_params`), in registry order."""
+    return tuple(dict.fromkeys(flag for a in ATTACKS.values() for flag in a.cli_flags))
+
+
+def add_attack_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags the attacks declare, one group per attack, each flag once (a flag two attacks
+    read is added from the first declaration), mutually exclusive where declared so."""
+    added: set[str] = set()
+    for attack in ATTACKS.values():
+        params = [p for p in attack.cli_params if p.dest not in added]
+        if not params:
+            continue
+        title = attack.cli_title or f"--attack {attack.name} options"
+        group = parser.add_argument_group(title)
+        exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+        for param in params:
+            target = group
+            if param.exclusive:
+                if param.exclusive not in exclusive:
+                    exclusive[param.exclusive] = group.add_mutually_exclusive_group()
+                target = exclusive[param.exclusive]
+            target.add_argument(param.flag, **param.kwargs())  # type: ignore[arg-type]
+            added.add(param.dest)
 
 
 def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
@@ -241,13 +226,14 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
     if args.compare and args.attack is not None:
         raise InputError("--compare runs every attack: drop --attack")
     attack = args.attack or DEFAULT_ATTACK
-    flags = {flag: getattr(args, flag) for flag in ATTACK_FLAGS if getattr(args, flag)}
+    flags = {flag: getattr(args, flag) for flag in attack_flags() if getattr(args, flag)}
     chosen = ATTACKS.get(attack)
     if args.compare or chosen is None or not set(flags) <= set(chosen.cli_flags):
         if flags:
             owners = [name for name, a in ATTACKS.items() if set(flags) <= set(a.cli_flags)]
             what = "--compare" if args.compare else f"--attack {attack}"
-            given = ", ".join(f"--{flag}" for flag in flags)
+            spelled = {p.dest: p.flag for a in ATTACKS.values() for p in a.cli_params}
+            given = ", ".join(spelled[flag] for flag in flags)
             readers = " or ".join(f"--attack {name}" for name in owners) or "no single attack"
             raise InputError(f"{given} apply to {readers} only, not to {what}")
         return attack, None

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 
 try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
+    from mico.attacks.base import LOGITS, POPULATION
+    from mico.attacks.registry import ATTACKS
     from mico.cli import (
         add_common_args,
         add_preds_dir_arg,
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(parser)
     add_preds_dir_arg(parser)
+    logit_readers = f", and {needed_by(LOGITS)}" if needed_by(LOGITS) else ""
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--batch-size", type=int, default=4096, help="records per forward pass")
     parser.add_argument(
@@ -51,15 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="also evaluate every model on N non-challenge records, which run_lira_mia.py "
-        "--attack rmia needs (5000 recommended; 0, the default, skips them)",
+        help="also evaluate every model on N non-challenge records, for run_lira_mia.py "
+        f"{needed_by(POPULATION) or '(no attack reads them)'} (5000 recommended; 0, the "
+        "default, skips them)",
     )
     parser.add_argument("--population-seed", type=int, default=0, help="seed for those records")
     parser.add_argument(
         "--save-logits",
         action="store_true",
         help="also store every model's full float32 logits in scores.npz (shadows on every "
-        "challenge point, dev/final targets on their own): shadow_logits, <phase>_logits",
+        "challenge point, dev/final targets on their own): shadow_logits, <phase>_logits; "
+        f"run_lira_mia.py --original reads them{logit_readers}",
     )
     work = parser.add_mutually_exclusive_group()
     work.add_argument(
@@ -83,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Worth it for RoBERTa on a GPU; the README reports its effect on margins",
     )
     return parser
+
+
+def needed_by(need: str) -> str:
+    """The registered attacks that declare ``need`` (:attr:`mico.attacks.base.Attack.needs`),
+    as ``--attack a and --attack b`` ("" for none)."""
+    return " and ".join(f"--attack {n}" for n, attack in ATTACKS.items() if need in attack.needs)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

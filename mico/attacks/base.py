@@ -13,8 +13,12 @@ Each attack declares
   (:mod:`mico.attacks.selection`);
 * how it runs on a scenario's stored outputs (:meth:`Attack.prepare` once per phase for work
   shared by all its configurations, then :meth:`Attack.predict` per configuration);
-* what it needs beyond the shadows' margins (:meth:`Attack.missing`: e.g. population outputs)
-  and what makes its results weak (:meth:`Attack.warning`).
+* what it needs beyond the shadows' margins (:attr:`Attack.needs`: population outputs, full
+  logits, per-target models of its own), which ``save_preds.py`` and ``run_lira_mia.py`` read
+  instead of its name (:meth:`Attack.missing` says what to run when a need is not stored);
+* the ``run_lira_mia.py`` flags that fix its parameters (:attr:`Attack.cli_params`, read by
+  :meth:`Attack.from_cli`), which the script adds to its parser;
+* what makes its results weak (:meth:`Attack.warning`).
 
 A new attack is one module defining a subclass and one entry in :mod:`mico.attacks.registry`;
 ``run_lira_mia.py --attack``, ``--compare`` and the README tables iterate the registry.
@@ -59,6 +63,36 @@ class Config:
     params: Params = Params()
 
 
+#: What an attack may need beyond the margins (:attr:`Attack.needs`): outputs on population
+#: records (``save_preds.py --population N``), every model's full logits (``save_preds.py
+#: --save-logits``), models of its own trained per target (``run_lira_mia.py``'s reference stage).
+POPULATION = "population"
+LOGITS = "logits"
+OWN_MODELS = "own models"
+#: The ``save_preds.py`` flag that stores each stored input.
+STORED_BY: dict[str, str] = {POPULATION: "--population N", LOGITS: "--save-logits"}
+
+
+@dataclass(frozen=True)
+class CliParam:
+    """One ``run_lira_mia.py`` flag an attack reads: ``parser.add_argument(flag, **options)``.
+
+    Flags that share a non-empty ``exclusive`` are mutually exclusive; a flag several attacks
+    declare (LiRA's and RMIA's ``--online_attack``) is added once, from the first declaration.
+    """
+
+    flag: str
+    options: tuple[tuple[str, object], ...] = ()
+    exclusive: str = ""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def kwargs(self) -> dict[str, object]:
+        return dict(self.options)
+
+
 class Attack(ABC):
     """One membership-inference attack on stored shadow outputs (see the module docstring).
 
@@ -71,12 +105,25 @@ class Attack(ABC):
     #: Whether ``--compare`` shows every configuration as a row of its own (besides the row
     #: that chooses among them by cross-validation, when there are several).
     show_each: ClassVar[bool] = False
-    #: Whether it reads per-target reference models (:mod:`mico.train.references`), which
-    #: ``run_lira_mia.py`` then builds or reuses before running it.
-    needs_references: ClassVar[bool] = False
-    #: ``run_lira_mia.py`` flags (argparse ``dest`` names) with which a user fixes this
-    #: attack's parameters; the script refuses them with any attack that does not declare them.
-    cli_flags: ClassVar[tuple[str, ...]] = ()
+    #: What it reads beyond the shadows' margins (:data:`POPULATION`, :data:`LOGITS`,
+    #: :data:`OWN_MODELS`): ``save_preds.py`` and ``run_lira_mia.py`` read this, never the name.
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: The ``run_lira_mia.py`` flags with which a user fixes its parameters (the script adds
+    #: them to its parser and refuses them with any attack that does not declare them).
+    cli_params: ClassVar[tuple[CliParam, ...]] = ()
+    #: The title of its flags in ``run_lira_mia.py --help``.
+    cli_title: ClassVar[str] = ""
+
+    @property
+    def needs_references(self) -> bool:
+        """Whether ``run_lira_mia.py`` must build or reuse its per-target reference models
+        (:mod:`mico.train.references`) before running it."""
+        return OWN_MODELS in self.needs
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        """The argparse ``dest`` names of :attr:`cli_params`."""
+        return tuple(param.dest for param in self.cli_params)
 
     @abstractmethod
     def configs(self) -> list[Config]:
@@ -98,7 +145,21 @@ class Attack(ABC):
         """
 
     def missing(self, scores: ScenarioScores, challenge: str) -> str | None:
-        """Why the stored outputs cannot serve this attack and what to run, or None."""
+        """Why the stored outputs cannot serve this attack and what to run, or None: by
+        default, the first of the stored inputs it :attr:`needs` that ``scores`` lacks."""
+        stored = {
+            POPULATION: len(scores.population) > 0
+            and scores.shadow_population is not None
+            and all(data.population is not None for data in scores.phases.values()),
+            LOGITS: scores.shadow_logits is not None
+            and all(data.logits is not None for data in scores.phases.values()),
+        }
+        for need in sorted(self.needs & set(stored)):
+            if not stored[need]:
+                return (
+                    f"no {need} outputs, which --attack {self.name} needs; run "
+                    f"`python save_preds.py --challenge {challenge} {STORED_BY[need]}`"
+                )
         return None
 
     def warning(self, scores: ScenarioScores) -> str | None:

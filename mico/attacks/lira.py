@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, ndtr
 
-from mico.attacks.base import Attack, Config, Params
+from mico.attacks.base import Attack, CliParam, Config, Params
 from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
@@ -155,13 +155,68 @@ class Lira(Attack):
     show_each = True
     #: The original script's flags (``--original`` picks the published code path, not a
     #: parameter: :mod:`mico.attacks.original`).
-    cli_flags = (
-        "global_variance",
-        "variance",
-        "logit_scaling",
-        "stable_logit_scaling",
-        "online_attack",
-        "original",
+    cli_title = "LiRA options (the original flags; --attack lira only)"
+    cli_params = (
+        CliParam(
+            "--global_variance",
+            (
+                ("action", "store_true"),
+                (
+                    "help",
+                    "one standard deviation per target, of all OUT (IN) scores of its points "
+                    "together (the original's and Carlini et al.'s pooling; = --variance pooled)",
+                ),
+            ),
+            exclusive="variance",
+        ),
+        CliParam(
+            "--variance",
+            (
+                ("choices", VARIANCES),
+                ("default", None),
+                (
+                    "help",
+                    "per-point (default), pooled (= --global_variance) or pooled-within (one std "
+                    "per target: the within-point variance pooled over its points)",
+                ),
+            ),
+            exclusive="variance",
+        ),
+        CliParam(
+            "--logit_scaling",
+            (("action", "store_true"), ("help", "score = log(p / (1 - p)), computed from p")),
+            exclusive="scaling",
+        ),
+        CliParam(
+            "--stable_logit_scaling",
+            (
+                ("action", "store_true"),
+                ("help", "score = log p_y - log sum_{j!=y} p_j, exact in log space"),
+            ),
+            exclusive="scaling",
+        ),
+        CliParam(
+            "--online_attack",
+            (
+                ("action", "store_true"),
+                (
+                    "help",
+                    "likelihood ratio of IN and OUT Gaussians instead of the OUT-only test (with "
+                    "--attack rmia: online RMIA, the same as --attack rmia_online)",
+                ),
+            ),
+        ),
+        CliParam(
+            "--original",
+            (
+                ("action", "store_true"),
+                (
+                    "help",
+                    "what the published 2nd-place scripts compute, defects included (README); "
+                    "needs save_preds.py --save-logits",
+                ),
+            ),
+        ),
     )
 
     def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, ndtr
 
-from mico.attacks.base import Attack, Config, Params
+from mico.attacks.base import OWN_MODELS, Attack, Config, Params
 from mico.attacks.lira import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, standardise
 from mico.errors import InputError
@@ -141,7 +141,7 @@ class Reference(Attack):
     name = "reference"
     summary = "LiRA against per-target reference models trained on the revealed training set"
     show_each = False
-    needs_references = True
+    needs = frozenset({OWN_MODELS})
 
     def configs(self) -> list[Config]:
         return [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, log_expit
 
-from mico.attacks.base import Attack, Config, Params
+from mico.attacks.base import POPULATION, Attack, CliParam, Config, Params
 from mico.attacks.stats import check_finite, check_targets, inout_stats
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
@@ -199,12 +199,15 @@ class Rmia(Attack):
         f"e.g. {RECOMMENDED_POPULATION})"
     )
 
-    #: ``--online_attack`` switches RMIA to its online form, as it does LiRA.
-    cli_flags = ("online_attack",)
+    #: ``--online_attack`` switches RMIA to its online form, as it does LiRA (declared there
+    #: first, so its help is LiRA's, which says so).
+    cli_params = (CliParam("--online_attack", (("action", "store_true"),)),)
 
     def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
         """``--online_attack``: the online attack (:mod:`mico.attacks.rmia_online`)."""
         return (ONLINE if flags.get("online_attack") else self.name), None
+
+    needs = frozenset({POPULATION})
 
     def configs(self) -> list[Config]:
         """Offline ``a`` x ``gamma`` grid of RMIA; the paper's gamma = 1 first."""

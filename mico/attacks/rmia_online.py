@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_expit
 
-from mico.attacks.base import Attack, Config, Params
+from mico.attacks.base import POPULATION, Attack, Config, Params
 from mico.attacks.rmia import (
     MIN_USEFUL_POPULATION,
     ONLINE,
@@ -221,6 +221,7 @@ class RmiaOnline(Attack):
     """Online RMIA; ``tau`` and ``gamma`` are chosen by CV on the train phase."""
 
     name = ONLINE
+    needs = frozenset({POPULATION})
     summary = (
         "online RMIA: Pr(x) from IN and OUT shadows, trimmed means (needs save_preds.py "
         f"--population N, e.g. {RECOMMENDED_POPULATION})"
