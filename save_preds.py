@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--autocast",
         choices=AUTOCAST_CHOICES,
         help="run the forward passes in bf16 or fp16 (autocast; margins still in float64). "
-        "Worth it for RoBERTa on a GPU; the README reports its effect on margins",
+        "Worth it for RoBERTa on a GPU; docs/sst2.md reports its effect on margins",
     )
     return parser
 

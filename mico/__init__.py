@@ -3,10 +3,10 @@
 Importing the package does no work and loads no torch (the names below are imported on first
 use, PEP 562), so every script's ``--help`` answers at once; the scripts at the repository root
 drive it.  It is also a drop-in for the competition's ``mico_competition`` package
-(``import mico as mico_competition``) with MICO's names and signatures (README, "Using mico as
-mico_competition"), without torchcsprng or torchvision: ``ChallengeDataset``, ``CNN``/``MLP``
-with ``.load``, ``load_model``, ``load_cifar10``, ``load_purchase100``, ``load_sst2`` and the
-``scoring`` module.
+(``import mico as mico_competition``) with MICO's names and signatures (docs/compat.md),
+without torchcsprng or torchvision: ``ChallengeDataset``, ``CNN``/``MLP`` with ``.load``,
+``load_model``, ``load_cifar10``, ``load_purchase100``, ``load_sst2`` and the ``scoring``
+module.
 """
 
 from __future__ import annotations

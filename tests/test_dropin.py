@@ -294,7 +294,8 @@ def test_second_place_save_preds_and_run_lira_mia(tiny_copy, monkeypatch, as_mic
                     challenge_points = challenge_dataset.get_challenges()
 
                     # The original wraps challenge_points in ConcatDataset, which cannot be
-                    # collated (README, "What differs"); a loader over the Subset is its intent.
+                    # collated (docs/exactness.md, "What differs"); a loader over the Subset is
+                    # its intent.
                     challenge_dataloader = torch.utils.data.DataLoader(
                         challenge_points, batch_size=2 * LEN_CHALLENGE
                     )

@@ -21,7 +21,7 @@ Each attack declares
 * what makes its results weak (:meth:`Attack.warning`).
 
 A new attack is one module defining a subclass and one entry in :mod:`mico.attacks.registry`;
-``run_lira_mia.py --attack``, ``--compare`` and the README tables iterate the registry.
+``run_lira_mia.py --attack``, ``--compare`` and the docs' tables iterate the registry.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Attack(ABC):
     """One membership-inference attack on stored shadow outputs (see the module docstring).
 
     Subclasses set :attr:`name` (the ``--attack`` value) and :attr:`summary` (one line for the
-    help and the README), and implement :meth:`configs` and :meth:`predict`.
+    help and docs/attacks.md), and implement :meth:`configs` and :meth:`predict`.
     """
 
     name: ClassVar[str]

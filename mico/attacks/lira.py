@@ -212,8 +212,8 @@ class Lira(Attack):
                 ("action", "store_true"),
                 (
                     "help",
-                    "what the published 2nd-place scripts compute, defects included (README); "
-                    "needs save_preds.py --save-logits",
+                    "what the published 2nd-place scripts compute, defects included "
+                    "(docs/exactness.md); needs save_preds.py --save-logits",
                 ),
             ),
         ),

@@ -1,8 +1,8 @@
 """``run_lira_mia.py --original``: exactly what the published 2nd-place scripts compute.
 
-Everything else in this project fixes the published ``run_lira_mia.py`` (README, "What differs
-from the original 2nd-place code"); this module restores it, defects included, for a user who
-wants the numbers the published code gives. Read from the published code:
+Everything else in this project fixes the published ``run_lira_mia.py`` (docs/exactness.md,
+"What differs from the original 2nd-place code"); this module restores it, defects included,
+for a user who wants the numbers the published code gives. Read from the published code:
 
 * **OUT models of a challenge point** are the train models ``m`` whose list
   ``member.indices + training.indices`` does not contain the point's dataset index. Those are

@@ -50,7 +50,7 @@ REFERENCE_VARIANCES = ("pooled", "per-point")
 REFERENCE_TESTS = ("online", "offline", "midpoint")
 
 
-#: ``--references`` when not given: 8 models a target (measured in the README's DDP table).
+#: ``--references`` when not given: 8 models a target (measured in docs/ddp.md).
 DEFAULT_REFERENCES = 8
 
 

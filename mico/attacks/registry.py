@@ -1,4 +1,4 @@
-"""Every attack by name: ``--attack``'s choices, ``--compare``'s rows and the README tables.
+"""Every attack by name: ``--attack``'s choices, ``--compare``'s rows and the docs' tables.
 
 A new attack is a module under :mod:`mico.attacks` defining an :class:`~mico.attacks.base.Attack`
 subclass, and one entry here. The order is the order of ``--compare``'s rows: the baseline

@@ -108,7 +108,7 @@ def check_download(folder: Path) -> None:
 
 
 def roberta_base() -> nn.Module:
-    """A fresh RoBERTa-base classifier (MICO fine-tunes the pretrained one; see README)."""
+    """A fresh RoBERTa-base classifier (MICO fine-tunes the pretrained one; see docs/sst2.md)."""
     return build_classifier(make_config())
 
 
