@@ -77,11 +77,15 @@ def test_input_errors_are_value_errors():
 
 
 def test_the_library_raises_no_bare_value_error():
-    """Every ``ValueError`` the project raises on purpose is an :class:`InputError`, so that
-    the CLI can tell it from a bug's."""
+    """Every ``ValueError`` the project raises on purpose is an :class:`InputError` (its own
+    error classes included), so that the CLI can tell it from a bug's."""
     offenders = []
     for path in [*sorted((REPO / "mico").rglob("*.py")), *sorted(REPO.glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and path.name != "errors.py":
+                bases = {getattr(base, "id", "") for base in node.bases}
+                if "ValueError" in bases:  # a project error must be a UserError to be one line
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
             value = node.exc if isinstance(node, ast.Raise) else getattr(node, "value", None)
             if isinstance(node, ast.Raise | ast.Return) and isinstance(value, ast.Call):
                 func = value.func

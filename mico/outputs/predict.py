@@ -88,7 +88,7 @@ class RunStats:
 Outputs = dict[str, dict[str, ModelOutputs]]
 
 
-class MissingOutputsError(ValueError):
+class MissingOutputsError(InputError):
     """Assembling before every model ran; the message lists the models without outputs."""
 
 
