@@ -54,7 +54,7 @@ from mico.bundle.layout import (
     shadows_dir,
 )
 from mico.errors import InputError
-from mico.outputs.plan import made_for
+from mico.outputs.plan import made_for, read_members
 from mico.tracks.devices import resolve_device
 from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
 from mico.tracks.registry import Task, load_task
@@ -108,7 +108,7 @@ def extra_shadows(root: str | Path, task: Task, scenario: str) -> list[ExtraShad
     for folder in sorted(folders, key=model_id):
         needed = (MEMBERS_FILE, EPSILON_FILE, ACCURACY_FILE, *task.model_files)
         if all((folder / name).is_file() for name in needed):
-            members = np.load(folder / MEMBERS_FILE, allow_pickle=False)
+            members = read_members(folder / MEMBERS_FILE, task.dataset_len)
             found.append(ExtraShadow(model_id(folder), folder, members, folder / MODEL_FILE))
     return found
 
