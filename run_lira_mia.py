@@ -226,7 +226,11 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
     if args.compare and args.attack is not None:
         raise InputError("--compare runs every attack: drop --attack")
     attack = args.attack or DEFAULT_ATTACK
-    flags = {flag: getattr(args, flag) for flag in attack_flags() if getattr(args, flag)}
+    values = {flag: getattr(args, flag) for flag in attack_flags()}
+    # set: a value given (0 included), or a store_true flag on
+    flags = {
+        flag: value for flag, value in values.items() if value is not None and value is not False
+    }
     chosen = ATTACKS.get(attack)
     if args.compare or chosen is None or not set(flags) <= set(chosen.cli_flags):
         if flags:
