@@ -116,6 +116,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Flags that only a download reads, and flags that only ``--demo`` reads (``--scenarios``
+#: serves both): given with the other mode they would be ignored without a word.
+DOWNLOAD_ONLY = (
+    "repo_id",
+    "revision",
+    "url",
+    "archive",
+    "md5",
+    "base_url",
+    "skip_base",
+    "skip_bundle",
+    "phases",
+    "models",
+    "dry_run",
+    "jobs",
+    "retries",
+)
+DEMO_ONLY = (
+    "seed",
+    "train_models",
+    "eval_models",
+    "dataset_len",
+    "epochs",
+    "device",
+    "workers",
+    "reference_dir",
+)
+
+
+def refuse_other_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One line for flags of the mode not chosen (e.g. ``--demo --dry-run``, ``--demo --url``,
+    ``--seed`` without ``--demo``), rather than ignoring them."""
+    unused = DOWNLOAD_ONLY if args.demo else DEMO_ONLY
+    given = [
+        f"--{d.replace('_', '-')}" for d in unused if getattr(args, d) != parser.get_default(d)
+    ]
+    if given and args.demo:
+        raise ValueError(
+            f"{', '.join(given)}: download flags, which --demo does not read; drop them"
+        )
+    if given:
+        raise ValueError(f"{', '.join(given)}: --demo flags; add --demo or drop them")
+
+
 def demo_options(args: argparse.Namespace) -> demo.DemoOptions:
     return demo.DemoOptions(
         challenge=args.challenge,
@@ -162,8 +206,10 @@ def _names(value: str | None) -> tuple[str, ...]:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args.quiet)
+    refuse_other_mode(parser, args)
     if args.demo:
         return demo.run(demo_options(args))
     return download.run(download_options(args))

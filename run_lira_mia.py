@@ -42,6 +42,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.stats import VARIANCES
     from mico.audit_report import argv_line, check_report_dir
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
+    from mico.fileio import check_output_file
     from mico.references import DEFAULT_REFERENCES
     from mico.report import plot_roc, plot_roc_panels, print_comparison, print_run
     from mico.report_html import write_report
@@ -266,6 +267,22 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     needs_references = attack == BEST_ATTACK or ATTACKS[attack].needs_references
     if args.references is not None and not (args.compare or needs_references):
         raise ValueError("--references builds models for --attack reference or --compare")
+    if args.original and args.shadows and set(args.shadows) != {"train"}:
+        raise ValueError(
+            "--original uses the train models alone as shadows, as the published code did: "
+            "drop --shadows"
+        )
+    builds = args.references is not None or (
+        attack != BEST_ATTACK and ATTACKS[attack].needs_references and not args.compare
+    )
+    defaults = build_parser()
+    unused = [
+        f"--{d}"
+        for d in ("device", "workers", "ray")
+        if getattr(args, d) != defaults.get_default(d)
+    ]
+    if unused and not builds:
+        raise ValueError(f"{', '.join(unused)} apply to reference models (--references): drop them")
     if (args.delta is not None or args.audit_level is not None) and not (
         args.audit or args.report is not None
     ):
@@ -303,6 +320,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
+    if args.plot is not None:  # checked before any prediction.csv is written
+        check_output_file(args.plot)
     if args.report is not None:
         check_report_dir(args.report)
     if args.compare:

@@ -99,6 +99,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise ValueError("--batch-size must be at least 1")
     if args.population < 0:
         raise ValueError("--population must be non-negative")
+    if args.population == 0 and args.population_seed != 0:
+        raise ValueError("--population-seed chooses the records of --population N: add it")
     task = load_task(args.root, args.challenge)
     options = PredictOptions(
         device=resolve_device(args.device),

@@ -19,9 +19,10 @@ from pathlib import Path
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
     from mico.bundle import check_layout, read_prediction
     from mico.cli import add_common_args, run_cli, setup_logging
-    from mico.fileio import atomic_write
+    from mico.fileio import atomic_write, check_output_file
     from mico.layout import PREDICTION_FILE, model_dir, model_ids
     from mico.manifest import check_predictions
+    from mico.problems import ProblemsError, plural
     from mico.tasks import Task, load_task
 except KeyboardInterrupt:
     print("interrupted while starting; nothing was written", file=sys.stderr)
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(parser)
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="zip the predictions even without <root>/<challenge>/predictions.json, the record "
+        "of which configuration wrote them (their values are still checked)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -47,15 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
+def collect_predictions(
+    root: Path, task: Task, *, force: bool = False
+) -> tuple[list[Path], list[str]]:
     """Every prediction file a submission needs, and every problem that blocks it.
 
-    The dev/final folders must be exactly the bundle's (:func:`mico.bundle.check_layout`), so
-    a renamed or extra model folder is reported instead of zipped; the files must all come from
-    the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a run
-    stopped half-way is not zipped as a mixture.
+    The bundle must be exactly its layout (:func:`mico.bundle.check_layout`, every phase: the
+    same check as the other scripts, less the weight files, which a submission does not need),
+    so a renamed or extra model folder is reported instead of zipped; the files must all come
+    from the configuration that ``run_lira_mia.py`` last recorded (:mod:`mico.manifest`), so a
+    run stopped half-way is not zipped as a mixture; without that record they are refused
+    unless ``force``.
     """
-    layout = check_layout(root, task, need_models=False, phases=SUBMITTED_PHASES)
+    layout = check_layout(root, task, need_models=False)
     problems = [str(problem) for problem in layout]
     files = []
     for scenario in task.scenarios:
@@ -71,7 +82,7 @@ def collect_predictions(root: Path, task: Task) -> tuple[list[Path], list[str]]:
                     problems.append(str(exc))
                     continue
                 files.append(path)
-    if not problems and (mixture := check_predictions(root, task.challenge, files)):
+    if not problems and (mixture := check_predictions(root, task.challenge, files, force=force)):
         problems.append(mixture)
     return files, problems
 
@@ -80,16 +91,16 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     task = load_task(args.root, args.challenge)
-    files, problems = collect_predictions(args.root, task)
-    if problems:
-        shown = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        print(f"{len(problems)} problems:\n{shown}{more}", file=sys.stderr)
-        raise ValueError(
-            f"not writing a submission: {len(problems)} problems listed above "
-            "(run run_lira_mia.py first)"
-        )
     output = args.output or Path(f"predictions_{task.challenge}.zip")
+    check_output_file(output)  # before the checks below, which can take a while
+    files, problems = collect_predictions(args.root, task, force=args.force)
+    if problems:
+        raise ProblemsError(
+            f"not writing a submission: {plural(len(problems), 'problem')} listed above (fix "
+            "the bundle where it differs from its layout; (re)run run_lira_mia.py where "
+            "predictions are missing, bad or unrecorded)",
+            problems,
+        )
     with (
         atomic_write(output, "wb") as handle,
         zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,

@@ -53,15 +53,15 @@ def bench_track(challenge: str, root: Path, args: argparse.Namespace) -> tuple[f
         workers=1,
     )
     choice = resolve_recipe(root, task, None)
+    dataset = task.load_dataset(data_root(root))
     jobs = [
         job
         for scenario in (f"{challenge}_{s}" for s in args.scenarios)
-        for job in scenario_jobs(options, task, scenario, choice)[1]
+        for job in scenario_jobs(options, task, scenario, choice, dataset.digest)[1]
     ]
     jobs = with_noise(jobs, choice.recipe)  # calibrates every DP target once, for both sides
     shutil.rmtree(root / SHADOWS_DIR)  # the design scenario_jobs stored: run() makes its own
     device = resolve_device(args.device)
-    dataset = task.load_dataset(data_root(root))
     x, y = dataset.x.to(device), dataset.y.to(device)
 
     start = time.perf_counter()

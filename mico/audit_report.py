@@ -36,8 +36,9 @@ from mico.attacks.compare import (
     phase_bootstrap,
     phase_metrics,
 )
-from mico.attacks.run import RunOptions, claimed_epsilon
+from mico.attacks.run import RunOptions
 from mico.tasks import Task
+from mico.truth import claimed_epsilon
 
 REPORT_FILES = ("index.html", "report.json")
 

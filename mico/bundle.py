@@ -14,6 +14,7 @@ import numpy as np
 
 from mico.fileio import write_text_atomic
 from mico.layout import (
+    BUNDLE_CONFIG,
     PREDICTION_FILE,
     SEED_FILES,
     SOLUTION_FILE,
@@ -25,6 +26,7 @@ from mico.layout import (
     model_ids,
     model_name,
 )
+from mico.problems import ProblemsError, plural
 from mico.splits import Splits, read_seed, split_indices
 from mico.tasks import PHASES, Task
 
@@ -97,9 +99,9 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
         raise ValueError(f"{path}: solution values must be 0 or 1")
     solution = np.array([int(field) for field in fields], dtype=np.int8)
     members = int(solution.sum())
-    if members in (0, length):  # MICO's are half members; one class alone cannot be scored
+    if members != length // 2:  # MICO splits the challenge points in halves, m and m
         raise ValueError(
-            f"{path}: all {length} values are {solution[0]}, a MICO solution has "
+            f"{path}: {members} of {length} values are 1, a MICO solution has exactly "
             f"{length // 2} members and {length // 2} non-members; is it the right file?"
         )
     return solution
@@ -183,7 +185,8 @@ def check_layout(
     ``models_per_phase`` (no more, no fewer: an extra train model would silently join the
     shadows, a renamed one would get its prediction in a new folder), and each model its files
     (train models all seeds and ``solution.csv``; ``model.pt`` unless ``need_models`` is off).
-    Only ``phases`` are checked (a submission needs dev and final alone).
+    Only ``phases`` are checked.  A file where a folder belongs (or the reverse) is named as
+    such, not only as missing.
     """
     base = challenge_dir(root, task.challenge)
     problems: list[LayoutProblem] = []
@@ -192,44 +195,84 @@ def check_layout(
     for name in task.scenarios:
         scenario = base / name
         if not scenario.is_dir():
-            problems.append(LayoutProblem(scenario, "scenario folder missing"))
+            what = "a file, not a scenario folder" if scenario.exists() else "missing"
+            problems.append(LayoutProblem(scenario, f"scenario folder {what}"))
             continue
         for phase in phases:
             problems.extend(_check_phase(scenario / phase, task.at(name), phase, need_models))
     return problems
 
 
+def require_layout(
+    root: str | Path,
+    task: Task,
+    *,
+    need_models: bool = True,
+    phases: Sequence[str] = PHASES,
+) -> None:
+    """:func:`check_layout`, run by every script before any work: raise a
+    :class:`~mico.problems.ProblemsError` listing every difference, or, for a bundle that is
+    not there at all, one line saying how to get it."""
+    base = challenge_dir(root, task.challenge)
+    if not base.is_dir():
+        raise FileNotFoundError(
+            f"{base} not found: run `python download_files.py --challenge {task.challenge}` "
+            f"(add --demo for the offline demo) or pass --root"
+        )
+    problems = check_layout(root, task, need_models=need_models, phases=phases)
+    if problems:
+        config = (base / BUNDLE_CONFIG).is_file()
+        sizes = f"its {BUNDLE_CONFIG}" if config else "MICO's sizes"
+        fix = f", or correct {BUNDLE_CONFIG}" if config else ""
+        raise ProblemsError(
+            f"{base} differs from the layout {sizes} describes in {plural(len(problems), 'place')} "
+            f"(listed above; first: {problems[0]}): restore or re-download what is missing "
+            f"(download_files.py), move out what does not belong{fix}; nothing was done",
+            problems,
+        )
+
+
 def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> list[LayoutProblem]:
     expected = model_ids(task.models_per_phase, phase)
-    found = {model_id(path): path for path in model_dirs(folder.parent, phase)}
-    problems = []
-    missing = [i for i in expected if i not in found]
-    extra = sorted(set(found) - set(expected))
     span = f"model_{expected.start}..model_{expected.stop - 1}" if expected else "none"
+    if folder.exists() and not folder.is_dir():
+        return [LayoutProblem(folder, f"a file where the {phase} folder belongs ({span})")]
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    found = {model_id(path): path for path in model_dirs(folder.parent, phase)}
+    files = sorted(
+        (e for e in entries if is_model_dir_name(e.name) and not e.is_dir()), key=model_id
+    )
+    problems = [LayoutProblem(e, "a file where a model folder belongs") for e in files]
+    missing = [i for i in expected if i not in found and i not in {model_id(e) for e in files}]
+    extra = sorted(set(found) - set(expected))
     if missing:
         problems.append(LayoutProblem(folder, f"missing {_ids(missing)} (expected {span})"))
     if extra:
         problems.append(LayoutProblem(folder, f"unexpected {_ids(extra)} (expected {span})"))
-    if folder.is_dir():
-        strays = sorted(
-            entry.name
-            for entry in folder.iterdir()
-            if entry.name.startswith("model_") and not is_model_dir_name(entry.name)
+    strays = sorted(
+        e.name for e in entries if e.name.startswith("model_") and not is_model_dir_name(e.name)
+    )
+    if strays:
+        problems.append(
+            LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
         )
-        if strays:
-            problems.append(
-                LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
-            )
     required = bundle_model_files(phase, task.model_files if need_models else (), task.eval_seeds)
     for i in expected:
         if i in found:
-            problems.extend(
-                LayoutProblem(found[i] / file, "missing")
-                for file in required
-                if not (found[i] / file).is_file()
-            )
+            problems.extend(_check_files(found[i], required))
             if phase == "train" and (found[i] / SOLUTION_FILE).is_file():
                 problems.extend(_check_solution(found[i] / SOLUTION_FILE, task))
+    return problems
+
+
+def _check_files(folder: Path, required: Sequence[str]) -> list[LayoutProblem]:
+    """A model folder's files that are missing, or are folders where files belong."""
+    problems = []
+    for name in required:
+        path = folder / name
+        if not path.is_file():
+            what = "a folder, not a file" if path.is_dir() else "missing"
+            problems.append(LayoutProblem(path, what))
     return problems
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mico.devices import resolve_device
 from mico.layout import data_root, preds_root
+from mico.problems import ProblemsError
 from mico.tasks import TASKS
 
 __all__ = [
@@ -80,13 +81,16 @@ def setup_logging(quiet: bool) -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)``; report user errors and Ctrl-C in one line instead of a traceback."""
+    """Call ``main(argv)``; report user errors and Ctrl-C in one line instead of a traceback
+    (a :class:`~mico.problems.ProblemsError` lists its problems first)."""
     try:
         return main(argv)
     except KeyboardInterrupt:
         print("interrupted: finished files are kept; rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as exc:
+        if isinstance(exc, ProblemsError):
+            print(exc.listing(), file=sys.stderr)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

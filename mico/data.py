@@ -20,12 +20,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from mico.digests import dataset_digest
 from mico.fileio import save_npz_atomic
 
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR10_CLASSES = 10
 PURCHASE100_FILE = "dataset_purchase"
 #: The parsed table beside the text, keyed on the text's size and SHA-256.
 PURCHASE100_CACHE = "dataset_purchase.npz"
@@ -46,6 +48,15 @@ class TensorPairDataset(Dataset):
             raise ValueError(f"features and labels differ in length: {len(x)} != {len(y)}")
         self.x = x
         self.y = y
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of every record as the models see it (:func:`mico.digests.dataset_digest`),
+        computed on first use: caches and records made from these records carry it."""
+        if self._digest is None:
+            self._digest = dataset_digest(self.x.numpy(), self.y.numpy())
+        return self._digest
 
     def __len__(self) -> int:
         return len(self.y)
@@ -115,12 +126,15 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     The official format is a pickle, and a pickle can run code when loaded: the file is read
     with :class:`_BatchUnpickler`, which builds only plain containers and numpy arrays.  Any
-    way the file is malformed is a ``ValueError`` naming it.
+    way the file is malformed is a ``ValueError`` naming it, and so are values that a cast
+    would silently change: pixels that are not integers in 0..255 (a float64 batch of 0.3 to
+    433.8 would wrap around), labels that are not integers in 0..9 (12 or -1 would crash the
+    forward pass much later).
     """
     try:
         batch = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"])
     except OSError:
         raise
     except Exception as exc:  # untrusted bytes: every parser failure means a bad file
@@ -130,7 +144,21 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
         raise ValueError(f"{path}: expected uint8 [n, 3072] data with n labels; re-download it")
-    return data, labels
+    problem = _integers_in(data, 0, 255, "pixels") or _integers_in(
+        labels, 0, CIFAR10_CLASSES - 1, "labels"
+    )
+    if problem:
+        raise ValueError(f"{path}: {problem}; re-download it")
+    return data.astype(np.uint8), labels.astype(np.int64)
+
+
+def _integers_in(values: np.ndarray, low: int, high: int, what: str) -> str | None:
+    """Why ``values`` are not integers in ``[low, high]``, or None."""
+    if values.dtype.kind not in "iu":
+        return f"{what} are {values.dtype}, expected integers in {low}..{high}"
+    if len(values) and (values.min() < low or values.max() > high):
+        return f"{what} run from {values.min()} to {values.max()}, expected {low}..{high}"
+    return None
 
 
 def load_cifar10(dataset_dir: str | Path = ".") -> TensorPairDataset:

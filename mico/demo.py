@@ -51,10 +51,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mico.bundle import check_layout, solution_line
+from mico.bundle import require_layout, solution_line
 from mico.devices import resolve_device
 from mico.farm import ModelJob, build_models
-from mico.fileio import write_text_atomic
+from mico.fileio import check_output_folder, write_text_atomic
 from mico.layout import (
     ACCURACY_FILE,
     BUNDLE_CONFIG,
@@ -437,6 +437,8 @@ def run(options: DemoOptions) -> int:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 
+    for folder in (challenge_dir(root, configs[0].folder), data, reference):
+        check_output_folder(folder)
     markers = check_bundle(configs, root, reference)  # refuse before writing anything
     for config in configs:
         if ensure_dataset(config, data):
@@ -460,9 +462,7 @@ def run(options: DemoOptions) -> int:
     if built == 0:
         log.info("all models of %s are already built", challenge_dir(root, folder))
     task = load_task(root, folder)
-    problems = check_layout(root, task)
-    if problems:  # every model was just checked complete: this is a bug, not a user error
-        raise RuntimeError(f"demo bundle incomplete: {problems[0]} ({len(problems)} problems)")
+    require_layout(root, task)  # every model is complete: only what a user added can differ
     log.info(
         "demo %s ready in %.1f s (%d models trained): bundle %s, ground truth %s\n%s",
         folder,

@@ -13,8 +13,10 @@ What a plain ``open(path, "w")`` would do is kept where it matters:
 
 Temporary names are ``.<name>.<host>.<pid>.<random>.tmp``, so a file left by a killed run is
 recognisable as dead (same host, no such process) and removed by the next write into its folder
-(:func:`remove_stale_temps`).  A full disk is reported naming the file, and the previous version,
-if any, stays as it was.
+(:func:`remove_stale_temps`).  A full disk, or a folder that cannot hold files, is reported
+naming the file the user asked for (never the temporary), and the previous version, if any,
+stays as it was.  :func:`check_output_file` and :func:`check_output_folder` make the same
+checks up front, so a script refuses a bad output path before its first write.
 """
 
 from __future__ import annotations
@@ -78,6 +80,69 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _cannot_write(path: Path, folder: Path, exc: OSError) -> OSError:
+    """``exc`` (raised for a temporary or a parent folder) as one line naming ``path``."""
+    if exc.errno in _NO_SPACE:
+        return _no_space(path, exc)
+    error = OSError(
+        f"{path}: cannot write into {folder} ({exc.strerror or type(exc).__name__}); choose "
+        "another folder"
+    )
+    error.errno = exc.errno
+    return error
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (what a ``mkdir -p`` would write into)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def _probe(path: Path, folder: Path) -> None:
+    """Create and remove an empty temporary in ``folder``: the only sure test that it can hold
+    a new file (``os.access`` says yes to root under ``/proc``, and knows nothing of quotas)."""
+    if not folder.is_dir():
+        raise ValueError(f"{path}: {folder} is a file, not a folder; choose another path")
+    probe = _temp_name(folder / f"{path.name}.probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise _cannot_write(path, folder, exc) from None
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse, in one line naming ``path``, an output file that a later write would fail on: a
+    folder or block device, a path through a file, or a folder that cannot hold new files.  A
+    device or FIFO passes (it is written through)."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if info is not None and (stat.S_ISDIR(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a block device"
+        raise ValueError(f"{path} is {kind}, not a file: choose a file name to write")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    _probe(path, _existing_ancestor(target.parent))
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """Refuse, in one line naming ``folder``, an output folder that is a file, lies under one,
+    or cannot hold new files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder: choose a folder to write into")
+    _probe(folder, _existing_ancestor(folder))
+
+
 def _no_space(path: Path, exc: OSError) -> OSError:
     error = OSError(
         f"{path}: cannot write, {exc.strerror or 'no space left'}; free space or choose another "
@@ -127,19 +192,25 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = True) ->
         with _write_through(path, mode) as handle:
             yield handle
         return
+    asked = path
     if path.is_symlink():  # replace the file it points to; the link stays a link
         path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(asked, _existing_ancestor(path.parent), exc) from None
     if path.parent not in _swept:
         remove_stale_temps(path.parent)
         _swept.add(path.parent)
     while True:
-        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = _temp_name(path)
         try:  # 0666 minus the umask, applied by the kernel as for a plain open
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             break
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _cannot_write(asked, path.parent, exc) from None
     try:
         with os.fdopen(fd, mode) as handle:
             if info is not None and hasattr(os, "fchmod"):  # keep the replaced file's mode

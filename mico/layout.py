@@ -23,6 +23,8 @@
                                                          the phase, or extra)
     <preds>/<challenge>/<scenario>/references/<phase>/model_N.npz  reference models' margins
                                                          on target N's challenge points
+    <preds>/<challenge>/digests.json                     weight files' content digests by
+                                                         path and stamp (mico.digests)
 
 Model ids run on across phases as in MICO: train ``0..T-1``, dev from ``T``, final after dev.
 Nothing here touches the disk except :func:`model_dirs`, which lists what exists.
@@ -55,6 +57,8 @@ REFERENCE_DIR = "reference"
 PREDS_DIR = "preds"
 DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
+#: Content digests of the weight files save_preds and the attacks read (mico.digests).
+DIGESTS_FILE = "digests.json"
 SHADOWS_DIR = "shadows"
 REFERENCE_MODELS_DIR = "reference_models"
 #: The keep matrix of a scenario's extra shadow models (mico.shadow_design).
@@ -151,6 +155,11 @@ def preds_root(root: str | Path, challenge: str, preds_dir: str | Path | None = 
 def scores_path(preds: str | Path, scenario: str) -> Path:
     """``<preds>/<scenario>/scores.npz`` (``preds`` from :func:`preds_root`)."""
     return Path(preds) / scenario / SCORES_FILE
+
+
+def digests_path(preds: str | Path) -> Path:
+    """``<preds>/digests.json`` (``preds`` from :func:`preds_root`): the weight-file digests."""
+    return Path(preds) / DIGESTS_FILE
 
 
 def model_cache_path(preds_scenario: str | Path, phase: str, model: int, suffix: str = "") -> Path:

@@ -45,17 +45,31 @@ def write_manifest(
     write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
-def check_predictions(root: Path, challenge: str, files: Iterable[Path]) -> str | None:
+def check_predictions(
+    root: Path, challenge: str, files: Iterable[Path], *, force: bool = False
+) -> str | None:
     """A one-line problem if ``files`` do not all come from the manifest's configuration.
 
     Returns None when every file matches the last configuration written; a message naming
     both configurations when some still hold the previous one's predictions; a message
-    naming the files that match neither. Without a manifest nothing can be checked: None.
+    naming the files that match neither.  Without a manifest nothing can be checked, so that
+    is a problem too, unless ``force`` (``save_zip.py --force``) accepts the files unchecked.
     """
     path = manifest_path(root, challenge)
     manifest = _read(path)
     if manifest is None:
-        return None
+        if force:
+            return None
+        return (
+            f"{path} is missing, so nothing says which configuration wrote these prediction "
+            "files (they may mix several): rerun run_lira_mia.py with the flags you want to "
+            "submit, which rebuilds it, or pass --force to zip them unchecked"
+        )
+    if manifest.get("version") != FORMAT_VERSION:
+        return (
+            f"{path} has format version {manifest.get('version')!r}, this code reads "
+            f"{FORMAT_VERSION}: rerun run_lira_mia.py, which rewrites it with the predictions"
+        )
     current, previous = manifest["configuration"], manifest.get("previous") or {}
     old, unknown, new = [], [], 0
     for file in files:

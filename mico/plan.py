@@ -6,7 +6,9 @@ into a :class:`PlannedModel` (challenge points, solution, training members).  Tw
 
 * ``bundle``: MICO's ``train``/``dev``/``final`` models, membership known for ``train`` only;
 * ``extra``: extra shadow models (``<root>/shadows/<challenge>/<scenario>/model_N/``, issue #12)
-  whose ``members.npy`` lists the sorted dataset indices each trained on.
+  whose ``members.npy`` lists the sorted dataset indices each trained on, and whose
+  ``recipe.json`` records the bundle and base data it was made for (:func:`made_for`): a
+  shadow trained for another bundle or on other data is refused before any model runs.
 
 A *shadow* is any model whose membership is known, whichever source it came from; a *target*
 is any model with challenge points (it gets predictions).  A ``train`` model is both.  Shadows
@@ -20,6 +22,7 @@ model, before the first model of any scenario runs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +30,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mico.bundle import read_solution
 from mico.layout import (
     MEMBERS_FILE,
+    RECIPE_FILE,
     SEED_FILES,
+    SOLUTION_FILE,
     challenge_dir,
     model_dirs,
     model_id,
@@ -37,6 +43,7 @@ from mico.layout import (
     shadows_dir,
 )
 from mico.splits import challenge_indices, read_seed, split_indices
+from mico.store import points_digest
 from mico.tasks import PHASES, Task
 
 #: The kind of an extra shadow model (bundle models have their phase as kind).
@@ -48,7 +55,8 @@ class ModelRef:
     """A model as listed on disk: enough to fingerprint it without reconstructing its splits.
 
     ``identity`` are the files whose contents decide which records the model saw (seeds, or
-    ``members.npy``); ``weights`` its weight files.  ``kind`` is the phase of a bundle model or
+    ``members.npy``; a train model's ``solution.csv``, which must agree with its seeds);
+    ``weights`` its weight files.  ``kind`` is the phase of a bundle model or
     ``extra``.
     """
 
@@ -70,13 +78,15 @@ class PlannedModel:
 
     ``challenge`` [2m] dataset indices in challenge order, or None for a model that gets no
     predictions; ``solution`` [2m] int8 where known; ``members`` sorted dataset indices it
-    trained on, or None when unknown (dev/final targets).
+    trained on, or None when unknown (dev/final targets); ``made_for`` what an extra shadow
+    records about the bundle and data it was trained for (:func:`made_for`).
     """
 
     ref: ModelRef
     challenge: np.ndarray | None
     solution: np.ndarray | None = None
     members: np.ndarray | None = field(default=None, repr=False)
+    made_for: dict | None = field(default=None, repr=False)
 
     @property
     def is_shadow(self) -> bool:
@@ -102,9 +112,10 @@ def _find_bundle(root: Path, task: Task, scenario: str) -> list[ModelRef]:
     folder = challenge_dir(root, task.challenge) / scenario
     refs = []
     for phase in PHASES:
-        seeds = SEED_FILES if phase == "train" else task.eval_seeds
+        # A train model's solution.csv is part of its identity: it must agree with its seeds.
+        known = (*SEED_FILES, SOLUTION_FILE) if phase == "train" else task.eval_seeds
         for model in model_dirs(folder, phase):
-            refs.append(ModelRef(phase, model_id(model), model, seeds, task.model_files))
+            refs.append(ModelRef(phase, model_id(model), model, known, task.model_files))
     return refs
 
 
@@ -112,22 +123,77 @@ def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
     """Challenge points from ``seed_challenge``; train models also their members and solution.
 
     Every seed a train model needs is read here, so a missing one is named before any model
-    runs (MICO publishes all three for train models).
+    runs (MICO publishes all three for train models), and its ``solution.csv`` is checked
+    against the membership its seeds give (:func:`check_solution`).
     """
-    seeds = [read_seed(ref.folder / name) for name in ref.identity]
+    seeds = [read_seed(ref.folder / name) for name in ref.identity if name in SEED_FILES]
     if ref.kind != "train":
         return PlannedModel(ref, challenge_indices(task.dataset_len, task.len_challenge, seeds[0]))
     splits = split_indices(task.dataset_len, task.len_training, task.len_challenge, *seeds)
+    assert splits.solution is not None  # all three seeds were read
+    check_solution(ref.folder, splits.solution)
     members = np.flatnonzero(splits.training_mask())
     return PlannedModel(ref, splits.challenge, splits.solution, members)
+
+
+def check_solution(folder: Path, derived: np.ndarray) -> None:
+    """Refuse a train model whose ``solution.csv`` is not the membership its seeds give.
+
+    MICO derives both from the same seeds, so they always agree in a bundle as published; a
+    difference means a seed file or the solution was edited, swapped with another model's or
+    damaged, and either the shadows' IN/OUT masks (from the seeds) or the scoring (from the
+    file) would be wrong without a word.  The split is already computed: the check is free.
+    """
+    path = folder / SOLUTION_FILE
+    solution = read_solution(path, len(derived))
+    agree = int((solution == derived).sum())
+    if agree != len(derived):
+        raise ValueError(
+            f"{folder}: solution.csv disagrees with the membership its seed files give on "
+            f"{len(derived) - agree} of {len(derived)} points (a seed or solution.csv was "
+            "edited, swapped or damaged): re-download this model's seed_* files and solution.csv"
+        )
 
 
 def _find_extra(root: Path, task: Task, scenario: str) -> list[ModelRef]:
     folder = shadows_dir(root, task.challenge, scenario)
     return [
-        ModelRef(EXTRA, model_id(model), model, (MEMBERS_FILE,), task.model_files)
+        ModelRef(EXTRA, model_id(model), model, (MEMBERS_FILE, RECIPE_FILE), task.model_files)
         for model in model_dirs(folder.parent, folder.name)
     ]
+
+
+#: The fields of a :func:`made_for` record, and how a difference in each is named.
+_MADE_FOR = {
+    "challenge": "another challenge",
+    "scenario": "another scenario",
+    "pool": "another bundle (other challenge points)",
+    "data": "other base data",
+}
+
+
+def made_for(challenge: str, scenario: str, pool: np.ndarray, data: str) -> dict[str, str]:
+    """What extra shadows (each ``recipe.json``, and ``design.npz``) record about the bundle
+    and data they were trained for: the scenario, the digest of its pool (the challenge points
+    of every model, which the seeds decide) and of the parsed base dataset."""
+    return {"challenge": challenge, "scenario": scenario, "pool": points_digest(pool), "data": data}
+
+
+def read_made_for(path: Path) -> dict:
+    """The ``made_for`` record of an extra shadow's ``recipe.json``."""
+    retrain = f"delete {path.parent.parent} and rerun train_shadows.py"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get("made_for")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing, so this shadow is unusable; {retrain}") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable recipe record ({exc}); {retrain}") from None
+    if not isinstance(record, dict) or set(record) != set(_MADE_FOR):
+        raise ValueError(
+            f"{path}: records no bundle and data this shadow was made for (an older "
+            f"train_shadows.py made it), so it cannot be checked; {retrain}"
+        )
+    return record
 
 
 def read_members(path: Path, dataset_len: int) -> np.ndarray:
@@ -149,7 +215,8 @@ def read_members(path: Path, dataset_len: int) -> np.ndarray:
 
 
 def _read_extra(ref: ModelRef, task: Task) -> PlannedModel:
-    return PlannedModel(ref, None, None, read_members(ref.folder / MEMBERS_FILE, task.dataset_len))
+    members = read_members(ref.folder / MEMBERS_FILE, task.dataset_len)
+    return PlannedModel(ref, None, None, members, read_made_for(ref.folder / RECIPE_FILE))
 
 
 BUNDLE_SOURCE = ModelSource("bundle", _find_bundle, _read_bundle)
@@ -225,6 +292,21 @@ class ScenarioPlan:
         """bool [S, P]: shadow ``s`` trained on point ``p`` (by dataset index)."""
         rows = [np.isin(self.points, m.members, assume_unique=True) for m in self.shadows]
         return np.stack(rows) if rows else np.zeros((0, len(self.points)), dtype=bool)
+
+    def check_made_for(self, challenge: str, data: str) -> None:
+        """Refuse extra shadows made for another bundle (another pool of challenge points) or
+        other base data (``data``: the digest of the dataset loaded now), naming the first."""
+        expected = made_for(challenge, self.scenario, self.points, data)
+        for model in self.models:
+            if model.made_for is None or model.made_for == expected:
+                continue
+            what = [_MADE_FOR[k] for k in _MADE_FOR if model.made_for[k] != expected[k]]
+            raise ValueError(
+                f"{model.ref.folder}: this extra shadow was made for {' and '.join(what)}, not "
+                f"for the bundle {self.root / challenge / self.scenario} and the data at hand; "
+                f"delete {model.ref.folder.parent} and rerun train_shadows.py (or point --root "
+                "and --data-dir at the bundle and data it was made for)"
+            )
 
     def in_shard(self, shard: tuple[int, int] | None) -> list[PlannedModel]:
         """The models of shard ``(K, N)`` (1-based ``K``): position ``k`` with ``k % N == K - 1``;

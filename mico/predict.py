@@ -27,21 +27,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mico.bundle import scenario_dirs
+from mico.bundle import require_layout, scenario_dirs
 from mico.data import TensorPairDataset
+from mico.digests import DigestStore, files_digest
+from mico.fileio import check_output_folder
 from mico.inference import Counter, model_outputs
-from mico.layout import SCORES_FILE, model_cache_path, scores_path
+from mico.layout import SCORES_FILE, digests_path, model_cache_path, scores_path
 from mico.models import load_model
 from mico.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
 from mico.provenance import bundle_record
 from mico.store import (
     READ_ERRORS,
     REQUIRED,
+    CacheKey,
     ModelOutputs,
     PhaseScores,
     ScenarioScores,
     load_cached,
-    model_stamp,
     points_digest,
     save_cached,
 )
@@ -106,35 +108,43 @@ def _jobs(plan: ScenarioPlan, model: PlannedModel, options: PredictOptions) -> l
     return jobs
 
 
-def _stamp(model: PlannedModel, options: PredictOptions) -> str:
-    """The weight files' stamp; reduced-precision outputs are cached apart from full ones."""
-    stamp = model_stamp(*(model.ref.folder / name for name in model.ref.weights))
-    return f"{stamp}:{options.autocast}" if options.autocast else stamp
+@dataclass(frozen=True)
+class _Inputs:
+    """What every cache of a scenario is keyed on besides its points: the options, the parsed
+    base dataset (its digest) and the store of weight-file digests."""
+
+    options: PredictOptions
+    dataset: TensorPairDataset
+    digests: DigestStore
+
+    def key(self, model: PlannedModel, job: _Job) -> CacheKey:
+        """The cache key of ``model`` on ``job``'s points; reduced-precision outputs are
+        cached apart from full ones."""
+        files = (model.ref.folder / name for name in model.ref.weights)
+        weights = files_digest(files, self.digests)
+        if self.options.autocast:
+            weights = f"{weights}:{self.options.autocast}"
+        return CacheKey(points_digest(job.indices), weights, self.dataset.digest)
 
 
 def _cache(out_dir: Path, model: PlannedModel, job: _Job) -> Path:
     return model_cache_path(out_dir, model.ref.kind, model.ref.id, job.suffix)
 
 
-def _load(
-    out_dir: Path, model: PlannedModel, job: _Job, options: PredictOptions
-) -> ModelOutputs | None:
+def _load(out_dir: Path, model: PlannedModel, job: _Job, inputs: _Inputs) -> ModelOutputs | None:
     return load_cached(
-        _cache(out_dir, model, job),
-        points_digest(job.indices),
-        _stamp(model, options),
-        len(job.indices),
-        logits=job.logits,
+        _cache(out_dir, model, job), inputs.key(model, job), len(job.indices), logits=job.logits
     )
 
 
 class _Runner:
     """Runs models over uploaded points, writing each output to its cache; counts records."""
 
-    def __init__(self, task: Task, dataset: TensorPairDataset, options: PredictOptions) -> None:
+    def __init__(self, task: Task, inputs: _Inputs) -> None:
         self.task = task
-        self.dataset = dataset
-        self.options = options
+        self.inputs = inputs
+        self.dataset = inputs.dataset
+        self.options = inputs.options
         self.counter = Counter()
         self._uploaded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -154,7 +164,7 @@ class _Runner:
         found: dict[str, ModelOutputs] = {}
         net = None
         for job in _jobs(plan, model, self.options):
-            cached = _load(out_dir, model, job, self.options)
+            cached = _load(out_dir, model, job, self.inputs)
             if cached is not None:
                 found[job.suffix] = cached
                 continue
@@ -173,12 +183,7 @@ class _Runner:
             )
             outputs = ModelOutputs(margin.numpy(), None if raw is None else raw.numpy())
             _check_finite(model, outputs)
-            save_cached(
-                _cache(out_dir, model, job),
-                outputs,
-                points_digest(job.indices),
-                _stamp(model, self.options),
-            )
+            save_cached(_cache(out_dir, model, job), outputs, self.inputs.key(model, job))
             found[job.suffix] = outputs
         return found, net is not None
 
@@ -202,9 +207,12 @@ def run_models(
     dataset: TensorPairDataset,
     options: PredictOptions,
     models: Sequence[PlannedModel] | None = None,
+    digests: DigestStore | None = None,
 ) -> tuple[RunStats, Outputs]:
-    """Run ``models`` (default: all of the plan), skipping those whose caches are valid."""
-    runner = _Runner(task, dataset, options)
+    """Run ``models`` (default: all of the plan), skipping those whose caches are valid.
+
+    ``digests`` remembers the weight files' digests (default: for this call only)."""
+    runner = _Runner(task, _Inputs(options, dataset, digests or DigestStore()))
     stats, outputs = RunStats(), {}
     chosen = plan.models if models is None else models
     bar = tqdm(chosen, desc=f"{plan.scenario} models", unit="model", disable=None)
@@ -217,14 +225,19 @@ def run_models(
 
 
 def load_outputs(
-    plan: ScenarioPlan, out_dir: Path, options: PredictOptions
+    plan: ScenarioPlan,
+    out_dir: Path,
+    options: PredictOptions,
+    dataset: TensorPairDataset,
+    digests: DigestStore | None = None,
 ) -> tuple[Outputs, list[str]]:
     """Every model's outputs from the caches, and the labels of models that have none."""
+    inputs = _Inputs(options, dataset, digests or DigestStore())
     outputs: Outputs = {}
     missing = []
     for model in plan.models:
         found = {
-            job.suffix: _load(out_dir, model, job, options) for job in _jobs(plan, model, options)
+            job.suffix: _load(out_dir, model, job, inputs) for job in _jobs(plan, model, options)
         }
         if any(value is None for value in found.values()):
             missing.append(f"{plan.scenario} {model.ref.label}")
@@ -244,13 +257,19 @@ def missing_error(missing: list[str]) -> MissingOutputsError:
 
 
 def assemble(
-    plan: ScenarioPlan, outputs: Outputs, task: Task, labels: np.ndarray, options: PredictOptions
+    plan: ScenarioPlan,
+    outputs: Outputs,
+    task: Task,
+    dataset: TensorPairDataset,
+    options: PredictOptions,
+    digests: DigestStore | None = None,
 ) -> ScenarioScores:
     """``scores.npz``'s contents from every model's outputs (see :mod:`mico.store`).
 
-    ``labels`` are the whole dataset's labels.  Raises :class:`MissingOutputsError` if a model
-    of the plan has no outputs.
+    ``dataset`` is the base dataset the outputs were computed on (its labels and digest go
+    into the file).  Raises :class:`MissingOutputsError` if a model of the plan has no outputs.
     """
+    labels = dataset.y.numpy()
     missing = [f"{plan.scenario} {m.ref.label}" for m in plan.models if m.ref.label not in outputs]
     if missing:
         raise missing_error(missing)
@@ -303,7 +322,9 @@ def assemble(
         shadow_population=shadow_pop,
         shadow_kind=np.array([m.ref.kind for m in shadows]),
         shadow_logits=shadow_logits,
-        provenance=bundle_record(plan.root, task, plan.scenario, plan.sources, refs),
+        provenance=bundle_record(
+            plan.root, task, plan.scenario, plan.sources, refs, data=dataset.digest, digests=digests
+        ),
     )
 
 
@@ -385,37 +406,62 @@ def predict(
 ) -> list[ScenarioResult]:
     """save_preds' engine: plan every scenario, run (a shard of) the models, assemble.
 
-    ``preds`` is ``<preds-dir>/<challenge>``; ``datasets(track)`` gives the base dataset of a
+    The bundle's layout is checked first (:func:`mico.bundle.require_layout`).  ``preds`` is
+    ``<preds-dir>/<challenge>``; ``datasets(track)`` gives the base dataset of a
     scenario's track (:meth:`Task.at`: DDP's scenarios each have their own).  With
     ``options.shard`` only that shard runs and nothing is assembled; with ``assemble_only``
     nothing runs, and a model without outputs in any scenario stops the call before any
     ``scores.npz`` is written.
     """
+    require_layout(root, task)
+    check_output_folder(preds)
     plans = plan_all(root, task, options)
-    results = []
-    if assemble_only:
-        loaded = [load_outputs(plan, preds / plan.scenario, options) for plan in plans]
-        missing = [label for _, absent in loaded for label in absent]
-        if missing:
-            raise missing_error(missing)
-        for plan, (outputs, _) in zip(plans, loaded, strict=True):
+    for plan in plans:  # extra shadows made for another bundle or data stop the run here
+        plan.check_made_for(task.challenge, datasets(task.at(plan.scenario)).digest)
+    digests = DigestStore(digests_path(preds))
+    try:
+        if assemble_only:
+            return _assemble_only(plans, task, datasets, preds, options, digests)
+        results = []
+        for plan in tqdm(plans, desc="scenarios", unit="scenario", disable=None):
+            out_dir = preds / plan.scenario
             part = task.at(plan.scenario)
-            scores = assemble(plan, outputs, part, datasets(part).y.numpy(), options)
-            write_scores(scores_path(preds, plan.scenario), scores)
-            results.append(ScenarioResult(plan, RunStats(from_cache=len(plan.models)), scores))
+            dataset = datasets(part)
+            stats, outputs = run_models(
+                plan, out_dir, part, dataset, options, plan.in_shard(options.shard), digests
+            )
+            scores = None
+            if options.shard is None:
+                scores = assemble(plan, outputs, part, dataset, options, digests)
+                write_scores(scores_path(preds, plan.scenario), scores)
+            results.append(ScenarioResult(plan, stats, scores))
         return results
-    for plan in tqdm(plans, desc="scenarios", unit="scenario", disable=None):
-        out_dir = preds / plan.scenario
-        part = task.at(plan.scenario)
-        dataset = datasets(part)
-        stats, outputs = run_models(
-            plan, out_dir, part, dataset, options, plan.in_shard(options.shard)
-        )
-        scores = None
-        if options.shard is None:
-            scores = assemble(plan, outputs, part, dataset.y.numpy(), options)
-            write_scores(scores_path(preds, plan.scenario), scores)
-        results.append(ScenarioResult(plan, stats, scores))
+    finally:
+        digests.save()
+
+
+def _assemble_only(
+    plans: list[ScenarioPlan],
+    task: Task,
+    datasets: Callable[[Task], TensorPairDataset],
+    preds: Path,
+    options: PredictOptions,
+    digests: DigestStore,
+) -> list[ScenarioResult]:
+    """``--assemble``: every ``scores.npz`` from the caches, or nothing if a model has none."""
+    loaded = []
+    for plan in plans:
+        dataset = datasets(task.at(plan.scenario))
+        outputs = load_outputs(plan, preds / plan.scenario, options, dataset, digests)
+        loaded.append((dataset, *outputs))
+    missing = [label for _, _, absent in loaded for label in absent]
+    if missing:
+        raise missing_error(missing)
+    results = []
+    for plan, (dataset, outputs, _) in zip(plans, loaded, strict=True):
+        scores = assemble(plan, outputs, task.at(plan.scenario), dataset, options, digests)
+        write_scores(scores_path(preds, plan.scenario), scores)
+        results.append(ScenarioResult(plan, RunStats(from_cache=len(plan.models)), scores))
     return results
 
 
@@ -436,7 +482,8 @@ def save_scenario(
     plan = plan_scenario(
         root, task, scenario.name, options.sources, options.population, options.population_seed
     )
+    plan.check_made_for(task.challenge, dataset.digest)
     stats, outputs = run_models(plan, out_dir, task, dataset, options)
-    scores = assemble(plan, outputs, task, dataset.y.numpy(), options)
+    scores = assemble(plan, outputs, task, dataset, options)
     write_scores(out_dir / SCORES_FILE, scores)
     return scores, stats.records

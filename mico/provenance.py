@@ -1,11 +1,15 @@
 """What a ``scores.npz`` was computed from, and a check that the bundle is still that.
 
-``save_preds.py`` records, per scenario, the bundle root, the track sizes, the model sources
-and, per model, a digest of the files that decide what it trained on (seeds, ``members.npy``)
-and the size and mtime of its weight files.  An attack run on a bundle whose seeds or models
-changed since (or on another bundle sharing ``--preds-dir``) would write predictions for the
-wrong models without a word; :func:`check_against_bundle` refuses it in one line instead.
-Checking costs a directory listing, one small read per seed file and one ``stat`` per model.
+``save_preds.py`` records, per scenario, the bundle root, the track sizes, the model sources,
+the digest of the parsed base dataset the outputs were computed on, and, per model, a digest of
+the files that decide what it trained on (seeds, ``members.npy``; a train model's
+``solution.csv``) and the content digest of its weight files (:mod:`mico.digests`).  An attack
+run on a bundle whose seeds or models changed since (or on another bundle sharing
+``--preds-dir``) would write predictions for the wrong models without a word;
+:func:`check_against_bundle` refuses it in one line instead.  Checking costs a directory
+listing, one small read per seed file and one ``stat`` per weight file (a file whose stamp
+changed is hashed again).  The base dataset is not re-read here: ``save_preds.py`` recomputes
+any output whose data digest differs, and the record says which data ``scores.npz`` holds.
 """
 
 from __future__ import annotations
@@ -13,28 +17,28 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from mico.digests import DigestStore, files_digest
 from mico.plan import DEFAULT_SOURCES, ModelRef, find_models
-from mico.store import ScenarioScores, model_stamp
+from mico.store import ScenarioScores
 from mico.tasks import Task
 
 #: Version of the record's layout; a record of another version never matches.
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 #: Differences named in the error before "and N more".
 SHOWN = 3
 
 
-def fingerprint(ref: ModelRef) -> dict[str, str]:
+def fingerprint(ref: ModelRef, digests: DigestStore | None = None) -> dict[str, str]:
     """``identity``: SHA-256 over the model's seed/membership files (a missing file counts as
-    content); ``weights``: :func:`mico.store.model_stamp` of its weight files, or ``missing``."""
+    content); ``weights``: :func:`mico.digests.files_digest` of its weight files."""
     digest = hashlib.sha256()
     for name in ref.identity:
         digest.update(name.encode() + b"\0")
         path = ref.folder / name
         digest.update(path.read_bytes() if path.is_file() else b"\0missing\0")
         digest.update(b"\0")
-    files = [ref.folder / name for name in ref.weights]
-    weights = model_stamp(*files) if all(f.is_file() for f in files) else "missing"
+    weights = files_digest((ref.folder / name for name in ref.weights), digests)
     return {"identity": digest.hexdigest(), "weights": weights}
 
 
@@ -48,10 +52,15 @@ def bundle_record(
     scenario: str,
     sources: tuple[str, ...] = DEFAULT_SOURCES,
     refs: list[ModelRef] | None = None,
+    *,
+    data: str | None = None,
+    digests: DigestStore | None = None,
 ) -> dict:
     """The record stored in ``scores.npz``: the bundle's current state for ``scenario``.
 
-    ``refs`` are the models to record (default: whatever ``sources`` list now).
+    ``refs`` are the models to record (default: whatever ``sources`` list now); ``data`` the
+    digest of the base dataset the outputs were computed on (``TensorPairDataset.digest``);
+    ``digests`` remembers weight-file digests between runs.
     """
     task = task.at(scenario)
     if refs is None:
@@ -63,7 +72,8 @@ def bundle_record(
         "scenario": scenario,
         "sizes": _sizes(task),
         "sources": list(sources),
-        "models": {ref.label: fingerprint(ref) for ref in refs},
+        "data": data,
+        "models": {ref.label: fingerprint(ref, digests) for ref in refs},
     }
 
 
@@ -93,12 +103,16 @@ def differences(recorded: dict, current: dict) -> list[str]:
 
 
 def check_against_bundle(
-    scores: ScenarioScores, root: str | Path, task: Task, scenario: str | Path
+    scores: ScenarioScores,
+    root: str | Path,
+    task: Task,
+    scenario: str | Path,
+    digests: DigestStore | None = None,
 ) -> None:
     """Raise ``ValueError`` (one line, saying to rerun ``save_preds.py``) unless ``scores`` was
     computed from the bundle at ``root`` as it is now: same models, seeds and model files.
 
-    ``scenario`` is the scenario's name or folder.
+    ``scenario`` is the scenario's name or folder; ``digests`` remembers weight-file digests.
     """
     name = Path(scenario).name
     rerun = f"rerun save_preds.py --challenge {task.challenge} --root {root}"
@@ -108,7 +122,7 @@ def check_against_bundle(
     sources = recorded.get("sources")
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise ValueError(f"{name}: scores.npz has a damaged provenance record; {rerun}")
-    current = bundle_record(root, task, name, tuple(sources))
+    current = bundle_record(root, task, name, tuple(sources), digests=digests)
     found = differences(recorded, current)
     if found:
         more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
@@ -118,8 +132,14 @@ def check_against_bundle(
         )
 
 
-def load_checked(path: Path, root: str | Path, task: Task, scenario: str | Path) -> ScenarioScores:
+def load_checked(
+    path: Path,
+    root: str | Path,
+    task: Task,
+    scenario: str | Path,
+    digests: DigestStore | None = None,
+) -> ScenarioScores:
     """``ScenarioScores.load(path)``, then :func:`check_against_bundle`: what an attack calls."""
     scores = ScenarioScores.load(path)
-    check_against_bundle(scores, root, task, scenario)
+    check_against_bundle(scores, root, task, scenario, digests)
     return scores

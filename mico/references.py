@@ -33,10 +33,12 @@ from tqdm.auto import tqdm
 
 from mico.bundle import read_seeds, read_solution, solution_line
 from mico.data import TensorPairDataset
+from mico.digests import DigestStore, files_digest
 from mico.farm import ModelJob, build_models
 from mico.inference import model_outputs
 from mico.layout import (
     SOLUTION_FILE,
+    digests_path,
     model_dir,
     model_name,
     reference_cache_path,
@@ -47,10 +49,10 @@ from mico.recipes import Recipe
 from mico.shadows import resolve_recipe
 from mico.splits import split_indices
 from mico.store import (
+    CacheKey,
     ModelOutputs,
     ScenarioScores,
     load_cached,
-    model_stamp,
     points_digest,
     save_cached,
 )
@@ -199,17 +201,19 @@ def attach_references(
     )
     built = _build(jobs, part, choice.recipe, scenario, options)
     dataset = part.load_dataset(options.data_dir)
+    digests = DigestStore(digests_path(options.preds))
     bar = tqdm(total=count, desc=f"{scenario} reference outputs", unit="target", disable=None)
     with bar:
         for phase, data in scores.phases.items():
             margins, kept = [], []
             for target in targets[phase]:
-                margin, keep = _target_margins(target, part, scenario, dataset, options)
+                margin, keep = _target_margins(target, part, scenario, dataset, options, digests)
                 margins.append(margin)
                 kept.append(keep)
                 bar.update()
             data.reference_margin = np.stack(margins)
             data.reference_in = np.stack(kept)
+    digests.save()
     return built
 
 
@@ -248,18 +252,20 @@ def _target_margins(
     scenario: str,
     dataset: TensorPairDataset,
     options: ReferenceOptions,
+    digests: DigestStore,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(margin [R, K], in [R, K])`` of one target's references, from the cache when it
-    matches the points and every model file, else computed and cached."""
+    matches the points, every model file's contents and the base data, else computed and
+    cached."""
     base = reference_models_dir(options.root, part.challenge, scenario, target.phase, target.id)
     folders = [base / model_name(r) for r in range(options.count)]
-    stamp = model_stamp(*(folder / name for folder in folders for name in part.model_files))
-    digest = points_digest(target.challenge)
+    weights = files_digest((f / name for f in folders for name in part.model_files), digests)
+    key = CacheKey(points_digest(target.challenge), weights, dataset.digest)
     path = reference_cache_path(options.preds / scenario, target.phase, target.id)
     length = len(target.challenge)
     keep = np.stack([read_solution(folder, length).astype(bool) for folder in folders])
     shape = (options.count, length)
-    cached = load_cached(path, digest, stamp, options.count * length)
+    cached = load_cached(path, key, options.count * length)
     if cached is not None:
         return cached.margin.reshape(shape), keep
     rows = torch.from_numpy(target.challenge)
@@ -269,7 +275,7 @@ def _target_margins(
         model = load_model(part, folder, options.device)
         margins.append(model_outputs(model, x, y, options.batch_size, forward=part.forward)[0])
     margin = np.stack(margins).astype(np.float64)
-    # The store's per-model cache, flattened: its checks (points digest, model stamps,
+    # The store's per-model cache, flattened: its checks (points, model contents, data,
     # length, finite values) are the ones these margins need.
-    save_cached(path, ModelOutputs(margin.ravel()), digest, stamp)
+    save_cached(path, ModelOutputs(margin.ravel()), key)
     return margin, keep

@@ -28,10 +28,11 @@ from mico.attacks.compare import (
     phase_metrics,
     runner_up,
 )
-from mico.attacks.run import ChallengeRun, RunOptions, claimed_epsilon
+from mico.attacks.run import ChallengeRun, RunOptions
 from mico.fileio import atomic_write
 from mico.scoring import MAIN_METRIC, roc_curve
 from mico.tasks import Task
+from mico.truth import claimed_epsilon
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,16 @@ The tokenizer is roberta-base's byte-level BPE, rebuilt with the ``tokenizers`` 
 ``vocab.json`` and ``merges.txt``: ``<s> tokens </s>`` then ``<pad>`` up to ``max_length``, which
 is what ``tokenizer(sentence, padding="max_length", max_length=67)`` returns.  (transformers 5's
 ``RobertaTokenizerFast(vocab_file=..., merges_file=...)`` silently ignores those files, so the
-tokenizer is assembled here from its parts.)
+tokenizer is assembled here from its parts.)  A damaged file tokenizes without an error (an
+empty ``merges.txt`` splits every word into bytes), so :func:`check_tokenizer_files` validates
+both files first and :func:`load_tokenizer` checks known sentences after.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,9 +48,23 @@ TOKENIZER_FILES: tuple[str, ...] = (VOCAB_FILE, MERGES_FILE)
 #: roberta-base's special tokens, in its id order.
 SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
+#: roberta-base's vocabulary size, and its published encodings of two sentences (the
+#: ``RobertaTokenizer`` docstring of transformers): a tokenizer with that vocabulary must
+#: reproduce them, with ``<s>`` and ``</s>``.
+ROBERTA_BASE_VOCAB = 50265
+ROBERTA_BASE_PROBES: dict[str, list[int]] = {
+    "Hello world": [0, 31414, 232, 2],
+    " Hello world": [0, 20920, 232, 2],
+}
+#: A sentence any byte-level tokenizer must encode and decode back unchanged.
+ROUND_TRIP = "It's a très « naïve » film, 100% 🎬!"
+#: Vocabulary entries that no merge makes and that are not bytes: GPT-2's ``<|endoftext|>``
+#: and fairseq's ``madeupwordNNNN`` padding words, both in roberta-base's ``vocab.json``.
+_ADDED_WORD = re.compile(r"^(<\|[a-z]+\|>|madeupword\d{4})$")
+
 #: roberta-base's dimensions (its config.json), for a fresh full-size model.
 ROBERTA_BASE = {
-    "vocab_size": 50265,
+    "vocab_size": ROBERTA_BASE_VOCAB,
     "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
@@ -147,12 +164,8 @@ def load_tokenizer(folder: Path, max_length: int) -> object:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     paths = [folder / name for name in TOKENIZER_FILES]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: tokenizer file missing; rerun download_files.py")
+    ids = check_tokenizer_files(folder)
     try:
-        vocab = json.loads(paths[0].read_text(encoding="utf-8"))
-        ids = {token: int(vocab[token]) for token in SPECIAL_TOKENS}
         bpe = models.BPE.from_file(str(paths[0]), str(paths[1]))
     except Exception as exc:  # tokenizers reports a malformed file as a plain Exception
         raise ValueError(f"{folder}: not a RoBERTa tokenizer ({_reason(exc)})") from None
@@ -163,9 +176,77 @@ def load_tokenizer(folder: Path, max_length: int) -> object:
         ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True
     )
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    _check_probes(tokenizer, folder)
     tokenizer.enable_truncation(max_length)
     tokenizer.enable_padding(length=max_length, pad_id=ids["<pad>"], pad_token="<pad>")
     return tokenizer
+
+
+def check_tokenizer_files(folder: Path) -> dict[str, int]:
+    """Validate ``vocab.json`` and ``merges.txt``; the vocabulary (token -> id).
+
+    ``vocab.json``: an object of distinct ids ``0..V-1`` holding the special tokens and the 256
+    byte symbols.  ``merges.txt``: an optional ``#version`` line, then one merge a line, two
+    tokens of the vocabulary whose concatenation is in it too.  And every other token must be
+    made by a merge: an empty, cut-short or foreign ``merges.txt`` leaves tokens that none
+    makes (roberta-base's only such words are ``<|endoftext|>`` and fairseq's padding words).
+    Each problem is a ``ValueError`` naming the file and saying to fetch it again.
+    """
+    from tokenizers import pre_tokenizers
+
+    vocab_path, merges_path = (folder / name for name in TOKENIZER_FILES)
+    for path in (vocab_path, merges_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: tokenizer file missing; rerun download_files.py")
+    fix = "fetch them again (download_files.py; a demo's: rebuild the demo data)"
+    try:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder}: unreadable tokenizer file ({_reason(exc)}); {fix}") from None
+    ok = isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())
+    if not ok or sorted(vocab.values()) != list(range(len(vocab))):
+        raise ValueError(f"{vocab_path}: expected token ids 0..n-1, each once; {fix}")
+    absent = [t for t in (*SPECIAL_TOKENS, *pre_tokenizers.ByteLevel.alphabet()) if t not in vocab]
+    if absent:
+        raise ValueError(f"{vocab_path}: {len(absent)} special or byte tokens missing; {fix}")
+    made = set()
+    for number, line in enumerate(lines, start=1):
+        if not line or (number == 1 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2 or not all(p in vocab for p in parts) or "".join(parts) not in vocab:
+            raise ValueError(
+                f"{merges_path}: line {number} is not a merge of this vocabulary; {fix}"
+            )
+        made.add("".join(parts))
+    basic = {*SPECIAL_TOKENS, *pre_tokenizers.ByteLevel.alphabet()}
+    dead = [t for t in vocab if t not in made and t not in basic and not _ADDED_WORD.match(t)]
+    if dead:
+        raise ValueError(
+            f"{merges_path}: {len(made)} merges, and {len(dead)} tokens of vocab.json that no "
+            f"merge makes (first: {dead[0]!r}): the file is cut short, empty or from another "
+            f"tokenizer; {fix}"
+        )
+    return {token: vocab[token] for token in SPECIAL_TOKENS}
+
+
+def _check_probes(tokenizer: object, folder: Path) -> None:
+    """Known sentences through the assembled tokenizer: :data:`ROUND_TRIP` decodes back to
+    itself, and roberta-base's vocabulary gives its published ids (:data:`ROBERTA_BASE_PROBES`)."""
+    encoded = tokenizer.encode(ROUND_TRIP)  # type: ignore[attr-defined]
+    decoded = tokenizer.decode(encoded.ids)  # type: ignore[attr-defined]
+    problem = None if decoded == ROUND_TRIP else f"{ROUND_TRIP!r} comes back as {decoded!r}"
+    if tokenizer.get_vocab_size(with_added_tokens=False) == ROBERTA_BASE_VOCAB:  # type: ignore[attr-defined]
+        for sentence, expected in ROBERTA_BASE_PROBES.items():
+            got = tokenizer.encode(sentence).ids  # type: ignore[attr-defined]
+            if got != expected and problem is None:
+                problem = f"{sentence!r} encodes to {got}, roberta-base's ids are {expected}"
+    if problem is not None:
+        raise ValueError(
+            f"{folder}: the tokenizer does not reproduce known encodings ({problem}); fetch "
+            "vocab.json and merges.txt again (download_files.py)"
+        )
 
 
 def encode(tokenizer: object, sentences: Sequence[str]) -> torch.Tensor:

@@ -22,7 +22,8 @@ exactly as in Carlini et al.'s keep matrix: every point IN for ``floor(N*p)`` or
   models can leave a point one off.
 
 Everything derives from ``seed`` and the block's place, so a run is reproducible; the design is
-stored (``design.npz``) and a rerun with another seed or another pool is refused.
+stored (``design.npz``, with the digest of the base dataset it was made for) and a rerun with
+another seed, another pool or other base data is refused.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class Design:
     keep: np.ndarray
     dataset_len: int
     len_training: int
+    #: Digest of the parsed base dataset the shadows train on (``TensorPairDataset.digest``).
+    data: str = ""
 
     @property
     def models(self) -> int:
@@ -149,6 +152,7 @@ class Design:
             keep=np.packbits(self.keep, axis=1),
             dataset_len=np.int64(self.dataset_len),
             len_training=np.int64(self.len_training),
+            data=np.str_(self.data),
         )
 
 
@@ -165,6 +169,7 @@ def load_design(path: Path) -> Design:
                 keep=keep,
                 dataset_len=int(data["dataset_len"]),
                 len_training=int(data["len_training"]),
+                data=str(data["data"]) if "data" in data.files else "",
             )
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"{path}: not a shadow design ({exc}); delete it and rerun") from None
@@ -177,13 +182,21 @@ def extend_design(
     models: int,
     seed: int,
     scenario_index: int,
+    data: str = "",
 ) -> Design:
     """The design of ``models`` shadows: ``stored`` (if any) with a balanced block appended.
 
-    ``stored`` must have been made with this seed, pool and training-set size: its shadows may
-    already be trained, and mixing designs would break the balance silently.
+    ``stored`` must have been made with this seed, pool, training-set size and base data
+    (``data``, the dataset's digest): its shadows may already be trained, and mixing designs
+    would break the balance, or train shadows on other records, silently.
     """
     if stored is not None:
+        if stored.data != data:
+            raise ValueError(
+                "the stored shadow design was made for other base data (or by an older "
+                "train_shadows.py that did not record it); delete that scenario's shadows "
+                "folder, or point --data-dir at the data it was made for"
+            )
         same = (
             stored.seed == seed
             and stored.scenario_index == scenario_index
@@ -211,4 +224,5 @@ def extend_design(
         keep=np.concatenate([old, block]),
         dataset_len=task.dataset_len,
         len_training=task.len_training,
+        data=data,
     )

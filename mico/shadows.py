@@ -9,7 +9,9 @@ the targets were trained with, and writes::
     <root>/shadows/<challenge>/<scenario>/model_N/
         model.pt       state_dict as MICO saves it (DP models keep Opacus' "_module.")
         members.npy    sorted int64 dataset indices the model trained on
-        recipe.json    recipe, DP target and noise, seeds: how to retrain it
+        recipe.json    recipe, DP target and noise, seeds: how to retrain it; "made_for":
+                       the bundle and base data it was trained for (mico.plan.made_for),
+                       which save_preds.py checks before using it
         epsilon        achieved epsilon at delta 1e-5 ("inf": no DP)
         accuracy       accuracy on records it did not train on
 
@@ -34,8 +36,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mico.bundle import require_layout
 from mico.devices import resolve_device
 from mico.farm import ModelJob, build_models
+from mico.fileio import check_output_folder
 from mico.layout import (
     ACCURACY_FILE,
     EPSILON_FILE,
@@ -51,6 +55,7 @@ from mico.layout import (
     shadow_design_path,
     shadows_dir,
 )
+from mico.plan import made_for
 from mico.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
 from mico.shadow_design import Design, extend_design, load_design, scenario_pool
 from mico.shadow_ray import build_models_ray, check_reachable
@@ -215,15 +220,16 @@ def select_scenarios(task: Task, wanted: tuple[str, ...]) -> list[str]:
 
 
 def scenario_jobs(
-    options: ShadowOptions, task: Task, scenario: str, choice: RecipeChoice
+    options: ShadowOptions, task: Task, scenario: str, choice: RecipeChoice, data: str
 ) -> tuple[Design, list[ModelJob]]:
-    """The scenario's design (extended to ``options.models`` and stored) and its model jobs."""
+    """The scenario's design (extended to ``options.models`` and stored) and its model jobs;
+    ``data`` is the digest of the base dataset they train on."""
     index = task.scenarios.index(scenario)
     suffix = task.scenario_suffixes[index]
     pool = scenario_pool(challenge_dir(options.root, task.challenge) / scenario, task)
     path = shadow_design_path(options.root, task.challenge, scenario)
     stored = load_design(path) if path.is_file() else None
-    design = extend_design(stored, pool, task, options.models, options.seed, index)
+    design = extend_design(stored, pool, task, options.models, options.seed, index, data)
     if design is not stored:
         design.save(path)
     dp_epsilon = choice.dp_epsilon[suffix]
@@ -245,6 +251,7 @@ def scenario_jobs(
             "train_seed": train_seed,
             "design_seed": options.seed,
             "keep_fraction": design.fraction,
+            "made_for": made_for(task.challenge, scenario, pool, data),
         }
         buffer = io.BytesIO()
         np.save(buffer, members.astype(np.int64))
@@ -299,7 +306,9 @@ def run(options: ShadowOptions) -> int:
             f"train_shadows.py trains shadows for single-dataset challenges; {task.challenge}'s "
             "attack on its revealed training sets is run_lira_mia.py --attack reference"
         )
+    require_layout(root, task)
     scenarios = select_scenarios(task, options.scenarios)
+    check_output_folder(shadows_dir(root, task.challenge, scenarios[0]).parent)
     device = resolve_device(options.device)
     choice = resolve_recipe(root, task, options.recipe)
     _calibrate(choice, task, scenarios)
@@ -307,10 +316,11 @@ def run(options: ShadowOptions) -> int:
         check_reachable(options.ray)
     data = data_root(root, options.data_dir)
     log.info("recipe: %s (%d epochs)", choice.source, choice.recipe.epochs)
+    digest = task.load_dataset(data).digest  # what every shadow and design records
 
     jobs: list[ModelJob] = []
     for scenario in scenarios:
-        design, scenario_list = scenario_jobs(options, task, scenario, choice)
+        design, scenario_list = scenario_jobs(options, task, scenario, choice, digest)
         why = "1/2" if _is_half(design) else "1/2 is not feasible: the nearest feasible p"
         print(
             f"{scenario}: {len(design.pool)} pool points, each IN for p = {design.fraction:.4f} "

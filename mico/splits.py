@@ -184,6 +184,12 @@ def read_seed(path: str | Path) -> int:
         text = path.read_bytes().decode("ascii", errors="replace").strip()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: seed file missing; is the bundle complete?") from None
+    except IsADirectoryError:
+        raise ValueError(
+            f"{path}: a folder where the seed file belongs; restore the file (download_files.py)"
+        ) from None
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read the seed file ({exc.strerror}); check it") from None
     # ASCII digits only: str.isdigit() accepts "²", which int() then refuses without a path.
     if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         raise ValueError(f"{path}: expected a non-negative int64 seed, got {text[:40]!r}")

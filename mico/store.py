@@ -32,10 +32,11 @@ population points, possibly 0):
 =========================  =================  ===============================================
 
 The margin ``z = logit_y - logsumexp_{j != y} logit_j`` determines every score the attacks use
-(see :mod:`mico.inference`).  Each per-model file records the SHA-256 of the points it was
-computed on and the size and mtime of its weight files; a mismatch means it is recomputed.  The
-caches are written without fsync, so every read validates them: a zero-byte, truncated,
-key-less, mis-shaped or non-finite cache is a miss (with a warning), never a traceback.
+(see :mod:`mico.inference`).  Each per-model file records a :class:`CacheKey`: the SHA-256 of
+the points it was computed on, of its weight files' contents and of the parsed base dataset
+(:mod:`mico.digests`); any mismatch means it is recomputed.  The caches are written without
+fsync, so every read validates them: a zero-byte, truncated, key-less, mis-shaped or non-finite
+cache is a miss (with a warning), never a traceback.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.npz"
 FORMAT_VERSION = 1
+#: Version of a per-model cache's metadata; a cache of another version is recomputed.
+CACHE_VERSION = 2
 
 #: Every way reading an ``.npz`` written by someone else (or cut short) can fail.
 READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
@@ -68,14 +71,19 @@ def points_digest(points: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(points, dtype=np.int64).tobytes()).hexdigest()
 
 
-def model_stamp(*files: Path) -> str:
-    """Size and modification time of a model's weight files: replacing one invalidates its
-    cache.  One file gives ``size:mtime_ns``, several are joined by ``;``."""
-    stamps = []
-    for path in files:
-        stat = path.stat()
-        stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}")
-    return ";".join(stamps)
+@dataclass(frozen=True)
+class CacheKey:
+    """What a per-model cache was computed from: ``points`` (:func:`points_digest`), ``model``
+    (the content digest of the weight files, :func:`mico.digests.files_digest`, plus anything
+    else that changes the outputs, such as autocast) and ``data`` (the parsed base dataset,
+    :func:`mico.digests.dataset_digest`)."""
+
+    points: str
+    model: str
+    data: str
+
+    def meta(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self), "version": CACHE_VERSION}
 
 
 @dataclass
@@ -92,9 +100,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def load_cached(
-    path: Path, digest: str, stamp: str, length: int, *, logits: bool = False
+    path: Path, key: CacheKey, length: int, *, logits: bool = False
 ) -> ModelOutputs | None:
-    """A per-model cache's outputs if it matches points, model and length; else None.
+    """A per-model cache's outputs if it matches ``key`` (points, model, data) and length;
+    else None.
 
     A cache that cannot be read (zero bytes, cut short, keys missing, NaN) is reported as a
     warning and treated as missing: the model runs again and the file is replaced.
@@ -111,8 +120,8 @@ def load_cached(
     except READ_ERRORS as exc:
         log.warning("%s: unreadable cache (%s); the model runs again", path, _reason(exc))
         return None
-    if meta.get("points") != digest or meta.get("model") != stamp:
-        return None  # made for other points or another model file: simply stale
+    if any(meta.get(name) != value for name, value in key.meta().items()):
+        return None  # made for other points, model contents or data: simply stale
     if margin.shape != (length,) or not np.all(np.isfinite(margin)):
         log.warning("%s: cache holds wrong-shaped or NaN margins; the model runs again", path)
         return None
@@ -121,9 +130,9 @@ def load_cached(
     return ModelOutputs(margin, raw)
 
 
-def save_cached(path: Path, outputs: ModelOutputs, digest: str, stamp: str) -> None:
+def save_cached(path: Path, outputs: ModelOutputs, key: CacheKey) -> None:
     """Write one model's outputs with the metadata that validates them."""
-    meta = json.dumps({"points": digest, "model": stamp, "version": FORMAT_VERSION})
+    meta = json.dumps(key.meta())
     arrays = {"margin": np.asarray(outputs.margin, dtype=np.float64), "meta": np.array(meta)}
     if outputs.logits is not None:
         arrays["logits"] = np.asarray(outputs.logits, dtype=np.float32)

@@ -523,25 +523,38 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
 
 
 def write_synthetic_root(root, population=True, seed=0):
-    """A ``--root`` with empty scenario folders, a ``bundle.json`` for 2m = 20, stored
-    outputs under ``preds/`` and dev/final solutions under ``reference/``."""
+    """A ``--root`` whose bundle has the layout of ``bundle.json`` (2m = 20; 12 train, 6 dev
+    and 6 final models a scenario, holding seed files, train solutions and placeholder
+    weights), stored outputs under ``preds/`` and dev/final solutions under ``reference/``
+    (with the bundle's ``seed_challenge``)."""
     rng = np.random.default_rng(seed)
     task = get_task(CHALLENGE)
     (root / CHALLENGE).mkdir(parents=True)
     config = {"dataset_len": 1000, "len_training": 500, "len_challenge": 10}
+    config["models_per_phase"] = {"train": 12, "dev": 6, "final": 6}
     (root / CHALLENGE / "bundle.json").write_text(json.dumps(config))
     for scenario in task.scenarios:
-        (root / CHALLENGE / scenario).mkdir()
         scores, truths = synthetic_scores(rng, population=population)
-        # The bundle has no model folders: its record says so, and the attack checks it.
+        train = scores.phases["train"]
+        phases = {"train": (train.ids, train.solution), **truths}
+        for phase, (ids, sol) in phases.items():
+            for model, values in zip(ids, sol, strict=True):
+                folder = root / CHALLENGE / scenario / phase / f"model_{model}"
+                folder.mkdir(parents=True)
+                (folder / "seed_challenge").write_text(f"{1000 + model}\n")
+                (folder / "model.pt").write_bytes(b"")  # the attacks never read weights
+                if phase == "train":
+                    for name in ("seed_training", "seed_membership"):
+                        (folder / name).write_text(f"{model}\n")
+                    write_solution(folder / "solution.csv", values)
+                    continue
+                truth = root / "reference" / CHALLENGE / scenario / phase / f"model_{model}"
+                truth.mkdir(parents=True)
+                write_solution(truth / "solution.csv", values)
+                (truth / "seed_challenge").write_text(f"{1000 + model}\n")
         scores.provenance = bundle_record(root, load_task(root, CHALLENGE), scenario)
         (root / "preds" / CHALLENGE / scenario).mkdir(parents=True)
         scores.save(root / "preds" / CHALLENGE / scenario / SCORES_FILE)
-        for phase, (ids, sol) in truths.items():
-            for model, values in zip(ids, sol, strict=True):
-                folder = root / "reference" / CHALLENGE / scenario / phase / f"model_{model}"
-                folder.mkdir(parents=True)
-                write_solution(folder / "solution.csv", values)
     return root
 
 

@@ -102,7 +102,7 @@ def test_audit_prints_bounds_beside_the_claimed_epsilon(demo: Path, capsys) -> N
 def test_a_bound_above_the_claim_is_one_loud_line(tmp_path: Path, capsys, caplog) -> None:
     root = write_synthetic_root(tmp_path / "root")
     model = root / CHALLENGE / "purchase100_hi" / "train" / "model_0"
-    model.mkdir(parents=True)
+    model.mkdir(parents=True, exist_ok=True)
     (model / "epsilon").write_text("0.5\n")  # what the hi models claim to have reached
     task = load_task(root, CHALLENGE)
     row = RowResult(Config("lira", "lira offline prob gv"), [], np.zeros((1, 2)))

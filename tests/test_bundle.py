@@ -79,8 +79,11 @@ def test_model_dirs_numeric_order_and_scenarios(tmp_path):
 
 
 def test_solution_and_prediction_files(tmp_path):
-    (tmp_path / "solution.csv").write_bytes(b"1,0,1,1\r\n")
-    assert read_solution(tmp_path, 4).tolist() == [1, 0, 1, 1]
+    (tmp_path / "solution.csv").write_bytes(b"1,0,0,1\r\n")
+    assert read_solution(tmp_path, 4).tolist() == [1, 0, 0, 1]
+    (tmp_path / "uneven.csv").write_bytes(b"1,0,1,1\r\n")  # MICO's have m members of 2m
+    with pytest.raises(ValueError, match="3 of 4 values are 1, a MICO solution has exactly 2"):
+        read_solution(tmp_path / "uneven.csv", 4)
     write_solution(tmp_path / "s2.csv", np.array([0, 1]))
     assert (tmp_path / "s2.csv").read_bytes() == b"0,1\r\n"
     with pytest.raises(ValueError, match="expected 5 comma-separated"):

@@ -230,7 +230,12 @@ def test_references_grow_on_ray(ddp_root: Path, tmp_path: Path, capsys) -> None:
     """``--ray local`` trains the two new references a target that ``--references 6`` adds
     (the first four are reused: the design is prefix-stable), written like the pool's."""
     root = Path(shutil.copytree(ddp_root, tmp_path / "root", symlinks=True))
-    shutil.rmtree(root / "ddp" / "cifar10_ddp")  # the scenarios present are run: keep it quick
+    # A bundle of the purchase100_ddp scenario alone, as bundle.json declares it: keep it quick.
+    shutil.rmtree(root / "ddp" / "cifar10_ddp")
+    config = json.loads((root / "ddp" / "bundle.json").read_text())
+    for key in ("scenarios", "demo"):
+        del config[key]["cifar10_ddp"]
+    (root / "ddp" / "bundle.json").write_text(json.dumps(config))
     argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
     assert run_lira_mia.main([*argv, "--references", "6", "--ray", "local", "--workers", "2"]) == 0
     err = capsys.readouterr().err

@@ -3,6 +3,7 @@ that heal, errors that name the model, logits, extra shadows, and the provenance
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,18 @@ import torch
 
 import save_preds
 from mico.inference import true_label_margin
-from mico.layout import MEMBERS_FILE, SCORES_FILE, SEED_FILES, model_dirs, shadows_dir
-from mico.plan import EXTRA
+from mico.layout import (
+    MEMBERS_FILE,
+    RECIPE_FILE,
+    SCORES_FILE,
+    SEED_FILES,
+    model_dirs,
+    shadows_dir,
+)
+from mico.plan import EXTRA, made_for
 from mico.predict import PredictOptions, save_scenario
 from mico.provenance import check_against_bundle, load_checked
+from mico.shadow_design import scenario_pool
 from mico.splits import read_seed, split_indices
 from mico.store import ScenarioScores
 from mico.tasks import load_task
@@ -124,8 +133,10 @@ def test_a_missing_seed_is_named_before_any_model_runs(tiny_copy, capsys):
     model = model_dirs(root / CHALLENGE / f"{CHALLENGE}_lo", "train")[1]
     (model / "seed_training").unlink()
     assert save_preds.main(_args(root)) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: {model / 'seed_training'}: seed file missing; is the bundle complete?"
+    # The layout check lists it, then says what to do in one line.
+    listed, line = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert listed.strip() == f"{model / 'seed_training'}: missing"
+    assert line.startswith("error: ") and "re-download what is missing" in line
     assert not (root / "preds").exists()  # the inf and hi scenarios did not run either
 
 
@@ -213,6 +224,8 @@ def test_extra_shadows_join_as_shadow_rows_with_their_own_membership(tiny_copy):
     np.save(extra / MEMBERS_FILE, np.flatnonzero(splits.training_mask()))
     options = PredictOptions(sources=("bundle", EXTRA))
     dataset = task.load_dataset(root / "data")
+    record = made_for(CHALLENGE, scenario.name, scenario_pool(scenario, task), dataset.digest)
+    (extra / RECIPE_FILE).write_text(json.dumps({"made_for": record}))
     out = root / "preds" / CHALLENGE / scenario.name
     scores, evaluated = save_scenario(scenario, out, task, dataset, options)
     assert evaluated == len(scores.points)  # only the new shadow ran

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -293,3 +294,115 @@ def test_few_out_models_are_reported(demo, caplog):
     with caplog.at_level(logging.WARNING):
         warn_few_out_models("sst2_inf", shadow_in)
     assert "1 of 3 challenge points have no OUT shadow model and 1 have one" in caplog.text
+
+
+def test_caches_follow_the_tokenized_records(demo, tmp_path):
+    """Issue 22 group A on the text track: two sentences of train.parquet trade places (the
+    file keeps its time stamps); save_preds' caches, keyed on the tokenized records, are all
+    recomputed."""
+    from mico.predict import PredictOptions, save_scenario
+    from mico.store import ScenarioScores
+
+    root = Path(shutil.copytree(demo, tmp_path / "copy"))
+    task = load_task(root, NAME)
+    scenario, out = root / NAME / "sst2_inf", root / "preds" / NAME / "sst2_inf"
+    before = ScenarioScores.load(out / "scores.npz")
+    table = root / "data" / NAME / "train.parquet"
+    frame, stamp = pd.read_parquet(table), table.stat()
+    frame.loc[[0, 1], "sentence"] = frame.loc[[1, 0], "sentence"].to_numpy()
+    frame.to_parquet(table, index=False)
+    os.utime(table, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    dataset = task.load_dataset(root / "data")
+    after, evaluated = save_scenario(scenario, out, task, dataset, PredictOptions())
+    assert evaluated == len(before.shadow_ids) * len(before.points) + 2 * task.num_challenges
+    assert after.provenance["data"] == dataset.digest != before.provenance["data"]
+
+
+# --- issue 22, group G: the tokenizer files are validated --------------------------------------
+
+
+def _cut(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[: len(lines) // 2])
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "expected"),
+    [
+        ("merges.txt", lambda text: "", "0 merges, and"),  # the issue's empty merges.txt
+        ("merges.txt", _cut, "tokens of vocab.json that no merge makes"),
+        ("merges.txt", lambda text: text + "zz qq\n", "is not a merge of this vocabulary"),
+        ("vocab.json", lambda text: text.replace('"<mask>"', '"<masc>"'), "tokens missing"),
+        ("vocab.json", lambda text: text.replace('": 1,', '": 7,', 1), "ids 0..n-1, each once"),
+        ("vocab.json", lambda text: text[:-2], "unreadable tokenizer file"),
+    ],
+)
+def test_damaged_tokenizer_files_are_refused(demo, tmp_path, capsys, name, damage, expected):
+    data = Path(shutil.copytree(demo / "data", tmp_path / "data"))
+    path = data / NAME / sst2.TOKENIZER_FOLDER / name
+    path.write_text(damage(path.read_text(encoding="utf-8")), encoding="utf-8")
+    argv = ["--challenge", NAME, "--root", str(demo), "--data-dir", str(data), "-q"]
+    assert save_preds.main([*argv, "--preds-dir", str(tmp_path / "preds")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "panicked" not in err and len(err.splitlines()) == 1
+    assert expected in err and str(path.parent) in err
+    assert not (tmp_path / "preds").exists()
+
+
+def roberta_shaped(folder: Path) -> dict[str, int]:
+    """A byte-level BPE with roberta-base's vocabulary size and special ids in which
+    ``Hello``, ``ĠHello`` and ``Ġworld`` have roberta-base's ids (merges of two byte symbols
+    fill the rest); the vocabulary is returned."""
+    from tokenizers import pre_tokenizers
+
+    from mico.roberta import ROBERTA_BASE_VOCAB, SPECIAL_TOKENS
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    chain = [("H", "e"), ("l", "l"), ("He", "ll"), ("Hell", "o"), ("Ġ", "Hello")]
+    chain += [("o", "r"), ("w", "or"), ("l", "d"), ("wor", "ld"), ("Ġ", "world")]
+    made = {a + b for a, b in chain}
+    fixed = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": ROBERTA_BASE_VOCAB - 1}
+    fixed.update({"Hello": 31414, "ĠHello": 20920, "Ġworld": 232})
+    tokens = [*alphabet, *(t for t in made if t not in fixed)]
+    merges = list(chain)
+    for a in alphabet:
+        for b in alphabet:
+            if len(tokens) + len(fixed) == ROBERTA_BASE_VOCAB:
+                break
+            if a + b not in made:
+                merges.append((a, b))
+                tokens.append(a + b)
+    free = iter(sorted(set(range(ROBERTA_BASE_VOCAB)) - set(fixed.values())))
+    vocab = {**fixed, **{token: next(free) for token in tokens}}
+    assert set(SPECIAL_TOKENS) <= set(vocab) and len(vocab) == ROBERTA_BASE_VOCAB
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    lines = "".join(f"{a} {b}\n" for a, b in merges)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + lines, encoding="utf-8")
+    return vocab
+
+
+def test_roberta_base_vocabulary_must_give_its_published_ids(tmp_path):
+    """With roberta-base's vocabulary, "Hello world" and " Hello world" must encode to the ids
+    transformers' RobertaTokenizer documents; two ids traded between tokens are refused."""
+    folder = tmp_path / "roberta-base"
+    vocab = roberta_shaped(folder)
+    tokenizer = load_tokenizer(folder, 8)
+    assert encode(tokenizer, ["Hello world"])[0, 0, :4].tolist() == [0, 31414, 232, 2]
+    assert encode(tokenizer, [" Hello world"])[0, 0, :4].tolist() == [0, 20920, 232, 2]
+    vocab["Hello"], vocab["ab"] = vocab["ab"], vocab["Hello"]
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'Hello world' encodes to \[0, \d+, 232, 2\], rob"):
+        load_tokenizer(folder, 8)
+
+
+def test_a_missing_config_json_is_listed_with_advice(demo, tmp_path, capsys):
+    """Issue 22, group N: a missing config.json was raw errno text; the layout check, which
+    every script runs first, lists it and says what to do."""
+    root = Path(shutil.copytree(demo, tmp_path / "copy"))
+    config = model_folder(root, "sst2_lo", "final") / "config.json"
+    config.unlink()
+    assert save_preds.main(["--challenge", NAME, "--root", str(root), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"  {config}: missing" in err and "Errno" not in err and "Traceback" not in err
+    assert "restore or re-download what is missing (download_files.py)" in err.splitlines()[-1]

@@ -40,13 +40,15 @@ from mico.attacks.original import (
     original_predictions,
 )
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
-from mico.bundle import prediction_line, read_solution, scenario_dirs
+from mico.bundle import prediction_line, require_layout, scenario_dirs
 from mico.devices import resolve_device
-from mico.fileio import write_text_atomic
+from mico.digests import DigestStore
+from mico.fileio import check_output_file, write_text_atomic
 from mico.layout import (
-    EPSILON_FILE,
     PREDICTION_FILE,
     data_root,
+    digests_path,
+    manifest_path,
     model_dir,
     preds_root,
     scores_path,
@@ -57,6 +59,7 @@ from mico.references import DEFAULT_REFERENCES, ReferenceOptions, attach_referen
 from mico.selection import DEFAULT_FOLDS
 from mico.store import ScenarioScores
 from mico.tasks import Task, load_task
+from mico.truth import reference_solutions
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +107,16 @@ SHADOW_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_scores(path: Path, options: RunOptions, task: Task, scenario: str) -> ScenarioScores:
+def load_scores(
+    path: Path, options: RunOptions, task: Task, scenario: str, digests: DigestStore | None = None
+) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
-    (:mod:`mico.provenance`), keeping the shadow rows ``options.shadows`` asks for.
+    (:mod:`mico.provenance`; ``digests`` remembers the weight files' digests), keeping the
+    shadow rows ``options.shadows`` asks for.
 
     ``--original`` always uses the train models alone: that is what the published code had.
     """
-    scores = load_checked(path, options.root, task, scenario)
+    scores = load_checked(path, options.root, task, scenario, digests)
     choice = "train" if options.original else options.shadows
     if choice is None:
         return scores
@@ -135,7 +141,8 @@ class ChallengeRun:
 
 
 def check_options(options: RunOptions) -> Task:
-    """Validate the options against the bundle; return its task."""
+    """Validate the options and the bundle's layout (:func:`mico.bundle.require_layout`);
+    return its task."""
     if options.attack != BEST_ATTACK:
         attack = get_attack(options.attack)
         if options.params is not None:
@@ -161,6 +168,7 @@ def check_options(options: RunOptions) -> Task:
     if options.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
+    require_layout(options.root, task)
     if options.original and task.parts:
         raise ValueError(
             f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
@@ -195,12 +203,18 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
     """
     task = check_options(options)
+    if options.write:  # the first file written (mico.manifest), checked before any work
+        check_output_file(manifest_path(options.root, task.challenge))
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     if options.original:
         _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
-    loaded = {name: load_scores(path, options, task, name) for name, path in scenarios.items()}
+    digests = DigestStore(digests_path(preds))
+    loaded = {
+        name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
+    }
+    digests.save()
     count = reference_count(options, _attacks_of(options))
     for name, scores in loaded.items():
         _attach_references(options, task, name, scores, preds, count)
@@ -260,24 +274,6 @@ def _config_of(options: RunOptions) -> Config:
     return Config(attack.name, describe(options))
 
 
-def claimed_epsilon(root: Path, task: Task, scenario: str) -> float | None:
-    """The epsilon a scenario's models claim at MICO's delta (None: trained without DP).
-
-    A demo bundle (and any bundle whose model folders record the epsilon their training
-    reached, as ``epsilon`` files) claims the largest recorded value; otherwise the track's
-    target epsilon for the scenario.
-    """
-    target = task.dp_epsilon(scenario)
-    if target is None:
-        return None
-    recorded = [
-        float(path.read_text())
-        for phase in ("train", "dev", "final")
-        for path in sorted((root / task.challenge / scenario / phase).glob(f"*/{EPSILON_FILE}"))
-    ]
-    return max(recorded) if recorded else target
-
-
 def reference_count(options: RunOptions, attacks: list[Attack]) -> int | None:
     """How many reference models a target the run builds: ``--references``, else the default
     where an attack needs them (``--compare`` builds none unless asked: they cost training)."""
@@ -328,7 +324,7 @@ def _truths(
     if options.reference is None:
         return {}
     return {
-        phase: reference_solutions(options.reference, task, scenario, phase, data.ids)
+        phase: reference_solutions(options.reference, task, scenario, phase, data.ids, options.root)
         for phase, data in scores.phases.items()
         if phase != "train"
     }
@@ -445,23 +441,16 @@ def _log_choice(path: Path, row: RowResult) -> None:
     )
 
 
-def reference_solutions(
-    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray
-) -> np.ndarray:
-    """Ground truth ``[T, K]`` of one phase's models from a reference folder."""
-    folders = [model_dir(reference, task.challenge, scenario, phase, int(i)) for i in ids]
-    length = task.at(scenario).num_challenges
-    return np.stack([read_solution(folder, length) for folder in folders])
-
-
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
     """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
     task = check_options(options)
     preds = preds_root(options.root, task.challenge, options.preds_dir)
     results: dict[str, ScenarioComparison] = {}
+    digests = DigestStore(digests_path(preds))
     for stream, scenario in enumerate(scenario_dirs(options.root, task)):
         path = scores_path(preds, scenario.name)
-        scores = load_scores(path, options, task, scenario.name)
+        scores = load_scores(path, options, task, scenario.name, digests)
+        digests.save()
         _attach_references(options, task, scenario.name, scores, preds, options.references)
         truths = _truths(options, task, scenario.name, scores)
         results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)

@@ -237,7 +237,9 @@ class Task:
         """The track's base dataset, checked against this bundle's ``dataset_len``.
 
         A demo bundle paired with the real dataset (or the other way round) would silently map
-        split indices to the wrong records; the length check catches that.
+        split indices to the wrong records; the length check catches that.  Labels outside
+        ``0..num_classes-1`` would fail deep inside a forward pass, with a traceback: every
+        track's loader checks its own format, and this checks what all of them return.
         """
         dataset = self.loader(Path(dataset_dir))
         if len(dataset) != self.dataset_len:
@@ -245,6 +247,15 @@ class Task:
                 f"the {self.name} data in {dataset_dir} has {len(dataset)} records but the "
                 f"bundle expects dataset_len={self.dataset_len}: point --data-dir at the "
                 "bundle's own data"
+            )
+        labels = dataset.y
+        if labels.is_floating_point() or (
+            len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes)
+        ):
+            last = self.num_classes - 1
+            raise ValueError(
+                f"the {self.name} data in {dataset_dir} has labels outside 0..{last} (from "
+                f"{labels.min().item()} to {labels.max().item()}); re-download it"
             )
         return dataset
 
