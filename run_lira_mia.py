@@ -36,10 +36,9 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
         roc_panels,
         side_by_side,
     )
-    from mico.attacks.lira import LiraParams
+    from mico.attacks.lira import LIRA_VARIANCES, LiraParams
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
-    from mico.attacks.stats import VARIANCES
     from mico.audit_report import argv_line, check_report_dir
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.fileio import check_output_file
@@ -146,10 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     variance.add_argument(
         "--variance",
-        choices=VARIANCES,
+        choices=LIRA_VARIANCES,
         default=None,
-        help="per-point (default), pooled (= --global_variance) or pooled-within (one std per "
-        "target: the within-point variance pooled over its points)",
+        help="per-point (default), pooled (= --global_variance), pooled-within (one std per "
+        "target: the within-point variance pooled over its points) or bayes (a "
+        "normal-inverse-gamma posterior per point, its prior fitted over the scenario's points)",
     )
     scaling = lira_group.add_mutually_exclusive_group()
     scaling.add_argument(

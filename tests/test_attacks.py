@@ -578,7 +578,8 @@ def test_compare_scenario_rows_and_choices():
     result = compare_scenario(scores, available(scores), {p: sol for p, (_, sol) in truths.items()})
     labels = list(result.rows)
     assert labels[0] == "loss" and labels[-1] == BEST_ROW
-    assert labels[1:19] == [c.label for c in lira_configs()]
+    assert labels[1 : 1 + len(lira_configs())] == [c.label for c in lira_configs()]
+    assert len(lira_configs()) == 24  # 3 transforms x 4 variances x offline/online
     assert {"lira (CV)", "hardness (CV)", "rmia (CV)"} <= set(labels)
     assert len(result.rows[BEST_ROW].fold_choices) == 5
     assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == len(
@@ -698,6 +699,7 @@ def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
         (["--attack", "rmia", "--variance", "pooled"], "--variance apply to --attack lira"),
         (["--compare", "--original"], "--original apply to --attack lira only"),
         (["--original", "--variance", "pooled-within"], "not --variance pooled-within"),
+        (["--original", "--variance", "bayes"], "not --variance bayes"),
         (["--original", "--online_attack", "--logit_scaling"], "NotImplementedError"),
     ],
 )
