@@ -6,6 +6,7 @@
     python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
     python run_lira_mia.py --challenge purchase100 --compare --audit --report DIR   # auditor's view
     python run_lira_mia.py --challenge purchase100 --attack best       # what --compare would pick
+    python run_lira_mia.py --challenge purchase100 --compare --budget 4 8 16 [--plot FILE]
     python run_lira_mia.py --challenge ddp --attack reference --references 4   # DDP only
 
 Reads ``save_preds.py``'s ``scores.npz`` per scenario, writes
@@ -30,6 +31,7 @@ from pathlib import Path
 
 try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started yet)
     from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
+    from mico.attacks.budget_curve import DEFAULT_REPEATS, budget_challenge
     from mico.attacks.compare import (
         BEST_ATTACK,
         Uncertainty,
@@ -40,6 +42,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
     from mico.attacks.run import SHADOW_CHOICES, RunOptions, compare_challenge, run_challenge
     from mico.audit_report import argv_line, check_report_dir
+    from mico.budget_report import plot_budget, print_budget
     from mico.cli import add_common_args, add_preds_dir_arg, run_cli, setup_logging
     from mico.fileio import check_output_file
     from mico.references import DEFAULT_REFERENCES
@@ -87,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--markdown", action="store_true", help="print --compare tables as markdown"
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        nargs="+",
+        metavar="B",
+        help="with --compare: the budget curve instead of the table; every (CV) row with the "
+        "shadow set cut to B models (random, seeded, stratified draws; extra shadows count), "
+        "for each B and for all shadows; with --plot, the curves",
+    )
+    parser.add_argument(
+        "--budget-repeats",
+        type=int,
+        default=None,
+        metavar="R",
+        help=f"random shadow draws per --budget (default {DEFAULT_REPEATS})",
     )
     honest = parser.add_argument_group("uncertainty and auditing")
     honest.add_argument(
@@ -289,6 +308,21 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise ValueError("--delta and --audit-level set the epsilon audit: add --audit")
     if args.report is not None and not args.compare:
         raise ValueError("--report writes the --compare audit report: add --compare")
+    if (args.budget or args.budget_repeats is not None) and not args.compare:
+        raise ValueError(
+            "--budget and --budget-repeats draw the --compare budget curve: add --compare"
+        )
+    if args.budget_repeats is not None and not args.budget:
+        raise ValueError("--budget-repeats sets the draws of --budget: add --budget B ...")
+    if args.budget and (args.report is not None or args.audit or args.reference is not None):
+        raise ValueError(
+            "the budget curve is a train-phase estimate; --report, --audit and --reference "
+            "describe the full-budget comparison: drop --budget or them"
+        )
+    if args.budget and args.no_intervals:
+        raise ValueError("the budget curve always shows its intervals: drop --no-intervals")
+    if args.budget and args.shadows and len(args.shadows) > 1:
+        raise ValueError("--budget draws from one shadow pool: give one --shadows choice")
     audited = args.audit or args.report is not None  # the report shows epsilon bounds
     uncertainty = Uncertainty(
         rule=Rule(n_boot=args.bootstrap, seed=args.bootstrap_seed),
@@ -324,6 +358,8 @@ def _main(argv: Sequence[str] | None) -> int:
         check_output_file(args.plot)
     if args.report is not None:
         check_report_dir(args.report)
+    if args.compare and args.budget:
+        return _budget(args, options)
     if args.compare:
         return _compare(args, options, argv_line("run_lira_mia.py", argv))
     run = run_challenge(options)
@@ -351,6 +387,18 @@ def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int
     if args.report is not None:
         write_report(args.report, task, results, options, command)
         log.info("audit report written to %s", args.report / "index.html")
+    return 0
+
+
+def _budget(args: argparse.Namespace, options: RunOptions) -> int:
+    """``--compare --budget``: the budget curve of every (CV) row, printed (and drawn)."""
+    repeats = DEFAULT_REPEATS if args.budget_repeats is None else args.budget_repeats
+    task, curves = budget_challenge(options, args.budget, repeats)
+    print_budget(task, curves, options.uncertainty, args.markdown)
+    if args.plot is not None:
+        title = f"{task.challenge}: train phase, (CV) rows by shadow budget"
+        plot_budget(curves, args.plot, title, options.uncertainty.rule.level)
+        log.info("budget figure written to %s", args.plot)
     return 0
 
 

@@ -1,15 +1,24 @@
-"""Tests of mico.attacks.budget: seeded, stratified shadow draws and the scores they leave."""
+"""Tests of mico.attacks.budget (seeded, stratified shadow draws and the scores they leave) and
+of the budget curve built on them (mico.attacks.budget_curve, ``--compare --budget``)."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import run_lira_mia
 from mico.attacks.budget import budget_draws, keep_rows
+from mico.attacks.budget_curve import ALL, CURVE_KEYS, average_curve, check_budgets, scenario_curve
+from mico.attacks.compare import Predictor, Uncertainty, compare_scenario, evaluate_row
 from mico.attacks.lira import lira
+from mico.attacks.registry import get_attack
+from mico.scoring import metrics
+from mico.selection import Rule
 from mico.store import PhaseScores, ScenarioScores
+from tests.test_attacks import CHALLENGE, available, synthetic_scores, write_synthetic_root
 
 
 @settings(max_examples=50, deadline=None)
@@ -147,3 +156,106 @@ def test_keep_rows_refuses_bad_rows():
     # Files from before extra shadows have no kinds: every kept row is a train model.
     old = dataclasses.replace(scores, shadow_kind=None)
     np.testing.assert_array_equal(keep_rows(old, np.array([4])).shadow_kind, ["train"])
+
+
+# --- the budget curve (run_lira_mia.py --compare --budget) ------------------------------
+
+FAST = Uncertainty(rule=Rule(n_boot=100))
+
+
+@pytest.fixture(scope="module")
+def curve_scores():
+    return synthetic_scores(np.random.default_rng(5))[0]
+
+
+def test_curve_all_column_is_the_compare_estimate(curve_scores):
+    """The whole pool's column is what --compare prints for every (CV) row, replicates
+    included; each budget's cell holds one point per draw."""
+    attacks = available(curve_scores)
+    curve = scenario_curve(curve_scores, attacks, [3, 6], repeats=2, uncertainty=FAST)
+    assert curve.columns == ["3", "6", ALL] and curve.shadows == 12
+    compared = compare_scenario(curve_scores, attacks, uncertainty=FAST).rows
+    assert list(curve.cells) == [label for label in compared if label.endswith("(CV)")]
+    for label, by_column in curve.cells.items():
+        for key in CURVE_KEYS:
+            cell = by_column[ALL][key]
+            assert cell.points.tolist() == [compared[label].metrics["train"][key]]
+            np.testing.assert_array_equal(cell.replicates, compared[label].replicates["train"][key])
+            assert by_column["3"][key].points.shape == (2,)
+    # A budget's cells are the CV estimates on the scores its seeded draws keep.
+    draws = budget_draws(curve_scores.shadow_in, 3, 2, (0, 0, 3))
+    lira_rows = get_attack("lira").configs()
+    want = [
+        metrics(
+            curve_scores.phases["train"].solution,
+            evaluate_row(Predictor(keep_rows(curve_scores, rows)), lira_rows, 5, FAST.rule).train,
+        )["TPR_FPR_1000"]
+        for rows in draws
+    ]
+    assert curve.cells["lira (CV)"]["3"]["TPR_FPR_1000"].points.tolist() == want
+
+
+def test_curve_average_averages_points_and_replicates(curve_scores):
+    attacks = [get_attack("lira")]
+    one = scenario_curve(curve_scores, attacks, [4], repeats=1, uncertainty=FAST)
+    two = scenario_curve(curve_scores, attacks, [4], repeats=1, uncertainty=FAST, stream=1)
+    mean = average_curve({"a": one, "b": two})
+    cells = [c.cells["lira (CV)"]["4"]["TPR_FPR_100"] for c in (one, two, mean)]
+    np.testing.assert_allclose(cells[2].points, (cells[0].points + cells[1].points) / 2)
+    np.testing.assert_allclose(cells[2].replicates, (cells[0].replicates + cells[1].replicates) / 2)
+
+
+@pytest.mark.parametrize(
+    ("budgets", "repeats", "message"),
+    [
+        ([1, 4], 1, "at least 2 shadow models"),
+        ([4, 12], 1, "--budget 12 is not below the 12 shadow models"),
+        ([4], 0, "--budget-repeats must be at least 1"),
+        ([], 1, "at least one number"),
+    ],
+)
+def test_bad_curve_budgets_are_refused(budgets, repeats, message):
+    with pytest.raises(ValueError, match=message):
+        check_budgets(budgets, repeats, 12)
+
+
+def test_budget_cli_prints_the_curve_and_draws_it(tmp_path, capsys):
+    root = write_synthetic_root(tmp_path / "r")
+    plot = tmp_path / "budget.png"
+    args = ["--challenge", CHALLENGE, "--root", str(root), "-q", "--compare", "--bootstrap", "100"]
+    assert (
+        run_lira_mia.main([*args, "--budget", "4", "--budget-repeats", "1", "--plot", str(plot)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "every (CV) row with the shadow set cut to each budget" in out
+    assert "track average, TPR@10%" in out and "purchase100_lo, TPR@1%" in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("4"))
+    assert header.split() == ["4", "all", "12"]
+    assert re.search(r"\nbest of all \(CV\) +0\.\d{4} \[0\.\d{4}, 0\.\d{4}\] +0\.\d{4} \[", out)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--budget", "4"], "add --compare"),
+        (["--compare", "--budget-repeats", "2"], "add --budget"),
+        (["--compare", "--budget", "1"], "at least 2 shadow models"),
+        (["--compare", "--budget", "4", "20"], "--budget 20 is not below the 12 shadow models"),
+        (["--compare", "--budget", "4", "--budget-repeats", "0"], "at least 1"),
+        (["--compare", "--budget", "4", "--audit"], "drop --budget"),
+        (["--compare", "--budget", "4", "--no-intervals"], "drop --no-intervals"),
+        (["--compare", "--budget", "4", "--references", "2"], "drop --references"),
+    ],
+)
+def test_budget_cli_refuses_in_one_line(synthetic_root, extra, message, capsys):
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), *extra]
+    assert run_lira_mia.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return write_synthetic_root(tmp_path_factory.mktemp("budget_root"))

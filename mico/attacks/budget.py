@@ -25,6 +25,7 @@ so it is scored with B - 1 shadows; the others with B.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +35,9 @@ from mico.store import ScenarioScores
 STRATIFY_SLACK = 0.5
 
 
-def budget_draws(shadow_in: np.ndarray, budget: int, repeats: int = 1, seed: int = 0) -> np.ndarray:
+def budget_draws(
+    shadow_in: np.ndarray, budget: int, repeats: int = 1, seed: int | Sequence[int] = 0
+) -> np.ndarray:
     """Rows ``[repeats, B]`` (each draw sorted) of ``budget`` shadow models out of the S rows
     of ``shadow_in`` ``[S, P]`` (True: the shadow trained on the point), drawn as the module
     docstring says. A budget of S or more keeps every row."""
