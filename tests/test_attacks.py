@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy.special import logsumexp
 
 import run_lira_mia
 import save_preds
@@ -463,11 +464,24 @@ def test_cv_choice_is_unchanged_by_anything_in_its_fold(seed, n_targets, folds):
 # --- comparison and CLI on synthetic stored outputs ---------------------------------------
 
 
-def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, population=True):
+def with_logits(margin, logit_rng, n_classes=5):
+    """Logit vectors ``[..., C]`` (true label 0) whose margin is ``margin``: random
+    competitors, the true-label logit set to ``margin + logsumexp(competitors)``."""
+    others = logit_rng.normal(0, 1.5, (*np.shape(margin), n_classes - 1))
+    true = margin + logsumexp(others, axis=-1)
+    return np.concatenate([true[..., None], others], axis=-1).astype(np.float32)
+
+
+def synthetic_scores(
+    rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, population=True, logits=True
+):
     """A ``ScenarioScores`` where IN raises a point's margin by 2 over its own difficulty.
 
-    Returns the scores and ``{phase: (ids, solution)}`` for dev and final.
+    With ``logits``, the full logit vectors too (drawn from a generator of their own, so the
+    rest is the same either way). Returns the scores and ``{phase: (ids, solution)}`` for dev
+    and final.
     """
+    logit_rng = np.random.default_rng(99)
     difficulty = rng.normal(0, 2, n_points)
     pop_difficulty = rng.normal(0, 2, n_pop)
 
@@ -493,6 +507,9 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
     phases = {
         "train": PhaseScores(rows, cols, shadow_margin[rows[:, None], cols], rows, sol, shadow_pop)
     }
+    shadow_logits = with_logits(shadow_margin, logit_rng) if logits else None
+    if logits:
+        phases["train"].logits = shadow_logits[rows[:, None], cols]
     truths = {}
     for j, phase in enumerate(("dev", "final")):
         trained, margin, pop = models(n_eval)
@@ -505,6 +522,7 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
             np.full(n_eval, -1),
             None,
             pop if population else None,
+            with_logits(margin[np.arange(n_eval)[:, None], cols], logit_rng) if logits else None,
         )
         truths[phase] = (ids, sol)
     if not population:
@@ -518,6 +536,7 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
         phases=phases,
         population=np.arange(n_pop if population else 0) * 3 + 1,
         shadow_population=shadow_pop if population else None,
+        shadow_logits=shadow_logits,
     )
     return scores, truths
 
