@@ -20,7 +20,7 @@ try:  # Ctrl-C while torch & co. load: one line, no traceback (nothing started y
     from mico.bundle import check_layout, read_prediction
     from mico.cli import add_common_args, run_cli, setup_logging
     from mico.fileio import atomic_write, check_output_file
-    from mico.layout import PREDICTION_FILE, model_dir, model_ids
+    from mico.layout import PREDICTION_FILE, SELECTION_FILE, challenge_dir, model_dir, model_ids
     from mico.manifest import check_predictions
     from mico.problems import ProblemsError, plural
     from mico.tasks import Task, load_task
@@ -66,8 +66,15 @@ def collect_predictions(
     run stopped half-way is not zipped as a mixture; without that record they are refused
     unless ``force``.
     """
-    layout = check_layout(root, task, need_models=False)
+    layout = check_layout(root, task, need_models=False, whole=True)
     problems = [str(problem) for problem in layout]
+    part = challenge_dir(root, task.challenge) / SELECTION_FILE
+    if layout and part.is_file():
+        problems.insert(
+            0,
+            f"{part}: the bundle was downloaded in part, and a submission needs all of it: "
+            "rerun download_files.py without --scenarios/--phases/--models",
+        )
     files = []
     for scenario in task.scenarios:
         part = task.at(scenario)

@@ -17,6 +17,7 @@ from mico.layout import (
     BUNDLE_CONFIG,
     PREDICTION_FILE,
     SEED_FILES,
+    SELECTION_FILE,
     SOLUTION_FILE,
     bundle_model_files,
     challenge_dir,
@@ -28,6 +29,7 @@ from mico.layout import (
 )
 from mico.problems import ProblemsError, plural
 from mico.splits import Splits, read_seed, split_indices
+from mico.subset import Selection, downloaded_selections
 from mico.tasks import PHASES, Task
 
 
@@ -178,6 +180,7 @@ def check_layout(
     *,
     need_models: bool = True,
     phases: Sequence[str] = PHASES,
+    whole: bool = False,
 ) -> list[LayoutProblem]:
     """Everything that keeps a bundle from being exactly what ``task`` describes.
 
@@ -187,19 +190,27 @@ def check_layout(
     (train models all seeds and ``solution.csv``; ``model.pt`` unless ``need_models`` is off).
     Only ``phases`` are checked.  A file where a folder belongs (or the reverse) is named as
     such, not only as missing.
+
+    A bundle downloaded in part (``selection.json``, :func:`mico.subset.record_selection`) is
+    checked against the parts asked for: what they name must be there, anything outside MICO's
+    numbering is still refused, and every model present is still checked for its files.
+    ``whole`` ignores that record (a submission, or "is this bundle complete?").
     """
     base = challenge_dir(root, task.challenge)
     problems: list[LayoutProblem] = []
     if not base.is_dir():
         return [LayoutProblem(base, "challenge folder missing")]
+    parts = None if whole else downloaded_selections(base)
     for name in task.scenarios:
         scenario = base / name
+        wanted = parts is None or any(part.keeps_scenario(task, name) for part in parts)
         if not scenario.is_dir():
-            what = "a file, not a scenario folder" if scenario.exists() else "missing"
-            problems.append(LayoutProblem(scenario, f"scenario folder {what}"))
+            if wanted:
+                what = "a file, not a scenario folder" if scenario.exists() else "missing"
+                problems.append(LayoutProblem(scenario, f"scenario folder {what}"))
             continue
         for phase in phases:
-            problems.extend(_check_phase(scenario / phase, task.at(name), phase, need_models))
+            problems.extend(_check_phase(scenario / phase, task, name, phase, need_models, parts))
     return problems
 
 
@@ -223,6 +234,8 @@ def require_layout(
     if problems:
         config = (base / BUNDLE_CONFIG).is_file()
         sizes = f"its {BUNDLE_CONFIG}" if config else "MICO's sizes"
+        if (base / SELECTION_FILE).is_file():
+            sizes += f" (the parts its {SELECTION_FILE} says were downloaded)"
         fix = f", or correct {BUNDLE_CONFIG}" if config else ""
         raise ProblemsError(
             f"{base} differs from the layout {sizes} describes in {plural(len(problems), 'place')} "
@@ -232,9 +245,24 @@ def require_layout(
         )
 
 
-def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> list[LayoutProblem]:
-    expected = model_ids(task.models_per_phase, phase)
-    span = f"model_{expected.start}..model_{expected.stop - 1}" if expected else "none"
+def _check_phase(
+    folder: Path,
+    whole_task: Task,
+    scenario: str,
+    phase: str,
+    need_models: bool,
+    parts: list[Selection] | None,
+) -> list[LayoutProblem]:
+    task = whole_task.at(scenario)
+    numbering = model_ids(task.models_per_phase, phase)
+    span = f"model_{numbering.start}..model_{numbering.stop - 1}" if numbering else "none"
+    expected = [
+        model
+        for index, model in enumerate(numbering)
+        if parts is None or any(p.keeps(whole_task, scenario, phase, index) for p in parts)
+    ]
+    if not expected and not folder.exists():
+        return []
     if folder.exists() and not folder.is_dir():
         return [LayoutProblem(folder, f"a file where the {phase} folder belongs ({span})")]
     entries = list(folder.iterdir()) if folder.is_dir() else []
@@ -244,7 +272,7 @@ def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> lis
     )
     problems = [LayoutProblem(e, "a file where a model folder belongs") for e in files]
     missing = [i for i in expected if i not in found and i not in {model_id(e) for e in files}]
-    extra = sorted(set(found) - set(expected))
+    extra = sorted(set(found) - set(numbering))
     if missing:
         problems.append(LayoutProblem(folder, f"missing {_ids(missing)} (expected {span})"))
     if extra:
@@ -257,7 +285,7 @@ def _check_phase(folder: Path, task: Task, phase: str, need_models: bool) -> lis
             LayoutProblem(folder, f"not model_N names: {', '.join(strays[:5])}; rename them")
         )
     required = bundle_model_files(phase, task.model_files if need_models else (), task.eval_seeds)
-    for i in expected:
+    for i in numbering:
         if i in found:
             problems.extend(_check_files(found[i], required))
             if phase == "train" and (found[i] / SOLUTION_FILE).is_file():

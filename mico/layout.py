@@ -39,6 +39,10 @@ from pathlib import Path
 #: Optional file that overrides a track's sizes for one bundle.
 BUNDLE_CONFIG = "bundle.json"
 
+#: Beside ``bundle.json``: the parts of the bundle downloaded on purpose (``--scenarios``,
+#: ``--phases``, ``--models``); absent for a whole bundle.
+SELECTION_FILE = "selection.json"
+
 SEED_FILES: tuple[str, ...] = ("seed_challenge", "seed_training", "seed_membership")
 MODEL_FILE = "model.pt"
 SOLUTION_FILE = "solution.csv"

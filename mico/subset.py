@@ -7,14 +7,16 @@ files fit on the disk.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from mico.layout import bundle_model_files, model_ids
+from mico.fileio import write_text_atomic
+from mico.layout import SELECTION_FILE, bundle_model_files, model_ids
 from mico.sources import BaseDataset
 from mico.tasks import Task
 
@@ -70,6 +72,46 @@ class Selection:
             if any(self.keeps_scenario(task, scenario) for scenario in part.scenarios)
         ]
         return [part.source.base for part in parts]
+
+
+def record_selection(folder: Path, task: Task, selection: Selection) -> None:
+    """Add ``selection`` to the parts of the bundle ``folder`` that were downloaded on purpose
+    (``selection.json``), before its first file, so that every script checks the bundle
+    against what was asked for (:func:`downloaded_selections`), not against MICO's whole
+    layout, which a partial download misses by design."""
+    named = Selection(
+        tuple(str(task.scenario_name(s)) for s in selection.scenarios),
+        selection.phases,
+        selection.models,
+    )
+    parts = downloaded_selections(folder) or []
+    if named in parts:
+        return
+    entries = [asdict(part) for part in (*parts, named)]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / SELECTION_FILE, json.dumps({"parts": entries}, indent=1) + "\n")
+
+
+def downloaded_selections(folder: Path) -> list[Selection] | None:
+    """The parts recorded by :func:`record_selection`, or ``None`` for a whole bundle."""
+    path = folder / SELECTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        parts = json.loads(path.read_text(encoding="utf-8"))["parts"]
+        return [
+            Selection(
+                tuple(str(s) for s in part["scenarios"]),
+                tuple(str(p) for p in part["phases"]),
+                None if part["models"] is None else int(part["models"]),
+            )
+            for part in parts
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is malformed ({exc}): it records which part of the bundle was downloaded; "
+            f"delete it and rerun download_files.py with the same --scenarios/--phases/--models"
+        ) from None
 
 
 def bundle_files(task: Task, selection: Selection | None = None) -> list[str]:

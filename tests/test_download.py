@@ -602,3 +602,29 @@ def test_accepted_member_names_stay_inside_the_target(pieces):
     joined = os.path.normpath(os.path.join(target, *parts))
     assert joined == target or joined.startswith(target + os.sep)
     assert ".." not in parts and all("/" not in p and "\\" not in p for p in parts)
+
+
+def test_a_part_downloaded_on_purpose_runs_and_only_the_whole_is_zipped(server, root, capsys):
+    """``--scenarios lo`` leaves two scenarios out by design: the scripts check the bundle
+    against the part asked for (and still refuse a stray model), save_zip wants all of it."""
+    import run_lira_mia
+    import save_zip
+
+    assert fetch(server, root, "--scenarios", "lo") == 0
+    part = root / NAME / "selection.json"
+    assert part.is_file()
+    common = ["--challenge", NAME, "--root", str(root), "-q"]
+    assert save_preds.main(common) == 0
+    assert run_lira_mia.main(common) == 0
+    assert (root / NAME / "purchase100_lo/final/model_3/prediction.csv").is_file()
+    capsys.readouterr()
+    assert save_zip.main([*common, "--output", str(root / "sub.zip")]) == 2
+    assert "downloaded in part" in capsys.readouterr().err
+    stray = root / NAME / "purchase100_lo/train/model_999"
+    stray.mkdir()
+    assert save_preds.main(common) == 2
+    assert "unexpected model_999" in capsys.readouterr().err
+    stray.rmdir()
+    assert fetch(server, root) == 0  # the rest: the bundle is whole, the record goes
+    assert not part.exists()
+    assert check_layout(root, load_task(root, NAME)) == []

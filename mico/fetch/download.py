@@ -39,9 +39,9 @@ from mico.bundle import check_layout
 from mico.fetch import hub
 from mico.fetch.archives import extract_tar_entry, import_folder, import_zip
 from mico.fetch.urls import Fetcher, display_url, md5_file
-from mico.layout import BUNDLE_CONFIG, data_root
+from mico.layout import BUNDLE_CONFIG, SELECTION_FILE, data_root
 from mico.sources import BaseDataset, RemoteFile, Source
-from mico.subset import Selection, bundle_files, check_free_space
+from mico.subset import Selection, bundle_files, check_free_space, record_selection
 from mico.tasks import Task, get_task, load_task
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def fetch_zip(
     Skipped when the bundle is already complete, so a rerun transfers nothing.
     """
     task = load_task(root, name)
-    if not check_layout(root, task):
+    if not check_layout(root, task, whole=True):
         logger.info("%s is already complete; nothing to fetch", root / name)
         return task
     file_name = unquote(PurePosixPath(urlsplit(url).path).name) or source.archive_name
@@ -258,7 +258,9 @@ def _file_url(remote: RemoteFile, base_url: str) -> str:
 def verify_bundle(root: Path, name: str) -> Task:
     """Check the bundle layout; log every problem (the first 20) and raise if there are any."""
     task = load_task(root, name)
-    problems = check_layout(root, task)
+    problems = check_layout(root, task, whole=True)
+    if not problems:
+        (root / name / SELECTION_FILE).unlink(missing_ok=True)  # whole now, however it began
     if problems:
         for problem in problems[:MAX_LISTED_PROBLEMS]:
             logger.error("%s", problem)
@@ -434,6 +436,8 @@ def _fetch_bundle(args: DownloadOptions, source: Source, fetcher: Fetcher) -> Ta
         md5 = _expected_md5(args.archive.name, source, args.md5)
         import_archive(args.archive, root, name, md5, quiet=args.quiet)
     else:
+        if not args.selection.everything:
+            record_selection(root / name, get_task(name), args.selection)
         fetch_hub(
             hub_repo(source, args.repo_id),
             root,
@@ -451,7 +455,8 @@ def _fetch_bundle(args: DownloadOptions, source: Source, fetcher: Fetcher) -> Ta
 
 def verify_selection(root: Path, name: str, selection: Selection) -> Task:
     """A partial download is checked file by file (the whole-bundle check would list every
-    model left out); save_preds.py needs every train model of the scenarios it reads."""
+    model left out); the other scripts check it against ``selection.json`` the same way.
+    save_preds.py needs every train model of the scenarios it reads."""
     task = load_task(root, name)
     missing = [path for path in bundle_files(task, selection) if not (root / name / path).is_file()]
     if missing:
