@@ -18,7 +18,7 @@ from mico.attacks.registry import get_attack
 from mico.scoring import metrics
 from mico.selection import Rule
 from mico.store import PhaseScores, ScenarioScores
-from tests.test_attacks import CHALLENGE, available, synthetic_scores, write_synthetic_root
+from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
 
 
 @settings(max_examples=50, deadline=None)
@@ -171,7 +171,7 @@ def curve_scores():
 def test_curve_all_column_is_the_compare_estimate(curve_scores):
     """The whole pool's column is what --compare prints for every (CV) row, replicates
     included; each budget's cell holds one point per draw."""
-    attacks = available(curve_scores)
+    attacks = [get_attack(name) for name in ("loss", "lira", "hardness", "logit_lira")]
     curve = scenario_curve(curve_scores, attacks, [3, 6], repeats=2, uncertainty=FAST)
     assert curve.columns == ["3", "6", ALL] and curve.shadows == 12
     compared = compare_scenario(curve_scores, attacks, uncertainty=FAST).rows
