@@ -6,6 +6,7 @@
     python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
     python run_lira_mia.py --challenge purchase100 --compare --audit --report DIR   # auditor's view
     python run_lira_mia.py --challenge purchase100 --attack best       # what --compare would pick
+    python run_lira_mia.py --challenge purchase100 --compare --budget 4 8 16 [--plot FILE]
     python run_lira_mia.py --challenge ddp --attack reference --references 4   # DDP only
 
 Reads ``save_preds.py``'s ``scores.npz`` per scenario, writes
@@ -32,6 +33,7 @@ try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started y
     from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
     from mico.attacks.audit_report import argv_line, check_report_dir
     from mico.attacks.base import Params
+    from mico.attacks.budget_curve import DEFAULT_REPEATS, budget_challenge
     from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
     from mico.attacks.reference import DEFAULT_REFERENCES
     from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
@@ -87,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--markdown", action="store_true", help="print --compare tables as markdown"
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        nargs="+",
+        metavar="B",
+        help="with --compare: the budget curve instead of the table; every (CV) row with the "
+        "shadow set cut to B models (random, seeded, stratified draws; extra shadows count), "
+        "for each B and for all shadows; with --plot, the curves",
+    )
+    parser.add_argument(
+        "--budget-repeats",
+        type=int,
+        default=None,
+        metavar="R",
+        help=f"random shadow draws per --budget (default {DEFAULT_REPEATS})",
     )
     honest = parser.add_argument_group("uncertainty and auditing")
     honest.add_argument(
@@ -276,6 +294,21 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise InputError("--delta and --audit-level set the epsilon audit: add --audit")
     if args.report is not None and not args.compare:
         raise InputError("--report writes the --compare audit report: add --compare")
+    if (args.budget or args.budget_repeats is not None) and not args.compare:
+        raise InputError(
+            "--budget and --budget-repeats draw the --compare budget curve: add --compare"
+        )
+    if args.budget_repeats is not None and not args.budget:
+        raise InputError("--budget-repeats sets the draws of --budget: add --budget B ...")
+    if args.budget and (args.report is not None or args.audit or args.reference is not None):
+        raise InputError(
+            "the budget curve is a train-phase estimate; --report, --audit and --reference "
+            "describe the full-budget comparison: drop --budget or them"
+        )
+    if args.budget and args.no_intervals:
+        raise InputError("the budget curve always shows its intervals: drop --no-intervals")
+    if args.budget and args.shadows and len(args.shadows) > 1:
+        raise InputError("--budget draws from one shadow pool: give one --shadows choice")
     audited = args.audit or args.report is not None  # the report shows epsilon bounds
     uncertainty = Uncertainty(
         rule=Rule(n_boot=args.bootstrap, seed=args.bootstrap_seed),
@@ -315,6 +348,8 @@ def _main(argv: Sequence[str] | None) -> int:
         check_output_file(args.plot)
     if args.report is not None:
         check_report_dir(args.report)
+    if args.compare and args.budget:
+        return _budget(args, options)
     if args.compare:
         return _compare(args, options, argv_line("run_lira_mia.py", argv))
     from mico.attacks.report import plot_roc, print_run  # pandas, for the tables
@@ -347,6 +382,20 @@ def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int
     if args.report is not None:
         write_report(args.report, task, results, options, command)
         log.info("audit report written to %s", args.report / "index.html")
+    return 0
+
+
+def _budget(args: argparse.Namespace, options: RunOptions) -> int:
+    """``--compare --budget``: the budget curve of every (CV) row, printed (and drawn)."""
+    from mico.attacks.budget_report import plot_budget, print_budget  # pandas, for the table
+
+    repeats = DEFAULT_REPEATS if args.budget_repeats is None else args.budget_repeats
+    task, curves = budget_challenge(options, args.budget, repeats)
+    print_budget(task, curves, options.uncertainty, args.markdown)
+    if args.plot is not None:
+        title = f"{task.challenge}: train phase, (CV) rows by shadow budget"
+        plot_budget(curves, args.plot, title, options.uncertainty.rule.level)
+        log.info("budget figure written to %s", args.plot)
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy.special import logsumexp
 
 import run_lira_mia
 import save_preds
@@ -465,11 +466,24 @@ def test_cv_choice_is_unchanged_by_anything_in_its_fold(seed, n_targets, folds):
 # --- comparison and CLI on synthetic stored outputs ---------------------------------------
 
 
-def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, population=True):
+def with_logits(margin, logit_rng, n_classes=5):
+    """Logit vectors ``[..., C]`` (true label 0) whose margin is ``margin``: random
+    competitors, the true-label logit set to ``margin + logsumexp(competitors)``."""
+    others = logit_rng.normal(0, 1.5, (*np.shape(margin), n_classes - 1))
+    true = margin + logsumexp(others, axis=-1)
+    return np.concatenate([true[..., None], others], axis=-1).astype(np.float32)
+
+
+def synthetic_scores(
+    rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, population=True, logits=True
+):
     """A ``ScenarioScores`` where IN raises a point's margin by 2 over its own difficulty.
 
-    Returns the scores and ``{phase: (ids, solution)}`` for dev and final.
+    With ``logits``, the full logit vectors too (drawn from a generator of their own, so the
+    rest is the same either way). Returns the scores and ``{phase: (ids, solution)}`` for dev
+    and final.
     """
+    logit_rng = np.random.default_rng(99)
     difficulty = rng.normal(0, 2, n_points)
     pop_difficulty = rng.normal(0, 2, n_pop)
 
@@ -495,6 +509,9 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
     phases = {
         "train": PhaseScores(rows, cols, shadow_margin[rows[:, None], cols], rows, sol, shadow_pop)
     }
+    shadow_logits = with_logits(shadow_margin, logit_rng) if logits else None
+    if logits:
+        phases["train"].logits = shadow_logits[rows[:, None], cols]
     truths = {}
     for j, phase in enumerate(("dev", "final")):
         trained, margin, pop = models(n_eval)
@@ -507,6 +524,7 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
             np.full(n_eval, -1),
             None,
             pop if population else None,
+            with_logits(margin[np.arange(n_eval)[:, None], cols], logit_rng) if logits else None,
         )
         truths[phase] = (ids, sol)
     if not population:
@@ -520,6 +538,7 @@ def synthetic_scores(rng, n_train=12, n_eval=6, k=20, n_points=120, n_pop=30, po
         phases=phases,
         population=np.arange(n_pop if population else 0) * 3 + 1,
         shadow_population=shadow_pop if population else None,
+        shadow_logits=shadow_logits,
     )
     return scores, truths
 
@@ -580,7 +599,8 @@ def test_compare_scenario_rows_and_choices():
     result = compare_scenario(scores, available(scores), {p: sol for p, (_, sol) in truths.items()})
     labels = list(result.rows)
     assert labels[0] == "loss" and labels[-1] == BEST_ROW
-    assert labels[1:19] == [c.label for c in lira_configs()]
+    assert labels[1 : 1 + len(lira_configs())] == [c.label for c in lira_configs()]
+    assert len(lira_configs()) == 24  # 3 transforms x 4 variances x offline/online
     assert {"lira (CV)", "hardness (CV)", "rmia (CV)"} <= set(labels)
     assert len(result.rows[BEST_ROW].fold_choices) == 5
     assert len({c.label for c in [*every_config(), result.rows[BEST_ROW].chosen]}) == len(
@@ -700,6 +720,7 @@ def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
         (["--attack", "rmia", "--variance", "pooled"], "--variance apply to --attack lira"),
         (["--compare", "--original"], "--original apply to --attack lira only"),
         (["--original", "--variance", "pooled-within"], "not --variance pooled-within"),
+        (["--original", "--variance", "bayes"], "not --variance bayes"),
         (["--original", "--online_attack", "--logit_scaling"], "NotImplementedError"),
     ],
 )

@@ -18,6 +18,10 @@ Choices that differ from the original 2nd-place code, and why:
   margins, ddof=1).
 * ``variance="pooled-within"`` (``--variance pooled-within``) pools the within-point variance
   over the target's K points instead: ``sum_k sum_i (x_ki - mean_k)**2 / sum_k (n_k - 1)``.
+* ``variance="bayes"`` (``--variance bayes``, issue 23) replaces each side's Gaussian by a
+  normal-inverse-gamma posterior predictive whose prior is fitted by empirical Bayes over the
+  scenario's points (:mod:`mico.attacks.bayes`): between per-point and pooled, and most useful
+  where a point has few OUT shadows.
 * The online attack returns ``sigmoid(log N(x; in) - log N(x; out))``, the posterior
   membership probability under a 1/2 prior, so it lies in [0, 1] (the original wrote raw
   likelihood ratios) and works with every score transform (the original refused).
@@ -39,11 +43,21 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from mico.attacks.base import Attack, CliParam, Config, Params
+from mico.attacks.bayes import (
+    BAYES_PREDICTIVE,
+    BAYES_PRIOR,
+    BayesSides,
+    bayes_confidence,
+    bayes_sides,
+)
 from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 TRANSFORMS = ("prob", "logit", "stable_logit")
+
+#: LiRA's variances: the Gaussian ones of :data:`mico.attacks.stats.VARIANCES`, and ``bayes``.
+LIRA_VARIANCES: tuple[str, ...] = (*VARIANCES, "bayes")
 
 _P_LOW = float(np.finfo(np.float64).tiny)
 _P_HIGH = 1.0 - 2.0**-53
@@ -83,6 +97,7 @@ def lira(
     transform: str = "prob",
     variance: str = "per-point",
     online: bool = False,
+    sides: BayesSides | None = None,
 ) -> np.ndarray:
     """Membership confidence ``[T, K]`` float64 in [0, 1] of each target's challenge points.
 
@@ -94,8 +109,12 @@ def lira(
         target_shadow: ``[T]`` integer row of ``shadow_*`` that is the target itself (the
             ``train`` phase), -1 where it is none; None means no target is a shadow.
         transform: one of :data:`TRANSFORMS`, see :func:`transform_margin`.
-        variance: per-point or pooled std, one of :data:`mico.attacks.stats.VARIANCES`.
+        variance: per-point or pooled std, one of :data:`mico.attacks.stats.VARIANCES`, or
+            ``bayes`` (:func:`mico.attacks.bayes.bayes_confidence` with its default prior and
+            predictive).
         online: IN vs OUT likelihood ratio instead of the OUT-only (offline) test.
+        sides: with ``bayes``, the posteriors of these transformed scores if already
+            computed (:func:`bayes_lira_sides`), so offline and online share one prior fit.
 
     Offline: ``Phi((x - mean_out) / std_out)``, the probability that an OUT model scores
     below the target. Online: ``sigmoid(log N(x; mean_in, std_in) - log N(x; mean_out,
@@ -110,8 +129,12 @@ def lira(
             "they must both be [T, K]"
         )
     scores = transform_margin(check_scores(np.asarray(shadow_margin), "shadow_margin"), transform)
-    stats = inout_stats(scores, shadow_in, tp, target_shadow)
     y = transform_margin(x, transform)
+    if variance == "bayes":
+        if sides is None:
+            sides = bayes_sides(scores, shadow_in, tp, target_shadow, family=BAYES_PRIOR)
+        return bayes_confidence(sides, y, kind=BAYES_PREDICTIVE, online=online)
+    stats = inout_stats(scores, shadow_in, tp, target_shadow)
 
     std_out = stats.std("out", variance)
     z_out = standardise(y, stats.mean_out, std_out)
@@ -137,7 +160,7 @@ class LiraParams(Params):
 
 
 #: Short names of the pooled variances in labels (per-point has none).
-VARIANCE_TAGS: dict[str, str] = {"pooled": "gv", "pooled-within": "gv-within"}
+VARIANCE_TAGS: dict[str, str] = {"pooled": "gv", "pooled-within": "gv-within", "bayes": "bayes"}
 
 
 def lira_label(params: LiraParams) -> str:
@@ -172,12 +195,14 @@ class Lira(Attack):
         CliParam(
             "--variance",
             (
-                ("choices", VARIANCES),
+                ("choices", LIRA_VARIANCES),
                 ("default", None),
                 (
                     "help",
-                    "per-point (default), pooled (= --global_variance) or pooled-within (one std "
-                    "per target: the within-point variance pooled over its points)",
+                    "per-point (default), pooled (= --global_variance), pooled-within (one std "
+                    "per target: the within-point variance pooled over its points) or bayes (a "
+                    "normal-inverse-gamma posterior per point, its prior fitted over the "
+                    "scenario's points)",
                 ),
             ),
             exclusive="variance",
@@ -237,17 +262,27 @@ class Lira(Attack):
             self._config(LiraParams(transform, variance, online))
             for online in (False, True)
             for transform in TRANSFORMS
-            for variance in VARIANCES
+            for variance in LIRA_VARIANCES
         ]
 
     def _config(self, params: LiraParams) -> Config:
         return Config(self.name, lira_label(params), params)
+
+    def prepare(self, scores: ScenarioScores, phase: str) -> object:
+        """A cache of the ``bayes`` posteriors per transform, filled on first use."""
+        return {}
 
     def predict(
         self, scores: ScenarioScores, phase: str, params: Params, prepared: object
     ) -> np.ndarray:
         assert isinstance(params, LiraParams)
         data = scores.phases[phase]
+        sides = None
+        if params.variance == "bayes":
+            assert isinstance(prepared, dict)
+            if params.transform not in prepared:
+                prepared[params.transform] = bayes_lira_sides(scores, phase, params.transform)
+            sides = prepared[params.transform]
         return lira(
             scores.shadow_margin,
             scores.shadow_in,
@@ -257,4 +292,17 @@ class Lira(Attack):
             transform=params.transform,
             variance=params.variance,
             online=params.online,
+            sides=sides,
         )
+
+
+def bayes_lira_sides(scores: ScenarioScores, phase: str, transform: str) -> BayesSides:
+    """The ``bayes`` posteriors of ``phase``'s targets under one score ``transform``."""
+    data = scores.phases[phase]
+    return bayes_sides(
+        transform_margin(check_scores(scores.shadow_margin, "shadow_margin"), transform),
+        scores.shadow_in,
+        data.points,
+        data.shadow_or_none,
+        family=BAYES_PRIOR,
+    )

@@ -11,6 +11,7 @@ from mico.attacks.base import Attack
 from mico.attacks.combine import Combine
 from mico.attacks.hardness import Hardness
 from mico.attacks.lira import Lira
+from mico.attacks.logit_lira import LogitLira
 from mico.attacks.loss import Loss
 from mico.attacks.reference import Reference
 from mico.attacks.rmia import Rmia
@@ -19,7 +20,16 @@ from mico.errors import InputError
 
 ATTACKS: dict[str, Attack] = {
     attack.name: attack
-    for attack in (Loss(), Lira(), Hardness(), Rmia(), RmiaOnline(), Combine(), Reference())
+    for attack in (
+        Loss(),
+        Lira(),
+        Hardness(),
+        Rmia(),
+        RmiaOnline(),
+        Combine(),
+        LogitLira(),
+        Reference(),
+    )
 }
 
 #: The attack ``run_lira_mia.py`` runs without ``--attack``.

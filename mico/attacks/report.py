@@ -204,7 +204,8 @@ def _draw_roc(
     ax.legend(loc="lower right", fontsize=7)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` atomically in the format ``path``'s suffix names, and free it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -214,7 +215,8 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,9 +227,9 @@ def _pyplot():
 
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
     """Log-log ROC curves (``{label: (solutions, predictions)}``), where low FPR is visible."""
-    fig, ax = _pyplot().subplots(figsize=(5.5, 5))
+    fig, ax = pyplot().subplots(figsize=(5.5, 5))
     _draw_roc(ax, curves, title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc_panels(
@@ -237,11 +239,11 @@ def plot_roc_panels(
     a label keeps its colour in every panel."""
     labels = dict.fromkeys(label for curves in panels.values() for label in curves)
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
-    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items(), strict=True):
         _draw_roc(ax, curves, name, colors)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --- What run_lira_mia.py prints ----------------------------------------------------------

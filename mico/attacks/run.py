@@ -475,6 +475,17 @@ def _compare_one(
     """Every row of the comparison on one scenario: the attacks its outputs can serve."""
     if "train" not in scores.phases or scores.phases["train"].solution is None:
         raise InputError(f"{path}: no train phase with solutions: nothing to compare on")
+    attacks = available_attacks(scores, task, path)
+    rows = len(comparison_rows(attacks))
+    with tqdm(total=rows, desc=path.parent.name, unit="row", disable=None, delay=2) as bar:
+        return compare_scenario(
+            scores, attacks, truths, options.folds, options.uncertainty, stream, bar.update
+        )
+
+
+def available_attacks(scores: ScenarioScores, task: Task, path: Path) -> list[Attack]:
+    """The registered attacks the stored outputs at ``path`` can serve, each left out or
+    weak on them logged with why."""
     attacks = []
     for attack in ATTACKS.values():
         if reason := attack.missing(scores, task.challenge):
@@ -483,8 +494,4 @@ def _compare_one(
         if warning := attack.warning(scores):
             log.warning("%s: %s", path.parent.name, warning)
         attacks.append(attack)
-    rows = len(comparison_rows(attacks))
-    with tqdm(total=rows, desc=path.parent.name, unit="row", disable=None, delay=2) as bar:
-        return compare_scenario(
-            scores, attacks, truths, options.folds, options.uncertainty, stream, bar.update
-        )
+    return attacks

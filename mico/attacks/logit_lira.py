@@ -1,0 +1,142 @@
+"""LiRA on full-logit signals (issue 23): more of each model's output than the true-label margin.
+
+Every other shadow attack here reads the true-label margin ``z = logit_y - logsumexp_{j != y}
+logit_j``, which forgets how the logit vector is placed: a model can reach the same margin with
+a high true-label logit or with low competitors. ``save_preds.py --save-logits`` stores the full
+vectors (``shadow_logits [S, P, C]``, ``<phase>_logits [T, K, C]``), and this attack scores one
+scalar signal of them per (model, point), chosen by cross-validation among
+:data:`SIGNALS`:
+
+* ``true_logit``: ``logit_y``, the raw true-label logit (its level, not only its lead);
+* ``centred``: ``logit_y - mean_j logit_j``, the true-label logit against the class average;
+* ``hinge``: ``logit_y - max_{j != y} logit_j``, the lead over the strongest competitor
+  (Carlini et al.'s LiRA code scores this for CIFAR-10).
+
+Each signal goes through LiRA's test unchanged (:func:`mico.attacks.lira.lira` with the
+identity transform): offline or online, with the pooled (``--global_variance``) or the Bayesian
+(``--variance bayes``) variance, the target's own row left out as everywhere. Signals are
+computed in float64 from the stored float32 logits.
+
+On the purchase100 default demo no single one of these beat the margin (docs/budget.md): the
+attack is here so that CV can pick it where it helps (e.g. DP models, whose logit scale moves),
+and so ``--compare`` shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mico.attacks.base import LOGITS, Attack, Config, Params
+from mico.attacks.bayes import BAYES_PRIOR, bayes_sides
+from mico.attacks.lira import lira
+from mico.errors import InputError
+from mico.outputs.store import ScenarioScores
+
+#: The full-logit signals, see the module docstring.
+SIGNALS: tuple[str, ...] = ("true_logit", "centred", "hinge")
+
+#: The variances each signal is tested with (LiRA's names).
+LOGIT_VARIANCES: tuple[str, ...] = ("pooled", "bayes")
+
+
+def logit_signal(logits: np.ndarray, labels: np.ndarray, signal: str) -> np.ndarray:
+    """The ``signal`` of logit vectors ``[..., C]`` with true labels ``[...]`` (any leading
+    shape, the same for both): float64 ``[...]``."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if z.ndim < 1 or z.shape[:-1] != y.shape or z.shape[-1] < 2:
+        raise ValueError(
+            f"logits must be [..., C] with C >= 2 and labels [...], got {z.shape} and {y.shape}"
+        )
+    if not np.all(np.isfinite(z)):
+        raise InputError("stored logits hold NaN or infinity: rerun save_preds.py --save-logits")
+    true = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    if signal == "true_logit":
+        return true
+    if signal == "centred":
+        return true - z.mean(axis=-1)
+    if signal == "hinge":
+        others = z.copy()
+        np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
+        return true - others.max(axis=-1)
+    raise ValueError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+
+
+@dataclass(frozen=True)
+class LogitLiraParams(Params):
+    """Which full-logit ``signal``, which LiRA ``variance`` and whether ``online``."""
+
+    signal: str = "true_logit"
+    variance: str = "pooled"
+    online: bool = False
+
+
+class LogitLira(Attack):
+    """LiRA on a full-logit signal (module docstring); every combination is a CV candidate."""
+
+    name = "logit_lira"
+    summary = (
+        "LiRA on a full-logit signal (true-label logit, class-centred logit or hinge), chosen "
+        "by CV; needs save_preds.py --save-logits"
+    )
+    needs = frozenset({LOGITS})
+
+    def configs(self) -> list[Config]:
+        """Offline ones first, the pooled true-label logit the default."""
+        return [
+            self._config(LogitLiraParams(signal, variance, online))
+            for online in (False, True)
+            for signal in SIGNALS
+            for variance in LOGIT_VARIANCES
+        ]
+
+    def _config(self, params: LogitLiraParams) -> Config:
+        test = "online" if params.online else "offline"
+        variance = "gv" if params.variance == "pooled" else params.variance
+        return Config(self.name, f"logit_lira {test} {params.signal} {variance}", params)
+
+    def prepare(self, scores: ScenarioScores, phase: str) -> object:
+        """Per signal, computed on first use: the shadows' and targets' signals, and the
+        ``bayes`` posteriors of the shadows' (shared by offline and online)."""
+        return {}
+
+    def _signals(
+        self, scores: ScenarioScores, phase: str, signal: str, cache: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if signal not in cache:
+            data = scores.phases[phase]
+            if scores.shadow_logits is None or data.logits is None:
+                raise InputError("no stored logits: rerun save_preds.py with --save-logits")
+            labels = np.broadcast_to(scores.labels, scores.shadow_margin.shape)
+            shadow = logit_signal(scores.shadow_logits, labels, signal)
+            target = logit_signal(data.logits, scores.labels[data.points], signal)
+            cache[signal] = (shadow, target)
+        return cache[signal]
+
+    def predict(
+        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
+    ) -> np.ndarray:
+        assert isinstance(params, LogitLiraParams) and isinstance(prepared, dict)
+        data = scores.phases[phase]
+        shadow, target = self._signals(scores, phase, params.signal, prepared)
+        sides = None
+        if params.variance == "bayes":
+            key = ("bayes", params.signal)
+            if key not in prepared:
+                prepared[key] = bayes_sides(
+                    shadow, scores.shadow_in, data.points, data.shadow_or_none, family=BAYES_PRIOR
+                )
+            sides = prepared[key]
+        return lira(
+            shadow,
+            scores.shadow_in,
+            target,
+            data.points,
+            data.shadow_or_none,
+            transform="stable_logit",
+            variance=params.variance,
+            online=params.online,
+            sides=sides,
+        )
