@@ -41,6 +41,7 @@ from mico.attacks.nig import (
 )
 from mico.attacks.nig import sufficient as _sufficient
 from mico.attacks.stats import STD_FLOOR_REL, inout_stats
+from mico.errors import InputError
 
 #: What ``--variance bayes`` uses: the ``cross`` prior and the Student-t predictive. On the
 #: purchase100 default demo (48 shadows, logit scores, train phase, one run without CV) offline
@@ -115,7 +116,7 @@ class BayesSides:
     def predictive(self, side: str, kind: str) -> Predictive:
         """The posterior predictive ``kind`` of ``side`` (``"in"`` or ``"out"``)."""
         if side not in ("in", "out"):
-            raise ValueError(f"side must be 'in' or 'out', not {side!r}")
+            raise InputError(f"side must be 'in' or 'out', not {side!r}")
         return predictive(getattr(self, f"post_{side}"), kind, getattr(self, f"floor_{side}"))
 
 

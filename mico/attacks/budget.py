@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 #: A row qualifies while it covers at least this fraction of what the best row covers.
@@ -43,11 +44,11 @@ def budget_draws(
     docstring says. A budget of S or more keeps every row."""
     mask = np.asarray(shadow_in)
     if mask.ndim != 2 or mask.dtype != np.bool_:
-        raise ValueError(
+        raise InputError(
             f"shadow_in must be a 2-D boolean array [S, P], got {mask.dtype} {mask.shape}"
         )
     if budget < 1 or repeats < 1:
-        raise ValueError(f"budget and repeats must be at least 1, got {budget} and {repeats}")
+        raise InputError(f"budget and repeats must be at least 1, got {budget} and {repeats}")
     n_rows = mask.shape[0]
     if budget >= n_rows:
         return np.tile(np.arange(n_rows, dtype=np.int64), (repeats, 1))
@@ -89,7 +90,7 @@ def keep_rows(scores: ScenarioScores, rows: np.ndarray) -> ScenarioScores:
         or rows.min() < 0
         or rows.max() >= n_rows
     ):
-        raise ValueError(f"rows must be distinct shadow rows in [0, {n_rows}), got {rows}")
+        raise InputError(f"rows must be distinct shadow rows in [0, {n_rows}), got {rows}")
     new_row = np.full(n_rows, -1, dtype=np.int64)
     new_row[rows] = np.arange(len(rows))
     phases = {

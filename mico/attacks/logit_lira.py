@@ -47,7 +47,7 @@ def logit_signal(logits: np.ndarray, labels: np.ndarray, signal: str) -> np.ndar
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if z.ndim < 1 or z.shape[:-1] != y.shape or z.shape[-1] < 2:
-        raise ValueError(
+        raise InputError(
             f"logits must be [..., C] with C >= 2 and labels [...], got {z.shape} and {y.shape}"
         )
     if not np.all(np.isfinite(z)):
@@ -61,7 +61,7 @@ def logit_signal(logits: np.ndarray, labels: np.ndarray, signal: str) -> np.ndar
         others = z.copy()
         np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
         return true - others.max(axis=-1)
-    raise ValueError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+    raise InputError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
 
 
 @dataclass(frozen=True)

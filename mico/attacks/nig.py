@@ -44,6 +44,7 @@ from scipy.optimize import minimize
 from scipy.special import digamma, gammaln, ndtr, stdtr
 
 from mico.attacks.stats import standardise
+from mico.errors import InputError
 
 #: Prior families, see the module docstring.
 PRIORS: tuple[str, ...] = ("flat", "nig", "cross")
@@ -86,7 +87,7 @@ class NigPrior:
     def __post_init__(self) -> None:
         _, kappa, alpha, beta = self.params()
         if not (np.all(kappa >= 0) and np.all(alpha > 0) and np.all(beta >= 0)):
-            raise ValueError(
+            raise InputError(
                 "a normal-inverse-gamma prior needs kappa >= 0, alpha > 0 and beta >= 0, got "
                 f"kappa={self.kappa}, alpha={self.alpha}, beta={self.beta}"
             )
@@ -234,13 +235,13 @@ def fit_prior(
     the prior is ``alpha0 = 1, beta0 = 0`` with a flat mean.
     """
     if family not in PRIORS:
-        raise ValueError(f"unknown prior {family!r}; choose one of {', '.join(PRIORS)}")
+        raise InputError(f"unknown prior {family!r}; choose one of {', '.join(PRIORS)}")
     n = np.asarray(n, dtype=np.float64).ravel()
     xbar = np.nan_to_num(np.asarray(mean, dtype=np.float64).ravel())
     ss = np.asarray(ss, dtype=np.float64).ravel()
     u = np.full(n.shape, np.nan) if covariate is None else np.asarray(covariate, float).ravel()
     if not n.shape == xbar.shape == ss.shape == u.shape:
-        raise ValueError(
+        raise InputError(
             f"n, mean, ss and covariate must have one shape, got {n.shape}, {xbar.shape}, "
             f"{ss.shape} and {u.shape}"
         )
@@ -314,7 +315,7 @@ def predictive(post: NigPosterior, kind: str, floor: np.ndarray | float = 0.0) -
     """The posterior predictive ``kind`` (one of :data:`PREDICTIVES`, see the module
     docstring), its scale raised to at least ``floor``."""
     if kind not in PREDICTIVES:
-        raise ValueError(f"unknown predictive {kind!r}; choose one of {', '.join(PREDICTIVES)}")
+        raise InputError(f"unknown predictive {kind!r}; choose one of {', '.join(PREDICTIVES)}")
     if kind == "t":
         kappa = np.where(post.kappa > 0, post.kappa, 1.0)
         var = post.beta * (kappa + 1) / (post.alpha * kappa)
