@@ -24,7 +24,6 @@ so it is scored with B - 1 shadows; the others with B.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -77,11 +76,8 @@ def budget_draws(
 
 
 def keep_rows(scores: ScenarioScores, rows: np.ndarray) -> ScenarioScores:
-    """A copy of ``scores`` whose shadows are ``rows`` (distinct indices, in that order).
-
-    A target whose own row is not kept gets row -1: it is not among the shadows, so there is
-    nothing to leave out of its statistics.
-    """
+    """A copy of ``scores`` whose shadows are ``rows`` (distinct indices, in that order):
+    :meth:`~mico.outputs.store.ScenarioScores.shadow_rows`, after checking the rows."""
     rows = np.asarray(rows, dtype=np.int64)
     n_rows = len(scores.shadow_ids)
     if (
@@ -91,25 +87,4 @@ def keep_rows(scores: ScenarioScores, rows: np.ndarray) -> ScenarioScores:
         or rows.max() >= n_rows
     ):
         raise InputError(f"rows must be distinct shadow rows in [0, {n_rows}), got {rows}")
-    new_row = np.full(n_rows, -1, dtype=np.int64)
-    new_row[rows] = np.arange(len(rows))
-    phases = {
-        name: dataclasses.replace(
-            data, shadow=np.where(data.shadow >= 0, new_row[np.maximum(data.shadow, 0)], -1)
-        )
-        for name, data in scores.phases.items()
-    }
-
-    def take(array: np.ndarray | None) -> np.ndarray | None:
-        return None if array is None else array[rows]
-
-    return dataclasses.replace(
-        scores,
-        shadow_ids=scores.shadow_ids[rows],
-        shadow_margin=scores.shadow_margin[rows],
-        shadow_in=scores.shadow_in[rows],
-        phases=phases,
-        shadow_population=take(scores.shadow_population),
-        shadow_kind=scores.kinds()[rows],
-        shadow_logits=take(scores.shadow_logits),
-    )
+    return scores.shadow_rows(rows)

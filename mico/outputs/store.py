@@ -281,27 +281,33 @@ class ScenarioScores:
                 f"no shadow models of kind {', '.join(sorted(kinds))}; this scores.npz has "
                 f"{', '.join(sorted(set(have.tolist())))}"
             )
-        row = np.full(len(keep), -1, dtype=np.int64)
-        row[keep] = np.arange(int(keep.sum()))
+        return self.shadow_rows(np.flatnonzero(keep))
+
+    def shadow_rows(self, rows: np.ndarray) -> ScenarioScores:
+        """A copy whose shadows are ``rows`` (distinct row indices, in that order), every
+        shadow array cut alike.  A target whose own row is not kept gets row -1: it is no
+        longer among the shadows, so there is nothing to leave out of its statistics."""
+        new_row = np.full(len(self.shadow_ids), -1, dtype=np.int64)
+        new_row[rows] = np.arange(len(rows))
         phases = {
             name: dataclasses.replace(
-                data, shadow=np.where(data.shadow >= 0, row[np.maximum(data.shadow, 0)], -1)
+                data, shadow=np.where(data.shadow >= 0, new_row[np.maximum(data.shadow, 0)], -1)
             )
             for name, data in self.phases.items()
         }
 
-        def rows(array: np.ndarray | None) -> np.ndarray | None:
-            return None if array is None else array[keep]
+        def cut(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[rows]
 
         return dataclasses.replace(
             self,
-            shadow_ids=self.shadow_ids[keep],
-            shadow_margin=self.shadow_margin[keep],
-            shadow_in=self.shadow_in[keep],
+            shadow_ids=self.shadow_ids[rows],
+            shadow_margin=self.shadow_margin[rows],
+            shadow_in=self.shadow_in[rows],
             phases=phases,
-            shadow_population=rows(self.shadow_population),
-            shadow_kind=have[keep],
-            shadow_logits=rows(self.shadow_logits),
+            shadow_population=cut(self.shadow_population),
+            shadow_kind=self.kinds()[rows],
+            shadow_logits=cut(self.shadow_logits),
         )
 
     def check(self, path: Path) -> None:
