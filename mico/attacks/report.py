@@ -192,15 +192,29 @@ def _draw_roc(
         ax.plot(
             np.maximum(fpr, floor), np.maximum(tpr, floor), label=label, linewidth=1.4, color=color
         )
+    log_roc_axes(ax, floor, title, mark_fpr=0.1)
+
+
+def log_roc_axes(
+    ax,
+    floor: float,
+    title: str,
+    ylabel: str = "true positive rate",
+    title_size: float | None = None,
+    mark_fpr: float | None = None,
+) -> None:
+    """The log-log ROC frame every figure shares: the chance line (and a mark at
+    ``mark_fpr``), both axes from ``floor`` to 1, labels and legend (curves drawn first)."""
     ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", linewidth=1, label="chance")
-    ax.axvline(0.1, color="grey", linewidth=0.6, alpha=0.6)
+    if mark_fpr is not None:
+        ax.axvline(mark_fpr, color="grey", linewidth=0.6, alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(floor, 1)
     ax.set_ylim(floor, 1)
     ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
     ax.legend(loc="lower right", fontsize=7)
 
 

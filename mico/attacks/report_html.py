@@ -28,6 +28,8 @@ from mico.attacks.report import (
     difference_cell,
     epsilon_text,
     interval_cell,
+    log_roc_axes,
+    pyplot,
 )
 from mico.attacks.run import RunOptions
 from mico.bundle.fileio import write_text_atomic
@@ -47,13 +49,8 @@ def _png(fig) -> str:
 
 
 def _roc_figure(title: str, curves: Mapping[str, Mapping[str, list[float]]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     floor = 1e-3
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = pyplot().subplots(figsize=(5.2, 4.6))
     for i, (label, curve) in enumerate(curves.items()):
         fpr = np.asarray(curve["fpr"])
         color = f"C{i}"
@@ -66,15 +63,7 @@ def _roc_figure(title: str, curves: Mapping[str, Mapping[str, list[float]]]) -> 
             alpha=0.2,
             linewidth=0,
         )
-    ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", linewidth=1, label="chance")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(floor, 1)
-    ax.set_ylim(floor, 1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate (at FPR < x)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=7)
+    log_roc_axes(ax, floor, title, "true positive rate (at FPR < x)", title_size=10)
     return _png(fig)
 
 
