@@ -72,7 +72,7 @@ def bench_track(challenge: str, root: Path, args: argparse.Namespace) -> tuple[f
             x[rows],
             y[rows],
             choice.recipe,
-            dp_epsilon=job.dp_epsilon,
+            privacy=job.privacy,
             noise_multiplier=job.noise_multiplier,
             seed=job.train_seed,
             device=device,

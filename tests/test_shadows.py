@@ -171,12 +171,14 @@ def test_a_recipe_file_sets_the_clipping_once(tiny_purchase: Path, tmp_path: Pat
     recipe = tmp_path / "recipe.json"
     task = load_task(tiny_purchase, "purchase100")
     recipe.write_text(json.dumps({"max_grad_norm": 1.5}))
-    assert resolve_recipe(tiny_purchase, task, recipe).recipe.max_grad_norm == 1.5
+    privacy = resolve_recipe(tiny_purchase, task, recipe).privacy
+    assert privacy["hi"].max_grad_norm == privacy["lo"].max_grad_norm == 1.5
+    assert privacy["inf"] is None
     recipe.write_text(json.dumps({"max_grad_norm": 1.5, "recipe": {"max_grad_norm": 2.0}}))
     with pytest.raises(ValueError, match="max_grad_norm 1.5 contradicts the recipe's 2.0"):
         resolve_recipe(tiny_purchase, task, recipe)
     recipe.write_text(json.dumps({"recipe": {"max_grad_norm": -1}}))
-    with pytest.raises(ValueError, match="max_grad_norm must be a positive number"):
+    with pytest.raises(ValueError, match="max_grad_norm of 'inf' must be a positive number"):
         resolve_recipe(tiny_purchase, task, recipe)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from mico.bundle.fileio import atomic_write
 from mico.bundle.layout import MODEL_FILE
 from mico.errors import InputError
-from mico.tracks.recipes import SCENARIO_EPSILON, Recipe
+from mico.tracks.recipes import Privacy, Recipe, ScenarioPrivacy
 from mico.tracks.sources import Source
 
 if TYPE_CHECKING:
@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 
 #: Scenario suffixes in MICO's order: no DP, then DP with epsilon 10 and 4 (delta 1e-5).
 SCENARIO_SUFFIXES: tuple[str, ...] = ("inf", "hi", "lo")
+
+
+def mico_privacy(max_grad_norm: float) -> ScenarioPrivacy:
+    """MICO's three scenarios of a track (MICO.md section 2): ``inf`` without DP, ``hi`` and
+    ``lo`` at epsilon 10 and 4, both at delta 1e-5, clipped at the track's ``max_grad_norm``
+    (its training scripts' ``--max_grad_norm``)."""
+    guarantees = (None, Privacy(10.0, 1e-5, max_grad_norm), Privacy(4.0, 1e-5, max_grad_norm))
+    return tuple(zip(SCENARIO_SUFFIXES, guarantees, strict=True))
+
 
 #: Number of models per phase in the real MICO bundles (model_0..99, 100..149, 150..199).
 MICO_MODELS_PER_PHASE: dict[str, int] = {"train": 100, "dev": 50, "final": 50}
@@ -119,7 +128,9 @@ class Task:
     len_challenge: int
     num_classes: int
     models_per_phase: tuple[tuple[str, int], ...] = tuple(MICO_MODELS_PER_PHASE.items())
-    scenario_suffixes: tuple[str, ...] = SCENARIO_SUFFIXES
+    #: The scenarios by suffix, in bundle order, each with the DP guarantee its models were
+    #: trained to (None: no DP): the one owner of epsilon, delta and clipping.
+    privacy: ScenarioPrivacy
     #: A fresh model of the track's architecture (MICO's initialisation).
     architecture: Callable[[], nn.Module] = field(compare=False, repr=False)
     #: Reads the base dataset from ``<data_dir>/<name>/`` in MICO's index order.
@@ -164,6 +175,11 @@ class Task:
     parts: tuple[Task, ...] = field(default=(), compare=False, repr=False)
     #: The parts (by track name) that the offline demo of such a challenge builds.
     demo_parts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def scenario_suffixes(self) -> tuple[str, ...]:
+        """The scenarios' suffixes in bundle order (``inf``, ``hi``, ``lo``)."""
+        return tuple(suffix for suffix, _ in self.privacy)
 
     @property
     def challenge(self) -> str:
@@ -225,9 +241,15 @@ class Task:
         part = self.at(scenario)
         return part.scenario_suffixes[part.scenarios.index(scenario)]
 
+    def scenario_privacy(self, scenario: str) -> Privacy | None:
+        """The DP guarantee ``scenario``'s models were trained to (None: without DP)."""
+        part = self.at(scenario)
+        return dict(part.privacy)[self.suffix(scenario)]
+
     def dp_epsilon(self, scenario: str) -> float | None:
         """The target epsilon of ``scenario``'s models (None: trained without DP)."""
-        return SCENARIO_EPSILON[self.suffix(scenario)]
+        privacy = self.scenario_privacy(scenario)
+        return None if privacy is None else privacy.epsilon
 
     @property
     def num_challenges(self) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mico.bundle.fileio import atomic_write
-from mico.tracks.base import SYNTH_CHUNK, Demo, Lazy, Preset, Task, synth_stream
+from mico.tracks.base import SYNTH_CHUNK, Demo, Lazy, Preset, Task, mico_privacy, synth_stream
 from mico.tracks.recipes import Recipe
 from mico.tracks.sources import BaseDataset, Source
 
@@ -146,6 +146,8 @@ TASK = Task(
         dp_lr=0.5,
         dp_batch_size=512,
     ),
+    # MICO's DP-SGD (train_cifar10_*.sh): clipping at 2.6, Poisson sampling.
+    privacy=mico_privacy(2.6),
     # Opacus has no ghost norm for nn.Conv2d, and hooks beat ghost by about 20% here (one
     # backward pass instead of two); 64-image physical batches halve the time per image, as
     # the CNN's per-sample gradients of 512 images fit no CPU cache.

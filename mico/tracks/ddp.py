@@ -39,7 +39,8 @@ DDP_EVAL_SEEDS = ("seed_challenge", "seed_training")
 
 
 def ddp_scenario(track: Task) -> Task:
-    """``<track>_ddp``: ``track``'s data, model and recipe, under ``ddp/``, at epsilon 4."""
+    """``<track>_ddp``: ``track``'s data, model and recipe, under ``ddp/``, with the guarantee of
+    its ``lo`` scenario (epsilon 4, delta 1e-5, the track's clipping)."""
     source = dataclasses.replace(
         track.source,
         repo_id=_REPO_ID,
@@ -47,9 +48,8 @@ def ddp_scenario(track: Task) -> Task:
         archive_md5=_ARCHIVE[1],
         repo_prefix=f"{NAME}/",
     )
-    return track.replace(
-        group=NAME, scenario_suffixes=(NAME,), eval_seeds=DDP_EVAL_SEEDS, source=source
-    )
+    privacy = ((NAME, dict(track.privacy)["lo"]),)
+    return track.replace(group=NAME, privacy=privacy, eval_seeds=DDP_EVAL_SEEDS, source=source)
 
 
 def ddp_challenge(parts: tuple[Task, ...]) -> Task:
@@ -59,7 +59,6 @@ def ddp_challenge(parts: tuple[Task, ...]) -> Task:
         parts[0],
         name=NAME,
         group="",
-        scenario_suffixes=(NAME,),
         parts=parts,
         demo_parts=DEMO_PARTS,
     )

@@ -1,24 +1,29 @@
-"""Training recipes: the hyper-parameters a model is trained with, and MICO's DP settings.
+"""Training recipes and DP guarantees: how a model is trained, and what a scenario promises.
 
-A leaf module (dataclasses and constants only) so that each track's registry entry can carry
-its recipe without importing the training engine (:mod:`mico.train.engine`).
+A leaf module (dataclasses only) so that each track's registry entry can carry its recipe and
+its scenarios' :class:`Privacy` without importing the training engine
+(:mod:`mico.train.engine`).  Neither has a project-wide default: the track entry states both,
+and every stage that trains, calibrates or audits a scenario asks the track.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
 
-#: Per-sample gradient clipping bound of every MICO DP model.
-MAX_GRAD_NORM = 2.6
 
-#: The delta of MICO's (epsilon, delta) guarantees.
-DELTA = 1e-5
+@dataclass(frozen=True)
+class Privacy:
+    """A DP scenario's guarantee and how DP-SGD reaches it: ``(epsilon, delta)``, and the
+    per-sample gradient clipping bound.  A scenario trained without DP has none (``None``)."""
 
-#: Target epsilon per scenario suffix; ``None`` trains without DP.  MICO's ``train_*_ddp.sh``
-#: are byte-identical to ``train_*_lo.sh``: the DP distinguisher's models are ``lo`` models.
-SCENARIO_EPSILON: dict[str, float | None] = {"inf": None, "hi": 10.0, "lo": 4.0, "ddp": 4.0}
+    epsilon: float
+    delta: float
+    max_grad_norm: float
+
+
+#: A track's scenarios by suffix (``inf``, ``hi``, ...), each with its guarantee or None.
+ScenarioPrivacy = tuple[tuple[str, "Privacy | None"], ...]
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Recipe:
     length of the loader it replaces).
     """
 
-    optimizer: Literal["adam", "sgd"]
+    optimizer: str
     lr: float
     batch_size: int
     epochs: int
@@ -38,8 +43,6 @@ class Recipe:
     lr_gamma: float
     dp_lr: float | None = None
     dp_batch_size: int | None = None
-    #: DP-SGD's per-sample clipping bound (MICO's text track clips at 0.1).
-    max_grad_norm: float = MAX_GRAD_NORM
 
     def hyper(self, dp: bool) -> tuple[float, int]:
         """``(lr, batch_size)`` for a plain or a DP model."""
@@ -52,3 +55,12 @@ class Recipe:
     def replace(self, **changes: object) -> Recipe:
         """A copy with some fields changed (e.g. fewer epochs for a demo)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_json(self, max_grad_norm: float | None) -> dict[str, object]:
+        """The recipe as ``recipe.json`` and ``bundle.json`` record it.
+
+        The format predates per-scenario clipping: the clipping bound the models were trained
+        with stays inside the recipe, as ``max_grad_norm`` (None: the scenarios differ), so
+        that a file an older version wrote compares equal to what this one writes.
+        """
+        return {**dataclasses.asdict(self), "max_grad_norm": max_grad_norm}

@@ -22,7 +22,7 @@ import numpy as np
 
 from mico.bundle.fileio import atomic_write
 from mico.errors import InputError
-from mico.tracks.base import Demo, Preset, Task, synth_stream
+from mico.tracks.base import Demo, Preset, Task, mico_privacy, synth_stream
 from mico.tracks.recipes import Recipe
 from mico.tracks.roberta import (
     MODEL_FILES,
@@ -249,8 +249,8 @@ TASK = Task(
         lr_gamma=1.0,
         dp_lr=5e-4,
         dp_batch_size=1024,
-        max_grad_norm=0.1,
     ),
+    privacy=mico_privacy(0.1),
     # Opacus has no ghost norm for LayerNorm; hooks cover Embedding, Linear and LayerNorm.
     grad_sample_mode="hooks",
     physical_batch=16,

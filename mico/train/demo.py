@@ -30,17 +30,16 @@ On-disk contract (the first two paths are exactly where the real data would be):
         seed_challenge, seed_training,           the organisers' ground truth that a real bundle
         seed_membership, solution.csv            hides: score dev/final predictions locally
 
-Model ids follow MICO: train ``0..T-1``, dev from ``T``, final after dev.  Every seed derives
-from ``--seed`` and the model's place in the bundle, so a run is reproducible and resumable:
-models are built by the model farm (:mod:`mico.train.farm`), which writes each folder atomically and
-skips finished ones.  A demo never writes over data or bundles it did not make, nor mixes two
-demo configurations in one folder.  What differs per track (presets, synthesiser, file format)
-comes from the track's registry entry.
+Model ids follow MICO: train ``0..T-1``, dev from ``T``, final after dev.  Every seed derives from
+``--seed``, the scenario and the model's id (:mod:`mico.train.demo_plan`), so a run is reproducible
+and resumable: models are built by the model farm (:mod:`mico.train.farm`), which writes each
+folder atomically and skips finished ones.  A demo never writes over data or bundles it did not
+make, nor mixes two demo configurations in one folder.  What differs per track (presets,
+synthesiser, file format) comes from the track's registry entry.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -58,22 +57,17 @@ from mico.bundle.layout import (
     ACCURACY_FILE,
     BUNDLE_CONFIG,
     EPSILON_FILE,
-    SEED_FILES,
-    SOLUTION_FILE,
     challenge_dir,
     data_root,
-    model_dir,
     model_dirs,
-    model_ids,
     reference_root,
 )
-from mico.bundle.records import solution_line
-from mico.bundle.splits import split_indices
 from mico.errors import InputError
 from mico.tracks.devices import resolve_device
-from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
+from mico.tracks.recipes import Recipe
 from mico.tracks.registry import PHASES, Task, get_task, load_task
-from mico.train.farm import ModelJob, build_models
+from mico.train.demo_plan import plan_models
+from mico.train.farm import build_models
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +127,21 @@ class DemoConfig:
         return recipe.replace(epochs=self.epochs, **dict(self.recipe_changes))
 
     def settings(self) -> dict[str, object]:
-        """The ``"demo"`` entry of ``bundle.json``: a rerun resumes only if it is identical."""
+        """The ``"demo"`` entry of ``bundle.json``: a rerun resumes only if it is identical.
+
+        ``delta`` and ``max_grad_norm`` are one number when the DP scenarios share it (every
+        MICO track), else a map from suffixes, which :mod:`mico.train.shadows` reads too."""
+        dp = {suffix: p for suffix, p in self.task.privacy if p is not None}
+        delta = _one({suffix: p.delta for suffix, p in dp.items()})
+        clip = _one({suffix: p.max_grad_norm for suffix, p in dp.items()})
         return {
             "preset": self.preset,
             "seed": self.seed,
             "synthesis_version": SYNTHESIS_VERSION,
-            "recipe": dataclasses.asdict(self.recipe),
-            "dp_epsilon": {
-                suffix: SCENARIO_EPSILON[suffix]
-                for suffix in self.task.scenario_suffixes
-                if SCENARIO_EPSILON[suffix] is not None
-            },
-            "delta": DELTA,
-            "max_grad_norm": self.recipe.max_grad_norm,
+            "recipe": self.recipe.to_json(None if isinstance(clip, dict) else clip),
+            "dp_epsilon": {suffix: p.epsilon for suffix, p in dp.items()},
+            "delta": delta,
+            "max_grad_norm": clip,
         }
 
     def sizes(self) -> dict[str, object]:
@@ -165,6 +161,12 @@ class DemoConfig:
             "dataset_len": self.dataset_len,
             "synthesis_version": SYNTHESIS_VERSION,
         }
+
+
+def _one(values: dict[str, float]) -> float | dict[str, float] | None:
+    """The value every scenario shares, else the map itself (None: no DP scenario)."""
+    distinct = set(values.values())
+    return distinct.pop() if len(distinct) == 1 else (values or None)
 
 
 def make_config(
@@ -248,63 +250,6 @@ def ensure_dataset(config: DemoConfig, root: Path) -> bool:
     values, labels = demo.synthesize(config.dataset_len, config.seed)
     demo.write(root, values, labels)
     return True
-
-
-def model_seeds(seed: int, scenario_index: int, model_id: int) -> tuple[int, int, int, int]:
-    """``(seed_challenge, seed_training, seed_membership, train_seed)`` of one model.
-
-    The three split seeds are uniform non-negative int64 values like MICO's (nearly all above
-    2**32, whose low 32 bits alone seed the split generator); ``train_seed`` drives
-    initialisation, batches and DP noise.
-    """
-    rng = np.random.default_rng([seed, 0x5EED, scenario_index, model_id])
-    split = rng.integers(0, 2**63 - 1, size=3, dtype=np.int64, endpoint=True)
-    return int(split[0]), int(split[1]), int(split[2]), int(rng.integers(0, 2**62))
-
-
-def plan_models(config: DemoConfig, root: Path, reference: Path) -> list[ModelJob]:
-    """Every model of the bundle in bundle order (scenario, phase, id), and the hidden ground
-    truth of the dev/final ones written under ``reference`` (cheap, idempotent: the seeds alone
-    determine it)."""
-    task = config.task
-    jobs = []
-    for suffix, scenario in zip(task.scenario_suffixes, task.scenarios, strict=True):
-        dp_epsilon = SCENARIO_EPSILON[suffix]
-        index = list(SCENARIO_EPSILON).index(suffix)  # inf, hi, lo, then ddp
-        for phase in PHASES:
-            for model in model_ids(task.models_per_phase, phase):
-                seeds = model_seeds(config.seed, index, model)
-                splits = split_indices(
-                    task.dataset_len, task.len_training, task.len_challenge, *seeds[:3]
-                )
-                assert splits.member is not None and splits.training is not None
-                assert splits.evaluation is not None and splits.solution is not None
-                texts = dict(zip(SEED_FILES, (f"{seed}\n" for seed in seeds[:3]), strict=True))
-                texts[SOLUTION_FILE] = solution_line(splits.solution)
-                if phase != "train":
-                    truth = model_dir(reference, task.challenge, scenario, phase, model)
-                    _write_reference(truth, texts)
-                    texts = {name: texts[name] for name in task.eval_seeds}
-                jobs.append(
-                    ModelJob(
-                        folder=model_dir(root, task.challenge, scenario, phase, model),
-                        label=f"{scenario}/{phase}/model_{model}",
-                        # MICO trains on ConcatDataset([member, training]).
-                        train_rows=np.concatenate([splits.member, splits.training]),
-                        eval_rows=splits.evaluation,
-                        dp_epsilon=dp_epsilon,
-                        train_seed=seeds[3],
-                        files=tuple((name, text.encode()) for name, text in texts.items()),
-                    )
-                )
-    return jobs
-
-
-def _write_reference(folder: Path, texts: dict[str, str]) -> None:
-    if (folder / SOLUTION_FILE).is_file():
-        return
-    for name, text in texts.items():
-        write_text_atomic(folder / name, text)
 
 
 #: What a demo's ``bundle.json`` says about itself.

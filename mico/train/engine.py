@@ -10,6 +10,9 @@ MICO trained every target model with one recipe per track (MICO.md section 6)::
     DP-SGD          clip 2.6, Poisson sampling at rate 1 / len(loader), PRV accountant,
                     noise calibrated to (epsilon, 1e-5) with epsilon 10 (hi) or 4 (lo)
 
+The DP numbers are each scenario's (:class:`~mico.tracks.recipes.Privacy`, stated by the track
+entry); the recipe holds the rest.
+
 :func:`train_model` runs such a recipe on whole tensors; the offline demo uses it to build its
 bundles and the same function can train extra shadow models.
 
@@ -48,13 +51,11 @@ from torch import nn
 
 from mico.errors import InputError
 from mico.tracks.base import call_model
-from mico.tracks.recipes import DELTA, MAX_GRAD_NORM, SCENARIO_EPSILON, Recipe
+from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task
 
 __all__ = [
-    "DELTA",
-    "MAX_GRAD_NORM",
-    "SCENARIO_EPSILON",
+    "Privacy",
     "Recipe",
     "TrainResult",
     "accuracy",
@@ -67,8 +68,9 @@ class TrainResult(NamedTuple):
     """What :func:`train_model` returns.
 
     ``state_dict`` is on the CPU; a DP model's keys carry Opacus' ``_module.`` prefix, as in
-    MICO's ``model.pt`` files.  ``epsilon`` is ``inf`` without DP, otherwise the PRV accountant's
-    epsilon at :data:`DELTA` after ``steps`` steps at ``sample_rate`` with ``noise_multiplier``.
+    MICO's ``model.pt`` files.  ``epsilon`` is ``inf`` without DP, otherwise the PRV
+    accountant's epsilon at the scenario's delta after ``steps`` steps at ``sample_rate`` with
+    ``noise_multiplier``.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -87,7 +89,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def noise_multiplier_for(
-    target_epsilon: float, sample_rate: float, steps: int, delta: float = DELTA
+    target_epsilon: float, sample_rate: float, steps: int, delta: float
 ) -> float:
     """The noise multiplier that reaches ``(target_epsilon, delta)`` after ``steps`` Poisson
     steps at ``sample_rate``, from Opacus' PRV accountant (what ``make_private_with_epsilon``
@@ -108,7 +110,7 @@ def noise_multiplier_for(
 
 
 @functools.lru_cache(maxsize=64)
-def prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float = DELTA) -> float:
+def prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
     """Epsilon of an Opacus accountant history ``((noise, sample_rate, steps), ...)`` at
     ``delta``, by the PRV accountant (what ``PrivacyEngine.get_epsilon`` returns)."""
     from opacus.accountants import PRVAccountant
@@ -120,13 +122,11 @@ def prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float = DE
         return float(accountant.get_epsilon(delta=delta))
 
 
-def dp_noise_multiplier(
-    recipe: Recipe, n: int, target_epsilon: float, delta: float = DELTA
-) -> float:
-    """The noise multiplier :func:`train_model` uses for ``n`` records and ``target_epsilon``."""
+def dp_noise_multiplier(recipe: Recipe, n: int, privacy: Privacy) -> float:
+    """The noise multiplier :func:`train_model` uses for ``n`` records and ``privacy``."""
     per_epoch = steps_per_epoch(n, recipe.hyper(True)[1])
     return noise_multiplier_for(
-        float(target_epsilon), 1 / per_epoch, per_epoch * recipe.epochs, delta
+        float(privacy.epsilon), 1 / per_epoch, per_epoch * recipe.epochs, float(privacy.delta)
     )
 
 
@@ -167,20 +167,18 @@ def train_model(
     y: torch.Tensor,
     recipe: Recipe,
     *,
-    dp_epsilon: float | None = None,
+    privacy: Privacy | None = None,
     seed: int,
     device: str | torch.device = "cpu",
     noise_multiplier: float | None = None,
     physical_batch_size: int | None = None,
-    delta: float = DELTA,
-    max_grad_norm: float | None = None,
 ) -> TrainResult:
     """Train a fresh model of ``task`` on ``x`` [n, ...] float32 and ``y`` [n] int64 labels.
 
-    Without ``dp_epsilon`` this is plain minibatch training (shuffled batches, the last one
+    Without ``privacy`` this is plain minibatch training (shuffled batches, the last one
     short).  With it, DP-SGD: Opacus wraps the model (state_dict keys gain ``_module.``), clips
-    each example's gradient to ``max_grad_norm`` (default: the recipe's), adds Gaussian noise
-    calibrated by the PRV accountant so that the whole run is ``(dp_epsilon, delta)``-DP, and
+    each example's gradient to ``privacy.max_grad_norm``, adds Gaussian noise calibrated by the
+    PRV accountant so that the whole run is ``(privacy.epsilon, privacy.delta)``-DP, and
     samples Poisson batches at rate ``1 / steps_per_epoch``.
 
     ``noise_multiplier`` may pass in :func:`dp_noise_multiplier` computed beforehand (the
@@ -193,8 +191,7 @@ def train_model(
     device = torch.device(device)
     x, y = x.to(device), y.to(device)
     n = len(y)
-    dp = dp_epsilon is not None
-    lr, batch_size = recipe.hyper(dp)
+    lr, batch_size = recipe.hyper(privacy is not None)
     per_epoch = steps_per_epoch(n, batch_size)
     steps = per_epoch * recipe.epochs
 
@@ -205,7 +202,7 @@ def train_model(
     criterion = nn.CrossEntropyLoss()
     model.train()
 
-    if not dp:
+    if privacy is None:
         for _ in range(recipe.epochs):
             for index in _shuffled_batches(n, batch_size, batches):
                 index = index.to(device)
@@ -219,15 +216,13 @@ def train_model(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    if not dp_epsilon > 0:
-        raise InputError(f"dp_epsilon must be positive, got {dp_epsilon}")
+    if not privacy.epsilon > 0 or not 0 < privacy.delta < 1 or not privacy.max_grad_norm > 0:
+        raise InputError(f"DP-SGD needs epsilon > 0, 0 < delta < 1 and clipping > 0: {privacy}")
     sample_rate = 1 / per_epoch
     physical = physical_batch_size or task.physical_batch
-    if max_grad_norm is None:
-        max_grad_norm = recipe.max_grad_norm
     noise = noise_multiplier
     if noise is None:
-        noise = noise_multiplier_for(float(dp_epsilon), sample_rate, steps, delta)
+        noise = dp_noise_multiplier(recipe, n, privacy)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
     # The loader only tells Opacus the dataset size and the sample rate; batches come from
     # _poisson_batches, which samples exactly as the DPDataLoader Opacus would return.
@@ -242,7 +237,7 @@ def train_model(
             criterion=criterion,
             data_loader=loader,
             noise_multiplier=noise,
-            max_grad_norm=max_grad_norm,
+            max_grad_norm=privacy.max_grad_norm,
             poisson_sampling=True,
             noise_generator=noise_generator,
             grad_sample_mode=mode,
@@ -263,7 +258,7 @@ def train_model(
                     dp_optimizer.step()
             scheduler.step()
     history = tuple((float(s), float(q), int(k)) for s, q, k in engine.accountant.history)
-    epsilon = prv_epsilon(history, delta)
+    epsilon = prv_epsilon(history, privacy.delta)
     state = {k: v.detach().cpu().clone() for k, v in dp_model.state_dict().items()}
     return TrainResult(state, epsilon, noise, sample_rate, steps)
 

@@ -1,13 +1,14 @@
 """The model farm: train many model folders with a recipe, atomically, resumably, in parallel.
 
 A :class:`ModelJob` says which dataset records a model trains on (in order), which it is
-evaluated on, its DP target and seed, and the extra files its folder holds (seeds, solution,
-membership).  :func:`build_models` trains every job whose folder is not complete and writes::
+evaluated on, its DP guarantee (its scenario's, from the track entry) and seed, and the extra
+files its folder holds (seeds, solution, membership).  :func:`build_models` trains every job
+whose folder is not complete and writes::
 
     <folder>/model.pt     the state_dict as MICO saves it (DP models keep Opacus' "_module."),
                           or the track's own weight files (``task.write_model``; SST-2:
                           config.json + pytorch_model.bin)
-    <folder>/epsilon      achieved epsilon at delta 1e-5 ("inf": no DP)
+    <folder>/epsilon      achieved epsilon at the scenario's delta ("inf": no DP)
     <folder>/accuracy     accuracy on the job's evaluation records
     <folder>/<name>       each of the job's extra files
 
@@ -40,7 +41,7 @@ from mico.bundle.fileio import atomic_write, write_text_atomic
 from mico.bundle.layout import ACCURACY_FILE, EPSILON_FILE, MODEL_FILE
 from mico.errors import InputError
 from mico.tracks.nets import strip_opacus_prefix
-from mico.tracks.recipes import Recipe
+from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task
 from mico.train.engine import accuracy, dp_noise_multiplier, train_model
 
@@ -67,7 +68,8 @@ class ModelJob:
     label: str
     train_rows: np.ndarray
     eval_rows: np.ndarray
-    dp_epsilon: float | None
+    #: The scenario's DP guarantee (:meth:`mico.tracks.base.Task.scenario_privacy`), or None.
+    privacy: Privacy | None
     train_seed: int
     files: tuple[tuple[str, bytes], ...] = ()
     noise_multiplier: float | None = None
@@ -108,7 +110,7 @@ def train_job(
         x[rows],
         y[rows],
         recipe,
-        dp_epsilon=job.dp_epsilon,
+        privacy=job.privacy,
         noise_multiplier=job.noise_multiplier,
         seed=job.train_seed,
         device=device,
@@ -177,22 +179,25 @@ def pending_jobs(
 
 def with_noise(jobs: Sequence[ModelJob], recipe: Recipe) -> list[ModelJob]:
     """The jobs with their DP noise multiplier filled in, calibrated once per (training-set
-    size, target epsilon): the PRV accountant takes seconds, a pool of workers would repeat it.
+    size, guarantee): the PRV accountant takes seconds, a pool of workers would repeat it.
 
-    Raises ``ValueError`` naming the target when the accountant cannot reach it.
+    Raises ``InputError`` naming the target when the accountant cannot reach it.
     """
-    noise: dict[tuple[int, float], float] = {}
-    targets = {(len(j.train_rows), j.dp_epsilon) for j in jobs if j.dp_epsilon is not None}
-    for key in sorted(targets):
+    noise: dict[tuple[int, Privacy], float] = {}
+    for job in jobs:
+        key = (len(job.train_rows), job.privacy)
+        if job.privacy is None or key in noise:
+            continue
         try:
-            noise[key] = dp_noise_multiplier(recipe, *key)
+            noise[key] = dp_noise_multiplier(recipe, len(job.train_rows), job.privacy)
         except ValueError as exc:
             raise InputError(
-                f"epsilon {key[1]} cannot be reached with {key[0]} records and {recipe.epochs} "
-                f"epochs (PRV accountant: {exc}); raise the epsilon or change the recipe"
+                f"epsilon {job.privacy.epsilon} cannot be reached with {key[0]} records and "
+                f"{recipe.epochs} epochs (PRV accountant: {exc}); raise the epsilon or change "
+                "the recipe"
             ) from None
     return [
-        dataclasses.replace(job, noise_multiplier=noise.get((len(job.train_rows), job.dp_epsilon)))
+        dataclasses.replace(job, noise_multiplier=noise.get((len(job.train_rows), job.privacy)))
         for job in jobs
     ]
 

@@ -58,7 +58,7 @@ from mico.outputs.store import (
 from mico.tracks.data import TensorPairDataset
 from mico.tracks.devices import resolve_device
 from mico.tracks.models import load_model
-from mico.tracks.recipes import Recipe
+from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task
 from mico.train.farm import ModelJob, build_models
 from mico.train.shadows import resolve_recipe
@@ -135,7 +135,7 @@ def read_target(root: Path, task: Task, scenario: str, phase: str, model: int) -
 
 
 def reference_jobs(
-    options: ReferenceOptions, task: Task, scenario: str, target: Target, dp_epsilon: float | None
+    options: ReferenceOptions, task: Task, scenario: str, target: Target, privacy: Privacy | None
 ) -> list[ModelJob]:
     """The ``count`` reference models of one target (see the module docstring)."""
     keep = reference_keep(options.seed, scenario, target.id, options.count, len(target.challenge))
@@ -151,7 +151,7 @@ def reference_jobs(
                 # MICO's order: members (here the kept challenge points), then training.
                 train_rows=np.concatenate([target.challenge[row], target.training]),
                 eval_rows=target.evaluation,
-                dp_epsilon=dp_epsilon,
+                privacy=privacy,
                 train_seed=int(rng.integers(0, 2**62)),
                 files=((SOLUTION_FILE, solution_line(row.astype(np.int8)).encode()),),
             )
@@ -185,7 +185,7 @@ def attach_references(
     check_count(options.count)
     part = task.at(scenario)
     choice = resolve_recipe(options.root, task, None, scenario)
-    epsilon = choice.dp_epsilon[task.suffix(scenario)]
+    privacy = choice.privacy[task.suffix(scenario)]
     targets = {
         phase: [read_target(options.root, task, scenario, phase, int(i)) for i in data.ids]
         for phase, data in scores.phases.items()
@@ -201,7 +201,7 @@ def attach_references(
         job
         for phase_targets in targets.values()
         for target in phase_targets
-        for job in reference_jobs(options, task, scenario, target, epsilon)
+        for job in reference_jobs(options, task, scenario, target, privacy)
     ]
     pending = sum(not job.complete(part.model_files) for job in jobs)
     count = sum(len(t) for t in targets.values())

@@ -12,7 +12,7 @@ the targets were trained with, and writes::
         recipe.json    recipe, DP target and noise, seeds: how to retrain it; "made_for":
                        the bundle and base data it was trained for (mico.outputs.plan.made_for),
                        which save_preds.py checks before using it
-        epsilon        achieved epsilon at delta 1e-5 ("inf": no DP)
+        epsilon        achieved epsilon at the scenario's delta ("inf": no DP)
         accuracy       accuracy on records it did not train on
 
 Folders are built by the model farm (:mod:`mico.train.farm`): atomically, resumably (a rerun starts
@@ -56,7 +56,7 @@ from mico.bundle.layout import (
 from mico.errors import InputError
 from mico.outputs.plan import made_for, read_members
 from mico.tracks.devices import resolve_device
-from mico.tracks.recipes import DELTA, SCENARIO_EPSILON, Recipe
+from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task, load_task
 from mico.train.design import Design, extend_design, load_design, scenario_pool
 from mico.train.engine import dp_noise_multiplier
@@ -115,10 +115,11 @@ def extra_shadows(root: str | Path, task: Task, scenario: str) -> list[ExtraShad
 
 @dataclass(frozen=True)
 class RecipeChoice:
-    """The recipe shadows are trained with, its DP targets per scenario suffix, and whence."""
+    """The recipe shadows are trained with, the DP guarantee per scenario suffix (None: no
+    DP), and whence they come."""
 
     recipe: Recipe
-    dp_epsilon: dict[str, float | None]
+    privacy: dict[str, Privacy | None]
     source: str
 
 
@@ -136,7 +137,7 @@ def resolve_recipe(
     settings = None if config is None else config.demo_settings(scenario if task.parts else None)
     if settings is not None:
         return _parse_recipe(settings, part, f"{config.path} (demo)")
-    return RecipeChoice(part.recipe, dict(SCENARIO_EPSILON), f"MICO's {part.name} recipe")
+    return RecipeChoice(part.recipe, dict(part.privacy), f"MICO's {part.name} recipe")
 
 
 def demo_architecture(root: Path, task: Task) -> Task:
@@ -168,40 +169,77 @@ _INFORMATIONAL = {"preset", "seed", "synthesis_version", "comment"}
 
 def _parse_recipe(settings: dict, task: Task, where: str) -> RecipeChoice:
     """A recipe in ``bundle.json``'s "demo" form: ``{"recipe": {Recipe fields}, "dp_epsilon":
-    {"hi": 10, "lo": 4}}``; missing fields keep MICO's values."""
+    {"hi": 10, "lo": 4}, "delta": 1e-5, "max_grad_norm": 2.6}``, where ``delta`` and
+    ``max_grad_norm`` are one value for every DP scenario or map suffixes to values (the
+    recipe's own ``max_grad_norm`` is the format's older place for it, :meth:`Recipe.to_json`);
+    what is missing keeps the track entry's recipe and guarantees."""
     settings = settings.get("demo", settings)  # a whole bundle.json is accepted too
     unknown = set(settings) - _RECIPE_KEYS - _INFORMATIONAL
     if unknown:
         raise InputError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_RECIPE_KEYS)}")
-    if settings.get("delta", DELTA) != DELTA:
-        raise InputError(f"{where}: delta must be MICO's {DELTA}, got {settings['delta']!r}")
     fields = settings.get("recipe", {})
-    names = {f.name for f in dataclasses.fields(Recipe)}
+    names = {f.name for f in dataclasses.fields(Recipe)} | {"max_grad_norm"}
     if not isinstance(fields, dict) or set(fields) - names:
         raise InputError(f"{where}: 'recipe' must be an object with fields from {sorted(names)}")
-    if "max_grad_norm" in settings:  # the clipping the bundle's DP models were trained with
-        clip = settings["max_grad_norm"]
-        if fields.get("max_grad_norm", clip) != clip:
-            raise InputError(
-                f"{where}: max_grad_norm {clip!r} contradicts the recipe's "
-                f"{fields['max_grad_norm']!r}; give one value"
-            )
-        fields = {**fields, "max_grad_norm": clip}
+    fields = dict(fields)
+    clip = fields.pop("max_grad_norm", None)
+    if clip is not None and settings.get("max_grad_norm", clip) != clip:
+        raise InputError(
+            f"{where}: max_grad_norm {settings['max_grad_norm']!r} contradicts the recipe's "
+            f"{clip!r}; give one value"
+        )
     try:
         recipe = task.recipe.replace(**fields)
     except TypeError as exc:
         raise InputError(f"{where}: {exc}") from None
     _check_recipe(recipe, where)
-    epsilons = dict(SCENARIO_EPSILON)
-    targets = settings.get("dp_epsilon", {})
-    if not isinstance(targets, dict) or set(targets) - set(SCENARIO_EPSILON):
-        raise InputError(f"{where}: 'dp_epsilon' maps {sorted(SCENARIO_EPSILON)} to epsilons")
-    for suffix, value in targets.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if value is not None and (not number or not value > 0):
-            raise InputError(f"{where}: dp_epsilon of {suffix!r} must be positive, got {value!r}")
-        epsilons[suffix] = None if value is None else float(value)
-    return RecipeChoice(recipe, epsilons, where)
+    suffixes = task.scenario_suffixes
+    epsilons = settings.get("dp_epsilon", {})
+    if not isinstance(epsilons, dict) or set(epsilons) - set(suffixes):
+        raise InputError(f"{where}: 'dp_epsilon' maps {sorted(suffixes)} to epsilons")
+    deltas = _per_suffix(settings.get("delta"), "delta", suffixes, where, upper=1)
+    clips = _per_suffix(settings.get("max_grad_norm", clip), "max_grad_norm", suffixes, where)
+    _per_suffix(epsilons, "dp_epsilon", suffixes, where, nullable=True)  # checks the values
+    # A scenario made DP by the file takes the track's other DP scenarios' delta and clipping.
+    template = next((p for _, p in task.privacy if p is not None), None)
+    privacy: dict[str, Privacy | None] = {}
+    for suffix, base in task.privacy:
+        epsilon = epsilons[suffix] if suffix in epsilons else getattr(base, "epsilon", None)
+        start = base or template
+        delta = deltas.get(suffix, getattr(start, "delta", None))
+        bound = clips.get(suffix, getattr(start, "max_grad_norm", None))
+        if epsilon is not None and (delta is None or bound is None):
+            raise InputError(f"{where}: DP for {suffix!r} needs 'delta' and 'max_grad_norm'")
+        privacy[suffix] = None if epsilon is None else Privacy(float(epsilon), delta, bound)
+    return RecipeChoice(recipe, privacy, where)
+
+
+def _per_suffix(
+    value: object,
+    key: str,
+    suffixes: tuple[str, ...],
+    where: str,
+    *,
+    upper: float = float("inf"),
+    nullable: bool = False,
+) -> dict[str, float]:
+    """``value`` as a map from scenario suffixes to numbers in ``(0, upper)``: one number is
+    every scenario's; None (or a null in the map, where ``nullable``) sets nothing."""
+    if value is None:
+        return {}
+    values = value if isinstance(value, dict) else dict.fromkeys(suffixes, value)
+    if set(values) - set(suffixes):
+        raise InputError(f"{where}: {key!r} maps {sorted(suffixes)} to numbers")
+    for suffix, number in values.items():
+        if number is None and nullable:
+            continue
+        real = isinstance(number, (int, float)) and not isinstance(number, bool)
+        if not real or not 0 < number < upper:
+            bound = f" below {upper}" if upper < float("inf") else ""
+            raise InputError(
+                f"{where}: {key} of {suffix!r} must be a positive number{bound}, got {number!r}"
+            )
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 def _check_recipe(recipe: Recipe, where: str) -> None:
@@ -211,7 +249,7 @@ def _check_recipe(recipe: Recipe, where: str) -> None:
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InputError(f"{where}: {name} must be a positive integer, got {value!r}")
-    for name in ("lr", "lr_gamma", "dp_lr", "max_grad_norm"):
+    for name in ("lr", "lr_gamma", "dp_lr"):
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
             raise InputError(f"{where}: {name} must be a positive number, got {value!r}")
@@ -247,21 +285,22 @@ def scenario_jobs(
     design = extend_design(stored, pool, task, options.models, options.seed, index, data)
     if design is not stored:
         design.save(path)
-    dp_epsilon = choice.dp_epsilon[suffix]
-    noise = None
-    if dp_epsilon is not None:
-        noise = dp_noise_multiplier(choice.recipe, task.len_training, dp_epsilon)
+    privacy = choice.privacy[suffix]
+    noise = clip = None
+    if privacy is not None:
+        noise = dp_noise_multiplier(choice.recipe, task.len_training, privacy)
+        clip = privacy.max_grad_norm
     jobs = []
     for shadow in range(options.models):
         members = design.members(shadow)
         rng = np.random.default_rng([options.seed, _TRAIN_TAG, index, shadow])
         train_seed = int(rng.integers(0, 2**62))
         recipe_json = {
-            "recipe": dataclasses.asdict(choice.recipe),
+            "recipe": choice.recipe.to_json(clip),
             "recipe_source": choice.source,
-            "dp_epsilon": dp_epsilon,
-            "delta": DELTA,
-            "max_grad_norm": choice.recipe.max_grad_norm,
+            "dp_epsilon": None if privacy is None else privacy.epsilon,
+            "delta": None if privacy is None else privacy.delta,
+            "max_grad_norm": clip,
             "noise_multiplier": noise,
             "train_seed": train_seed,
             "design_seed": options.seed,
@@ -280,7 +319,7 @@ def scenario_jobs(
                 label=f"{scenario}/{model_name(shadow)}",
                 train_rows=members,
                 eval_rows=design.held_out(shadow, members),
-                dp_epsilon=dp_epsilon,
+                privacy=privacy,
                 train_seed=train_seed,
                 files=files,
             )
@@ -292,14 +331,14 @@ def _calibrate(choice: RecipeChoice, task: Task, scenarios: list[str]) -> None:
     """Every DP target's noise, before anything is written: an unreachable epsilon is an error
     (one line, no folder) rather than a crash after hours of training."""
     for scenario in scenarios:
-        epsilon = choice.dp_epsilon[task.suffix(scenario)]
-        if epsilon is None:
+        privacy = choice.privacy[task.suffix(scenario)]
+        if privacy is None:
             continue
         try:
-            dp_noise_multiplier(choice.recipe, task.len_training, epsilon)
+            dp_noise_multiplier(choice.recipe, task.len_training, privacy)
         except ValueError as exc:
             raise InputError(
-                f"{scenario}: epsilon {epsilon} cannot be reached with {task.len_training} "
+                f"{scenario}: epsilon {privacy.epsilon} cannot be reached with {task.len_training} "
                 f"records and {choice.recipe.epochs} epochs (PRV accountant: {exc}); raise the "
                 "epsilon or change --recipe"
             ) from None

@@ -1,0 +1,121 @@
+"""Scenario facts have one owner, the track entry (issue 21): epsilon, delta and clipping flow
+from it to every model trained, every record written and the epsilon the audit compares with;
+demos written by older versions still compare equal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import download_files
+import train_shadows
+from mico.attacks.truth import claimed_epsilon
+from mico.bundle.config import read_bundle_config
+from mico.bundle.layout import EPSILON_FILE, RECIPE_FILE, shadows_dir
+from mico.tracks import registry
+from mico.tracks.recipes import Privacy
+from mico.tracks.registry import Task, get_task, load_task
+from mico.train.demo import bundle_json, make_config
+from mico.train.engine import dp_noise_multiplier, train_model
+from mico.train.shadows import resolve_recipe
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+#: Guarantees no MICO track has: another delta, another clipping, other epsilons.
+HI, LO = Privacy(6.0, 1e-6, 1.3), Privacy(3.0, 1e-6, 1.3)
+
+
+@pytest.fixture
+def variant(monkeypatch: pytest.MonkeyPatch) -> Task:
+    """purchase100 with :data:`HI` and :data:`LO`, registered in the real entry's place."""
+    track = get_task("purchase100").replace(privacy=(("inf", None), ("hi", HI), ("lo", LO)))
+    monkeypatch.setitem(registry.TASKS, "purchase100", track)
+    return track
+
+
+def test_mico_tracks_state_their_scenarios_guarantees() -> None:
+    for name, clip in (("cifar10", 2.6), ("purchase100", 2.6), ("sst2", 0.1)):
+        task = get_task(name)
+        assert task.scenario_suffixes == ("inf", "hi", "lo")
+        assert task.scenario_privacy(f"{name}_inf") is None
+        assert task.scenario_privacy(f"{name}_hi") == Privacy(10.0, 1e-5, clip)
+        assert task.scenario_privacy(f"{name}_lo") == Privacy(4.0, 1e-5, clip)
+    ddp = get_task("ddp")
+    assert ddp.scenario_privacy("sst2_ddp") == Privacy(4.0, 1e-5, 0.1)
+    assert ddp.scenario_privacy("cifar10_ddp") == Privacy(4.0, 1e-5, 2.6)
+
+
+def test_a_tracks_guarantees_flow_to_models_records_and_the_audit(
+    variant: Task, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    args = ["--challenge", "purchase100", "--root", str(root), "-q"]
+    assert download_files.main([*args, "--demo", "tiny"]) == 0
+    demo = read_bundle_config(root, "purchase100").demo
+    assert demo["dp_epsilon"] == {"hi": 6.0, "lo": 3.0}
+    assert demo["delta"] == 1e-6
+    assert demo["max_grad_norm"] == demo["recipe"]["max_grad_norm"] == 1.3
+    task = load_task(root, "purchase100")
+    for scenario, target in (("purchase100_hi", 6.0), ("purchase100_lo", 3.0)):
+        files = list((root / "purchase100" / scenario).glob(f"*/*/{EPSILON_FILE}"))
+        achieved = [float(path.read_text()) for path in files]
+        assert len(achieved) == 6 and all(abs(e - target) < 0.5 for e in achieved)
+        assert claimed_epsilon(root, task, scenario) == max(achieved)  # what --audit shows
+        assert claimed_epsilon(tmp_path / "none", task, scenario) == target  # a real bundle's
+    assert claimed_epsilon(root, task, "purchase100_inf") is None
+
+    assert train_shadows.main([*args, "--models", "1", "--scenarios", "hi"]) == 0
+    folder = shadows_dir(root, "purchase100", "purchase100_hi") / "model_0"
+    recipe = json.loads((folder / RECIPE_FILE).read_text())
+    assert (recipe["dp_epsilon"], recipe["delta"], recipe["max_grad_norm"]) == (6.0, 1e-6, 1.3)
+    assert recipe["recipe"]["max_grad_norm"] == 1.3
+    choice = resolve_recipe(root, task, None)
+    assert choice.privacy == {"inf": None, "hi": HI, "lo": LO}
+    noise = dp_noise_multiplier(choice.recipe, task.len_training, HI)
+    assert recipe["noise_multiplier"] == noise
+    mico_delta = Privacy(6.0, 1e-5, 1.3)  # the old global delta would need less noise
+    assert noise > dp_noise_multiplier(choice.recipe, task.len_training, mico_delta)
+    # Without bundle.json (a real bundle), shadows take the track entry's guarantees.
+    assert resolve_recipe(tmp_path / "none", variant, None).privacy["lo"] == LO
+
+
+def test_the_clipping_bound_reaches_dp_sgd() -> None:
+    task = get_task("purchase100")
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(200, 600, generator=generator) < 0.1).float()
+    y = torch.randint(0, 100, (200,), generator=generator)
+    recipe = task.recipe.replace(epochs=1, dp_batch_size=50)
+
+    def trained(clip: float) -> dict[str, torch.Tensor]:
+        privacy = Privacy(8.0, 1e-5, clip)
+        return train_model(task, x, y, recipe, privacy=privacy, seed=3).state_dict
+
+    tight, again, loose = trained(1e-4), trained(1e-4), trained(2.6)
+    assert all(torch.equal(tight[key], again[key]) for key in tight)
+    assert not all(torch.equal(tight[key], loose[key]) for key in tight)
+
+
+def test_demo_settings_equal_those_older_versions_wrote(tmp_path: Path) -> None:
+    """``bundle.json`` (and the reference's ``demo.json``, its "demo" entry) as the code before
+    issue 21's fact owners wrote them: a demo rerun compares them for equality to resume, and
+    ``train_shadows.py`` reads its recipe and guarantees from them."""
+    old = json.loads((FIXTURES / "demo_bundle_v1.json").read_text())
+    for key, written in old.items():
+        track, preset = key.split("/")
+        task = get_task(track)
+        tracks = task.demo_tracks(()) if task.parts else [track]
+        group = track if task.parts else ""
+        configs = [make_config(name, preset, group=group) for name in tracks]
+        assert json.loads(json.dumps(bundle_json(configs))) == written, key
+        for config in configs:
+            part = config.task
+            settings = written["demo"]
+            settings = settings[part.scenarios[0]] if group else settings
+            path = tmp_path / "recipe.json"
+            path.write_text(json.dumps(settings))
+            choice = resolve_recipe(tmp_path, part, path)
+            assert choice.recipe == config.recipe, key
+            assert choice.privacy == dict(part.privacy), key
