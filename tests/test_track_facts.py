@@ -1,6 +1,6 @@
-"""Scenario facts have one owner, the track entry (issue 21): epsilon, delta and clipping flow
-from it to every model trained, every record written and the epsilon the audit compares with;
-demos written by older versions still compare equal."""
+"""One owner per fact (issue 21): epsilon, delta and clipping flow from the track entry to every
+model trained, every record written and the epsilon the audit compares with; an optimizer or
+schedule is one registry entry; demos written by older versions still compare equal."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mico.tracks.recipes import Privacy
 from mico.tracks.registry import Task, get_task, load_task
 from mico.train.demo import bundle_json, make_config
 from mico.train.engine import dp_noise_multiplier, train_model
+from mico.train.optimizers import OPTIMIZERS, SCHEDULES
 from mico.train.shadows import resolve_recipe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -119,3 +120,35 @@ def test_demo_settings_equal_those_older_versions_wrote(tmp_path: Path) -> None:
             choice = resolve_recipe(tmp_path, part, path)
             assert choice.recipe == config.recipe, key
             assert choice.privacy == dict(part.privacy), key
+
+
+def test_a_registered_optimizer_and_schedule_train_end_to_end(
+    tiny_copy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    rates: list[float] = []
+
+    def heavy_ball(params, lr: float) -> torch.optim.Optimizer:
+        rates.append(lr)
+        return torch.optim.SGD(params, lr=lr, momentum=0.5)
+
+    monkeypatch.setitem(OPTIMIZERS, "heavy_ball", heavy_ball)
+    monkeypatch.setitem(
+        SCHEDULES,
+        "halving",
+        lambda optimizer, _: torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.5),
+    )
+    root = tiny_copy("purchase100")
+    recipe = tmp_path / "recipe.json"
+    made_up = {"optimizer": "heavy_ball", "schedule": "halving", "epochs": 2}
+    recipe.write_text(json.dumps({"recipe": made_up}))
+    args = ["--challenge", "purchase100", "--root", str(root), "-q", "--models", "1"]
+    assert train_shadows.main([*args, "--scenarios", "inf", "hi", "--recipe", str(recipe)]) == 0
+    assert rates == [1e-3, 1e-3]  # one model a scenario, at MICO's purchase100 rate
+    for scenario in ("purchase100_inf", "purchase100_hi"):
+        folder = shadows_dir(root, "purchase100", scenario) / "model_0"
+        written = json.loads((folder / RECIPE_FILE).read_text())["recipe"]
+        assert (written["optimizer"], written["schedule"]) == ("heavy_ball", "halving")
+        assert 0 < float((folder / "accuracy").read_text()) <= 1
+    recipe.write_text(json.dumps({"recipe": {"optimizer": "lion"}}))
+    assert train_shadows.main([*args, "--recipe", str(recipe)]) == 2
+    assert "unknown optimizer 'lion'; choose from adam, heavy_ball, sgd" in capsys.readouterr().err

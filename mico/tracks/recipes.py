@@ -30,7 +30,9 @@ ScenarioPrivacy = tuple[tuple[str, "Privacy | None"], ...]
 class Recipe:
     """One track's training hyper-parameters; ``dp_*`` override them for DP-SGD.
 
-    ``lr_step``/``lr_gamma`` describe ``StepLR``, stepped once per epoch.  An epoch is
+    ``optimizer`` and ``schedule`` name entries of :mod:`mico.train.optimizers`' registry;
+    ``lr_step``/``lr_gamma`` parameterise the ``step`` schedule (``StepLR``, stepped once per
+    epoch).  An epoch is
     ``ceil(n / batch_size)`` optimizer steps, with or without DP (Opacus' Poisson loader keeps the
     length of the loader it replaces).
     """
@@ -43,6 +45,7 @@ class Recipe:
     lr_gamma: float
     dp_lr: float | None = None
     dp_batch_size: int | None = None
+    schedule: str = "step"
 
     def hyper(self, dp: bool) -> tuple[float, int]:
         """``(lr, batch_size)`` for a plain or a DP model."""
@@ -59,8 +62,19 @@ class Recipe:
     def to_json(self, max_grad_norm: float | None) -> dict[str, object]:
         """The recipe as ``recipe.json`` and ``bundle.json`` record it.
 
-        The format predates per-scenario clipping: the clipping bound the models were trained
-        with stays inside the recipe, as ``max_grad_norm`` (None: the scenarios differ), so
-        that a file an older version wrote compares equal to what this one writes.
+        The format predates per-scenario clipping and the optimizer registry, and a demo
+        resumes only if it writes what it wrote before: the clipping bound the models were
+        trained with stays inside the recipe, as ``max_grad_norm`` (None: the scenarios
+        differ), and a field added since (:data:`ADDED_FIELDS`) appears only when it differs
+        from its default, which is what older versions did.
         """
-        return {**dataclasses.asdict(self), "max_grad_norm": max_grad_norm}
+        fields = dataclasses.asdict(self)
+        for name, default in ADDED_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        return {**fields, "max_grad_norm": max_grad_norm}
+
+
+#: Recipe fields added after ``recipe.json``/``bundle.json`` were first written, with the
+#: default that stands for what older versions did (and did not record).
+ADDED_FIELDS: dict[str, object] = {"schedule": "step"}

@@ -53,6 +53,7 @@ from mico.errors import InputError
 from mico.tracks.base import call_model
 from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task
+from mico.train.optimizers import make_optimizer, make_schedule
 
 __all__ = [
     "Privacy",
@@ -153,14 +154,6 @@ def _poisson_batches(
         yield torch.nonzero(torch.rand(n, generator=generator) < sample_rate).squeeze(1)
 
 
-def _optimizer(recipe: Recipe, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0)
-    raise InputError(f"unknown optimizer {recipe.optimizer!r}: use 'adam' or 'sgd'")
-
-
 def train_model(
     task: Task,
     x: torch.Tensor,
@@ -196,8 +189,8 @@ def train_model(
     steps = per_epoch * recipe.epochs
 
     model = _init_model(task, seed).to(device)
-    optimizer = _optimizer(recipe, model.parameters(), lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step, recipe.lr_gamma)
+    optimizer = make_optimizer(recipe, model.parameters(), lr)
+    scheduler = make_schedule(recipe, optimizer)
     batches = torch.Generator().manual_seed(seed)
     criterion = nn.CrossEntropyLoss()
     model.train()

@@ -61,6 +61,7 @@ from mico.tracks.registry import Task, load_task
 from mico.train.design import Design, extend_design, load_design, scenario_pool
 from mico.train.engine import dp_noise_multiplier
 from mico.train.farm import ModelJob, build_models
+from mico.train.optimizers import check_recipe_names
 from mico.train.ray_backend import build_models_ray, check_reachable
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,7 @@ def _per_suffix(
 
 
 def _check_recipe(recipe: Recipe, where: str) -> None:
-    if recipe.optimizer not in ("adam", "sgd"):
-        raise InputError(f"{where}: optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
+    check_recipe_names(recipe, where)
     for name in ("batch_size", "epochs", "lr_step", "dp_batch_size"):
         value = getattr(recipe, name)
         if value is not None and (not isinstance(value, int) or value < 1):
