@@ -19,7 +19,9 @@ from mico.tracks import registry
 from mico.tracks.recipes import Privacy
 from mico.tracks.registry import Task, get_task, load_task
 from mico.train.demo import bundle_json, make_config
+from mico.train.demo_plan import model_seeds, plan_models
 from mico.train.engine import dp_noise_multiplier, train_model
+from mico.train.farm import seed_stream
 from mico.train.optimizers import OPTIMIZERS, SCHEDULES
 from mico.train.shadows import resolve_recipe
 
@@ -152,3 +154,30 @@ def test_a_registered_optimizer_and_schedule_train_end_to_end(
     recipe.write_text(json.dumps({"recipe": {"optimizer": "lion"}}))
     assert train_shadows.main([*args, "--recipe", str(recipe)]) == 2
     assert "unknown optimizer 'lion'; choose from adam, heavy_ball, sgd" in capsys.readouterr().err
+
+
+def test_demo_seed_streams_follow_scenario_names_not_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The seeds every existing demo has (the streams were once the suffixes' positions).
+    assert model_seeds(0, seed_stream("lo"), 5) == (
+        4963209140859116710,
+        5712567437569791261,
+        8098154070956972824,
+        1273295605101086374,
+    )
+    assert model_seeds(0, seed_stream("ddp"), 0)[0] == 269466107011354071
+
+    def planned() -> dict[str, tuple]:
+        jobs = plan_models(make_config("purchase100", "tiny"), tmp_path, tmp_path / "truth")
+        return {job.label: (job.files, job.train_seed, job.privacy) for job in jobs}
+
+    before = planned()
+    track = get_task("purchase100")
+    monkeypatch.setitem(registry.TASKS, "purchase100", track.replace(privacy=track.privacy[::-1]))
+    assert get_task("purchase100").scenario_suffixes == ("lo", "hi", "inf")
+    assert planned() == before
+    new = track.replace(privacy=(*track.privacy, ("mid", Privacy(7.0, 1e-5, 2.6))))
+    monkeypatch.setitem(registry.TASKS, "purchase100", new)
+    with pytest.raises(KeyError, match="'mid' has no seed stream"):
+        planned()

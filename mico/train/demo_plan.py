@@ -1,6 +1,7 @@
 """The offline demo's models: every seed, split and ground-truth file of a demo bundle.
 
-Every seed derives from ``--seed``, the scenario's random stream and the model's id, so a
+Every seed derives from ``--seed``, the scenario's random stream
+(:data:`mico.train.farm.SEED_STREAMS`) and the model's id, so a
 demo is reproducible and resumable (:mod:`mico.train.demo` builds what this plans).
 """
 
@@ -16,23 +17,20 @@ from mico.bundle.layout import SEED_FILES, SOLUTION_FILE, model_dir, model_ids
 from mico.bundle.records import solution_line
 from mico.bundle.splits import split_indices
 from mico.tracks.registry import PHASES
-from mico.train.farm import ModelJob
+from mico.train.farm import ModelJob, seed_stream
 
 if TYPE_CHECKING:
     from mico.train.demo import DemoConfig
 
-#: A scenario's random stream is its suffix's place here: inf, hi, lo, then ddp.
-_STREAMS = ("inf", "hi", "lo", "ddp")
 
-
-def model_seeds(seed: int, scenario_index: int, model_id: int) -> tuple[int, int, int, int]:
+def model_seeds(seed: int, stream: int, model_id: int) -> tuple[int, int, int, int]:
     """``(seed_challenge, seed_training, seed_membership, train_seed)`` of one model.
 
     The three split seeds are uniform non-negative int64 values like MICO's (nearly all above
     2**32, whose low 32 bits alone seed the split generator); ``train_seed`` drives
     initialisation, batches and DP noise.
     """
-    rng = np.random.default_rng([seed, 0x5EED, scenario_index, model_id])
+    rng = np.random.default_rng([seed, 0x5EED, stream, model_id])
     split = rng.integers(0, 2**63 - 1, size=3, dtype=np.int64, endpoint=True)
     return int(split[0]), int(split[1]), int(split[2]), int(rng.integers(0, 2**62))
 
@@ -45,10 +43,10 @@ def plan_models(config: DemoConfig, root: Path, reference: Path) -> list[ModelJo
     jobs = []
     for suffix, scenario in zip(task.scenario_suffixes, task.scenarios, strict=True):
         privacy = task.scenario_privacy(scenario)
-        index = _STREAMS.index(suffix)
+        stream = seed_stream(suffix)  # keyed by name: reordering scenarios changes no seed
         for phase in PHASES:
             for model in model_ids(task.models_per_phase, phase):
-                seeds = model_seeds(config.seed, index, model)
+                seeds = model_seeds(config.seed, stream, model)
                 splits = split_indices(
                     task.dataset_len, task.len_training, task.len_challenge, *seeds[:3]
                 )

@@ -54,6 +54,25 @@ EVAL_LIMIT = 1000
 POOL_FROM = 24
 
 
+#: Each scenario's random stream, by suffix, from which the offline demo's seeds and extra
+#: shadows' designs and seeds derive.  Fixed for good: every demo and shadow built so far has
+#: its numbers from it.  They are the suffixes' places in the order first used (inf, hi, lo,
+#: then ddp), and a new scenario takes a new number: a stream never follows a position, so
+#: reordering a track's scenarios changes no seed.
+SEED_STREAMS: dict[str, int] = {"inf": 0, "hi": 1, "lo": 2, "ddp": 3}
+
+
+def seed_stream(suffix: str) -> int:
+    """The random stream of the scenarios with ``suffix`` (see :data:`SEED_STREAMS`)."""
+    try:
+        return SEED_STREAMS[suffix]
+    except KeyError:
+        raise KeyError(
+            f"scenario suffix {suffix!r} has no seed stream: give it a new number in "
+            "mico.train.farm.SEED_STREAMS (never reuse or renumber one)"
+        ) from None
+
+
 @dataclass(frozen=True, eq=False)
 class ModelJob:
     """One model folder to build.

@@ -60,7 +60,7 @@ from mico.tracks.recipes import Privacy, Recipe
 from mico.tracks.registry import Task, load_task
 from mico.train.design import Design, extend_design, load_design, scenario_pool
 from mico.train.engine import dp_noise_multiplier
-from mico.train.farm import ModelJob, build_models
+from mico.train.farm import ModelJob, build_models, seed_stream
 from mico.train.optimizers import check_recipe_names
 from mico.train.ray_backend import build_models_ray, check_reachable
 
@@ -277,8 +277,8 @@ def scenario_jobs(
 ) -> tuple[Design, list[ModelJob]]:
     """The scenario's design (extended to ``options.models`` and stored) and its model jobs;
     ``data`` is the digest of the base dataset they train on."""
-    index = task.scenarios.index(scenario)
-    suffix = task.scenario_suffixes[index]
+    suffix = task.suffix(scenario)
+    index = seed_stream(suffix)  # keyed by name: reordering scenarios changes no seed
     pool = scenario_pool(challenge_dir(options.root, task.challenge) / scenario, task)
     path = shadow_design_path(options.root, task.challenge, scenario)
     stored = load_design(path) if path.is_file() else None
