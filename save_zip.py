@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def collect_predictions(
     root: Path, task: Task, *, force: bool = False
-) -> tuple[list[Path], list[str]]:
-    """Every prediction file a submission needs, and every problem that blocks it.
+) -> tuple[dict[Path, bytes], list[str]]:
+    """Every prediction file a submission needs with its content, and every problem that
+    blocks it.  Each file is read once: its bytes are checked, digested against the manifest
+    and zipped.
 
     The bundle must be exactly its layout (:func:`mico.bundle.check.check_layout`, every phase: the
     same check as the other scripts, less the weight files, which a submission does not need), so a
@@ -82,7 +84,7 @@ def collect_predictions(
             f"{part}: the bundle was downloaded in part, and a submission needs all of it: "
             "rerun download_files.py without --scenarios/--phases/--models",
         )
-    files = []
+    files: dict[Path, bytes] = {}
     for scenario in task.scenarios:
         part = task.at(scenario)
         for phase in SUBMITTED_PHASES:
@@ -91,11 +93,16 @@ def collect_predictions(
                 if not path.parent.is_dir():
                     continue  # listed by check_layout
                 try:
-                    read_prediction(path, part.num_challenges)
-                except (FileNotFoundError, ValueError) as exc:
+                    content = path.read_bytes()
+                except FileNotFoundError:
+                    problems.append(f"{path}: prediction missing")
+                    continue
+                try:
+                    read_prediction(path, part.num_challenges, content)
+                except ValueError as exc:
                     problems.append(str(exc))
                     continue
-                files.append(path)
+                files[path] = content
     if not problems and (mixture := check_predictions(root, task.challenge, files, force=force)):
         problems.append(mixture)
     return files, problems
@@ -119,8 +126,10 @@ def _main(argv: Sequence[str] | None) -> int:
         atomic_write(output, "wb") as handle,
         zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,
     ):
-        for path in files:
-            archive.write(path, path.relative_to(args.root).as_posix())
+        for path, content in files.items():
+            # The entry archive.write would make (name, time stamp, mode) from one stat.
+            info = zipfile.ZipInfo.from_file(path, path.relative_to(args.root).as_posix())
+            archive.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED)
     log.info("wrote %s: %d prediction files", output, len(files))
     print(output)
     return 0

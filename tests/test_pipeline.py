@@ -3,8 +3,11 @@ the original 2nd-place code (MICO.md section 8), one test each."""
 
 from __future__ import annotations
 
+import builtins
+import io
 import itertools
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +158,21 @@ def test_reference_scoring_and_plot(demo_root, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_save_zip_layout_and_refusals(demo_root, tmp_path, capsys):
+def test_save_zip_layout_and_refusals(demo_root, tmp_path, capsys, monkeypatch):
     assert run_lira_mia.main(["--challenge", CHALLENGE, "--root", str(demo_root), "-q"]) == 0
     output = tmp_path / "sub.zip"
-    assert (
-        save_zip.main(["--challenge", CHALLENGE, "--root", str(demo_root), "--output", str(output)])
-        == 0
-    )
+    opened: Counter[str] = Counter()
+    real_open = io.open
+
+    def counted_open(file, *args, **kwargs):
+        opened[str(file)] += 1
+        return real_open(file, *args, **kwargs)
+
+    with monkeypatch.context() as patch:  # Path.read_bytes opens through io.open, zipfile open
+        patch.setattr(io, "open", counted_open)
+        patch.setattr(builtins, "open", counted_open)
+        args = ["--challenge", CHALLENGE, "--root", str(demo_root), "--output", str(output)]
+        assert save_zip.main(args) == 0
     task = load_task(demo_root, CHALLENGE)
     expected = {
         f"{CHALLENGE}/{scenario}/{phase}/{model.name}/prediction.csv"
@@ -169,8 +180,20 @@ def test_save_zip_layout_and_refusals(demo_root, tmp_path, capsys):
         for phase in ("dev", "final")
         for model in model_dirs(demo_root / CHALLENGE / scenario, phase)
     }
+    read = {
+        Path(name).relative_to(demo_root).as_posix(): count
+        for name, count in opened.items()
+        if Path(name).is_relative_to(demo_root)
+    }
+    assert {name: read.get(name) for name in expected} == dict.fromkeys(expected, 1)
     with zipfile.ZipFile(output) as archive:
         assert set(archive.namelist()) == expected
+        for name in expected:  # what archive.write would store: bytes, time stamp, deflated
+            info = archive.getinfo(name)
+            assert archive.read(name) == (demo_root / name).read_bytes()
+            mtime = zipfile.ZipInfo.from_file(demo_root / name).date_time
+            assert info.date_time == (*mtime[:5], mtime[5] // 2 * 2)  # zip times: 2 s steps
+            assert info.compress_type == zipfile.ZIP_DEFLATED
         name = sorted(expected)[0]
         values = np.array(archive.read(name).decode().strip().split(","), dtype=float)
         assert values.shape == (task.num_challenges,)

@@ -4,9 +4,11 @@ that heal, errors that name the model, logits, extra shadows, and the provenance
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 import save_preds
+from mico.bundle import digests
 from mico.bundle.layout import (
     MEMBERS_FILE,
     RECIPE_FILE,
@@ -252,3 +255,55 @@ def test_extra_shadows_join_as_shadow_rows_with_their_own_membership(tiny_copy):
         check_against_bundle(scores, root, task, scenario.name)
     with pytest.raises(ValueError, match=f"{MEMBERS_FILE}: expected sorted unique"):
         save_scenario(scenario, out, task, dataset, options)
+
+
+def test_a_run_reads_each_seed_file_once_and_digests_each_weight_file_once(
+    tiny_copy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning parses the seeds and provenance digests the same bytes; the weights' digest
+    (one stat, a hash where the stamp is new) serves every cache key and the record."""
+    root = tiny_copy(CHALLENGE)
+    shutil.rmtree(root / "preds")  # a first run: every model runs, every weight file is hashed
+    reads: Counter[str] = Counter()
+    stats: Counter[str] = Counter()
+    hashed: Counter[str] = Counter()
+    read_bytes, stat, hash_file = Path.read_bytes, os.stat, digests.hash_file
+
+    def counted_read(path: Path) -> bytes:
+        reads[str(path)] += 1
+        return read_bytes(path)
+
+    def counted_stat(path, *args, **kwargs):
+        stats[str(path)] += 1
+        return stat(path, *args, **kwargs)
+
+    def counted_hash(path: Path) -> str:
+        hashed[str(path)] += 1
+        return hash_file(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted_read)
+    monkeypatch.setattr(os, "stat", counted_stat)
+    monkeypatch.setattr(digests, "hash_file", counted_hash)
+    task = load_task(root, CHALLENGE)
+    seeds = [
+        str(folder / name)
+        for scenario in task.scenarios
+        for phase in ("train", "dev", "final")
+        for folder in model_dirs(root / CHALLENGE / scenario, phase)
+        for name in SEED_FILES
+        if (folder / name).is_file()
+    ]
+    weights = [str(Path(s).parent / "model.pt") for s in seeds if s.endswith("seed_challenge")]
+    for run in ("first", "rerun"):
+        for counter in (reads, stats, hashed):
+            counter.clear()
+        assert save_preds.main(_args(root, "-q")) == 0
+        assert {path: reads[path] for path in seeds} == dict.fromkeys(seeds, 1), run
+        # One stat by the layout check, one for the digest (and one more after hashing, to
+        # tell that the file did not change while it was read: the first run only).
+        want = 3 if run == "first" else 2
+        assert {path: stats[path] for path in weights} == dict.fromkeys(weights, want), run
+        assert sum(hashed[path] for path in weights) == (len(weights) if run == "first" else 0)
+    scenario = f"{CHALLENGE}_hi"
+    path = root / "preds" / CHALLENGE / scenario / SCORES_FILE
+    load_checked(path, root, task, root / CHALLENGE / scenario)  # the record matches the files

@@ -72,6 +72,8 @@ class DigestStore:
         self.path = path
         self.entries: dict[str, list] = self._read() if path is not None else {}
         self.dirty = False
+        #: Files this run found or hashed: :meth:`save` need not check that they exist.
+        self.seen: set[str] = set()
 
     def _read(self) -> dict[str, list]:
         assert self.path is not None
@@ -89,11 +91,13 @@ class DigestStore:
         entry = self.entries.get(key)
         ok = isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)
         if ok and tuple(entry[0]) == found:  # type: ignore[index]
+            self.seen.add(key)
             return entry[1]  # type: ignore[index]
         return None
 
     def remember(self, key: str, found: Stamp, digest: str) -> None:
         self.entries[key] = [list(found), digest]
+        self.seen.add(key)
         self.dirty = True
 
     def save(self) -> None:
@@ -101,7 +105,7 @@ class DigestStore:
         if self.path is None or not self.dirty:
             return
         merged = {**self._read(), **self.entries}
-        kept = {path: entry for path, entry in merged.items() if os.path.exists(path)}
+        kept = {p: entry for p, entry in merged.items() if p in self.seen or os.path.exists(p)}
         record = {"format": STORE_FORMAT, "files": kept}
         with contextlib.suppress(OSError):
             write_text_atomic(self.path, json.dumps(record, separators=(",", ":")) + "\n")
@@ -114,12 +118,14 @@ def file_digest(path: Path, store: DigestStore | None = None) -> str:
     A file that changes while it is hashed is hashed again until two stamps agree, so a
     digest is never remembered for bytes the file no longer holds.
     """
-    key = str(Path(path).resolve())
+    key = os.path.realpath(path)  # Path.resolve would stat the file once more
     while True:
         before = stamp(path)
         stored = store.lookup(key, before) if store is not None else None
-        known = _MEMO.get((key, before)) or stored
-        digest = known if known is not None else hash_file(path)
+        digest = _MEMO.get((key, before)) or stored
+        if digest is not None:
+            break  # known at this stamp: one stat, nothing read
+        digest = hash_file(path)
         if stamp(path) == before:
             break
     _MEMO[(key, before)] = digest
@@ -134,7 +140,11 @@ def files_digest(paths: Iterable[Path], store: DigestStore | None = None) -> str
     parts = []
     for path in paths:
         path = Path(path)
-        parts.append(f"{path.name}={file_digest(path, store) if path.is_file() else 'missing'}")
+        try:
+            digest = file_digest(path, store)  # one stat where the digest is known
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            digest = "missing"
+        parts.append(f"{path.name}={digest}")
     return ";".join(parts)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mico.bundle.fileio import write_text_atomic
@@ -47,9 +47,10 @@ def write_manifest(
 
 
 def check_predictions(
-    root: Path, challenge: str, files: Iterable[Path], *, force: bool = False
+    root: Path, challenge: str, files: Mapping[Path, bytes], *, force: bool = False
 ) -> str | None:
-    """A one-line problem if ``files`` do not all come from the manifest's configuration.
+    """A one-line problem if ``files`` (path to content, as the caller read it: ``save_zip.py``
+    reads each prediction once) do not all come from the manifest's configuration.
 
     Returns None when every file matches the last configuration written; a message naming
     both configurations when some still hold the previous one's predictions; a message
@@ -73,9 +74,9 @@ def check_predictions(
         )
     current, previous = manifest["configuration"], manifest.get("previous") or {}
     old, unknown, new = [], [], 0
-    for file in files:
+    for file, content in files.items():
         key = _key(root, file)
-        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        digest = hashlib.sha256(content).hexdigest()
         if manifest["files"].get(key) == digest:
             new += 1
             continue

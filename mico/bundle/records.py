@@ -47,10 +47,11 @@ def model_splits(model_dir: str | Path, task: Task) -> Splits:
     )
 
 
-def _read_csv_line(path: Path, length: int, what: str) -> list[str]:
-    """The ``length`` fields of a one-line CSV; MICO's files are ASCII."""
+def _read_csv_line(path: Path, length: int, what: str, raw: bytes | None = None) -> list[str]:
+    """The ``length`` fields of a one-line CSV (``raw``: its bytes, if already read); MICO's
+    files are ASCII."""
     try:
-        raw = path.read_bytes()
+        raw = path.read_bytes() if raw is None else raw
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} missing") from None
     try:
@@ -68,12 +69,13 @@ def _read_csv_line(path: Path, length: int, what: str) -> list[str]:
     return fields
 
 
-def read_solution(path: str | Path, length: int) -> np.ndarray:
-    """A ``solution.csv`` (0/1 per challenge point, challenge order) as int8 [length]."""
+def read_solution(path: str | Path, length: int, raw: bytes | None = None) -> np.ndarray:
+    """A ``solution.csv`` (0/1 per challenge point, challenge order) as int8 [length];
+    ``raw``: its bytes, where the caller has read them already."""
     path = Path(path)
-    if path.is_dir():
+    if raw is None and path.is_dir():
         path = path / SOLUTION_FILE
-    fields = _read_csv_line(path, length, "solution")
+    fields = _read_csv_line(path, length, "solution", raw)
     if any(field not in ("0", "1") for field in fields):
         raise InputError(f"{path}: solution values must be 0 or 1")
     solution = np.array([int(field) for field in fields], dtype=np.int8)
@@ -86,12 +88,13 @@ def read_solution(path: str | Path, length: int) -> np.ndarray:
     return solution
 
 
-def read_prediction(path: str | Path, length: int) -> np.ndarray:
-    """A ``prediction.csv`` as float64 [length]; values must be finite and in [0, 1]."""
+def read_prediction(path: str | Path, length: int, raw: bytes | None = None) -> np.ndarray:
+    """A ``prediction.csv`` as float64 [length]; values must be finite and in [0, 1].
+    ``raw``: its bytes, where the caller has read them already."""
     path = Path(path)
-    if path.is_dir():
+    if raw is None and path.is_dir():
         path = path / PREDICTION_FILE
-    fields = _read_csv_line(path, length, "prediction")
+    fields = _read_csv_line(path, length, "prediction", raw)
     try:
         values = np.array([float(field) for field in fields], dtype=np.float64)
     except ValueError:

@@ -180,11 +180,16 @@ def split_indices(
     )
 
 
-def read_seed(path: str | Path) -> int:
-    """Read a MICO ``seed_*`` file: one non-negative decimal integer (int64) and a newline."""
+def read_seed(path: str | Path, raw: bytes | None = None) -> int:
+    """Read a MICO ``seed_*`` file: one non-negative decimal integer (int64) and a newline.
+
+    ``raw``: the file's bytes where the caller has read them already (``save_preds.py`` reads
+    each seed file once, and digests the same bytes for provenance).
+    """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("ascii", errors="replace").strip()
+        data = path.read_bytes() if raw is None else raw
+        text = data.decode("ascii", errors="replace").strip()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: seed file missing; is the bundle complete?") from None
     except IsADirectoryError:

@@ -17,19 +17,25 @@ own points only.  :data:`DEFAULT_SOURCES` names the sources a run uses: both, so
 ``save_preds.py`` picks up extra shadows without any other change.
 
 Planning reads every seed first, so a missing or malformed seed file is reported, naming the
-model, before the first model of any scenario runs.
+model, before the first model of any scenario runs.  Each of a model's identity files is read
+once: the reader parses the bytes, and :attr:`PlannedModel.identity` digests the same bytes for
+the provenance record; its weight files' digest is computed once a run
+(:meth:`ScenarioPlan.weights_of`), for the output caches' keys and provenance alike.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from mico.bundle.digests import DigestStore, files_digest
 from mico.bundle.layout import (
     MEMBERS_FILE,
     RECIPE_FILE,
@@ -80,7 +86,8 @@ class PlannedModel:
     ``challenge`` [2m] dataset indices in challenge order, or None for a model that gets no
     predictions; ``solution`` [2m] int8 where known; ``members`` sorted dataset indices it
     trained on, or None when unknown (dev/final targets); ``made_for`` what an extra shadow
-    records about the bundle and data it was trained for (:func:`made_for`).
+    records about the bundle and data it was trained for (:func:`made_for`); ``identity`` the
+    digest of its identity files as read for this plan (:func:`identity_digest`).
     """
 
     ref: ModelRef
@@ -88,6 +95,7 @@ class PlannedModel:
     solution: np.ndarray | None = None
     members: np.ndarray | None = field(default=None, repr=False)
     made_for: dict | None = field(default=None, repr=False)
+    identity: str = field(default="", repr=False)
 
     @property
     def is_shadow(self) -> bool:
@@ -120,6 +128,29 @@ def _find_bundle(root: Path, task: Task, scenario: str) -> list[ModelRef]:
     return refs
 
 
+def read_identity(ref: ModelRef) -> dict[str, bytes | None]:
+    """The bytes of each of the model's identity files (None: missing), each read once."""
+    contents: dict[str, bytes | None] = {}
+    for name in ref.identity:
+        try:
+            contents[name] = (ref.folder / name).read_bytes()
+        except OSError:  # the readers read it again to say what is wrong
+            contents[name] = None
+    return contents
+
+
+def identity_digest(ref: ModelRef, contents: Mapping[str, bytes | None]) -> str:
+    """SHA-256 over the model's identity files, named, in order (a missing one counts as
+    content): what provenance records to tell that a model still trains on the same records."""
+    digest = hashlib.sha256()
+    for name in ref.identity:
+        content = contents[name]
+        digest.update(name.encode() + b"\0")
+        digest.update(b"\0missing\0" if content is None else content)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
     """Challenge points from ``seed_challenge``; train models also their members and solution.
 
@@ -127,17 +158,20 @@ def _read_bundle(ref: ModelRef, task: Task) -> PlannedModel:
     runs (MICO publishes all three for train models), and its ``solution.csv`` is checked
     against the membership its seeds give (:func:`check_solution`).
     """
-    seeds = [read_seed(ref.folder / name) for name in ref.identity if name in SEED_FILES]
+    raw = read_identity(ref)
+    identity = identity_digest(ref, raw)
+    seeds = [read_seed(ref.folder / name, raw[name]) for name in ref.identity if name in SEED_FILES]
     if ref.kind != "train":
-        return PlannedModel(ref, challenge_indices(task.dataset_len, task.len_challenge, seeds[0]))
+        challenge = challenge_indices(task.dataset_len, task.len_challenge, seeds[0])
+        return PlannedModel(ref, challenge, identity=identity)
     splits = split_indices(task.dataset_len, task.len_training, task.len_challenge, *seeds)
     assert splits.solution is not None  # all three seeds were read
-    check_solution(ref.folder, splits.solution)
+    check_solution(ref.folder, splits.solution, raw[SOLUTION_FILE])
     members = np.flatnonzero(splits.training_mask())
-    return PlannedModel(ref, splits.challenge, splits.solution, members)
+    return PlannedModel(ref, splits.challenge, splits.solution, members, identity=identity)
 
 
-def check_solution(folder: Path, derived: np.ndarray) -> None:
+def check_solution(folder: Path, derived: np.ndarray, raw: bytes | None = None) -> None:
     """Refuse a train model whose ``solution.csv`` is not the membership its seeds give.
 
     MICO derives both from the same seeds, so they always agree in a bundle as published; a
@@ -146,7 +180,7 @@ def check_solution(folder: Path, derived: np.ndarray) -> None:
     file) would be wrong without a word.  The split is already computed: the check is free.
     """
     path = folder / SOLUTION_FILE
-    solution = read_solution(path, len(derived))
+    solution = read_solution(path, len(derived), raw)
     agree = int((solution == derived).sum())
     if agree != len(derived):
         raise InputError(
@@ -180,11 +214,12 @@ def made_for(challenge: str, scenario: str, pool: np.ndarray, data: str) -> dict
     return {"challenge": challenge, "scenario": scenario, "pool": points_digest(pool), "data": data}
 
 
-def read_made_for(path: Path) -> dict:
-    """The ``made_for`` record of an extra shadow's ``recipe.json``."""
+def read_made_for(path: Path, raw: bytes | None = None) -> dict:
+    """The ``made_for`` record of an extra shadow's ``recipe.json`` (``raw``: its bytes)."""
     retrain = f"delete {path.parent.parent} and rerun train_shadows.py"
     try:
-        record = json.loads(path.read_text(encoding="utf-8")).get("made_for")
+        text = path.read_bytes() if raw is None else raw
+        record = json.loads(text.decode("utf-8")).get("made_for")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing, so this shadow is unusable; {retrain}") from None
     except (OSError, ValueError, AttributeError) as exc:
@@ -197,10 +232,11 @@ def read_made_for(path: Path) -> dict:
     return record
 
 
-def read_members(path: Path, dataset_len: int) -> np.ndarray:
-    """A ``members.npy``: strictly increasing int dataset indices in ``[0, dataset_len)``."""
+def read_members(path: Path, dataset_len: int, raw: bytes | None = None) -> np.ndarray:
+    """A ``members.npy``: strictly increasing int dataset indices in ``[0, dataset_len)``
+    (``raw``: its bytes, where already read)."""
     try:
-        members = np.load(path, allow_pickle=False)
+        members = np.load(path if raw is None else io.BytesIO(raw), allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: membership file missing; retrain this shadow") from None
     except (OSError, ValueError, EOFError) as exc:
@@ -216,8 +252,10 @@ def read_members(path: Path, dataset_len: int) -> np.ndarray:
 
 
 def _read_extra(ref: ModelRef, task: Task) -> PlannedModel:
-    members = read_members(ref.folder / MEMBERS_FILE, task.dataset_len)
-    return PlannedModel(ref, None, None, members, read_made_for(ref.folder / RECIPE_FILE))
+    raw = read_identity(ref)
+    members = read_members(ref.folder / MEMBERS_FILE, task.dataset_len, raw[MEMBERS_FILE])
+    record = read_made_for(ref.folder / RECIPE_FILE, raw[RECIPE_FILE])
+    return PlannedModel(ref, None, None, members, record, identity_digest(ref, raw))
 
 
 BUNDLE_SOURCE = ModelSource("bundle", _find_bundle, _read_bundle)
@@ -278,10 +316,31 @@ class ScenarioPlan:
     population: np.ndarray
     shadows: list[PlannedModel] = field(init=False)
     shadow_row: dict[str, int] = field(init=False)
+    #: Weight-file digests by model label, each computed once a run (:meth:`weights_of`).
+    weights: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.shadows = [m for m in self.models if m.is_shadow]
         self.shadow_row = {m.ref.label: row for row, m in enumerate(self.shadows)}
+        self.weights = {}
+
+    def weights_of(self, model: PlannedModel, digests: DigestStore | None = None) -> str:
+        """:func:`mico.bundle.digests.files_digest` of ``model``'s weight files, computed on
+        first use (one ``stat`` a file, a hash where its stamp is new) and then shared by its
+        output caches' keys and the provenance record."""
+        label = model.ref.label
+        if label not in self.weights:
+            files = (model.ref.folder / name for name in model.ref.weights)
+            self.weights[label] = files_digest(files, digests)
+        return self.weights[label]
+
+    def fingerprints(self, digests: DigestStore | None = None) -> dict[str, dict[str, str]]:
+        """Every model's provenance fingerprint (see :mod:`mico.outputs.provenance`), from
+        what planning read and the weights' digests: no file is read again."""
+        return {
+            m.ref.label: {"identity": m.identity, "weights": self.weights_of(m, digests)}
+            for m in self.models
+        }
 
     def points_of(self, model: PlannedModel) -> np.ndarray:
         """What ``model`` runs over: every challenge point for a shadow, else its own."""

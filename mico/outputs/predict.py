@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mico.bundle.check import require_layout, scenario_dirs
-from mico.bundle.digests import DigestStore, files_digest
+from mico.bundle.digests import DigestStore
 from mico.bundle.fileio import check_output_folder
 from mico.bundle.layout import SCORES_FILE, digests_path, model_cache_path, scores_path
 from mico.errors import InputError
@@ -118,11 +118,10 @@ class _Inputs:
     dataset: TensorPairDataset
     digests: DigestStore
 
-    def key(self, model: PlannedModel, job: _Job) -> CacheKey:
+    def key(self, plan: ScenarioPlan, model: PlannedModel, job: _Job) -> CacheKey:
         """The cache key of ``model`` on ``job``'s points; reduced-precision outputs are
         cached apart from full ones."""
-        files = (model.ref.folder / name for name in model.ref.weights)
-        weights = files_digest(files, self.digests)
+        weights = plan.weights_of(model, self.digests)
         if self.options.autocast:
             weights = f"{weights}:{self.options.autocast}"
         return CacheKey(points_digest(job.indices), weights, self.dataset.digest)
@@ -132,10 +131,11 @@ def _cache(out_dir: Path, model: PlannedModel, job: _Job) -> Path:
     return model_cache_path(out_dir, model.ref.kind, model.ref.id, job.suffix)
 
 
-def _load(out_dir: Path, model: PlannedModel, job: _Job, inputs: _Inputs) -> ModelOutputs | None:
-    return load_cached(
-        _cache(out_dir, model, job), inputs.key(model, job), len(job.indices), logits=job.logits
-    )
+def _load(
+    plan: ScenarioPlan, out_dir: Path, model: PlannedModel, job: _Job, inputs: _Inputs
+) -> ModelOutputs | None:
+    key = inputs.key(plan, model, job)
+    return load_cached(_cache(out_dir, model, job), key, len(job.indices), logits=job.logits)
 
 
 class _Runner:
@@ -165,7 +165,7 @@ class _Runner:
         found: dict[str, ModelOutputs] = {}
         net = None
         for job in _jobs(plan, model, self.options):
-            cached = _load(out_dir, model, job, self.inputs)
+            cached = _load(plan, out_dir, model, job, self.inputs)
             if cached is not None:
                 found[job.suffix] = cached
                 continue
@@ -184,7 +184,7 @@ class _Runner:
             )
             outputs = ModelOutputs(margin.numpy(), None if raw is None else raw.numpy())
             _check_finite(model, outputs)
-            save_cached(_cache(out_dir, model, job), outputs, self.inputs.key(model, job))
+            save_cached(_cache(out_dir, model, job), outputs, self.inputs.key(plan, model, job))
             found[job.suffix] = outputs
         return found, net is not None
 
@@ -238,7 +238,8 @@ def load_outputs(
     missing = []
     for model in plan.models:
         found = {
-            job.suffix: _load(out_dir, model, job, inputs) for job in _jobs(plan, model, options)
+            job.suffix: _load(plan, out_dir, model, job, inputs)
+            for job in _jobs(plan, model, options)
         }
         if any(value is None for value in found.values()):
             missing.append(f"{plan.scenario} {model.ref.label}")
@@ -309,7 +310,6 @@ def assemble(
             population=np.stack(pop) if len(population) else None,
             logits=np.stack(logits) if options.save_logits else None,
         )
-    refs = [m.ref for m in plan.models]
     shadow_in = plan.shadow_in()
     warn_few_out_models(plan.scenario, shadow_in)
     return ScenarioScores(
@@ -324,7 +324,12 @@ def assemble(
         shadow_kind=np.array([m.ref.kind for m in shadows]),
         shadow_logits=shadow_logits,
         provenance=bundle_record(
-            plan.root, task, plan.scenario, plan.sources, refs, data=dataset.digest, digests=digests
+            plan.root,
+            task,
+            plan.scenario,
+            plan.sources,
+            data=dataset.digest,
+            fingerprints=plan.fingerprints(digests),
         ),
     )
 

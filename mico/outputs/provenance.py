@@ -14,12 +14,17 @@ data ``scores.npz`` holds.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mico.bundle.digests import DigestStore, files_digest
 from mico.errors import InputError
-from mico.outputs.plan import DEFAULT_SOURCES, ModelRef, find_models
+from mico.outputs.plan import (
+    DEFAULT_SOURCES,
+    ModelRef,
+    find_models,
+    identity_digest,
+    read_identity,
+)
 from mico.outputs.store import ScenarioScores
 from mico.tracks.registry import Task
 
@@ -31,16 +36,10 @@ SHOWN = 3
 
 
 def fingerprint(ref: ModelRef, digests: DigestStore | None = None) -> dict[str, str]:
-    """``identity``: SHA-256 over the model's seed/membership files (a missing file counts as
-    content); ``weights``: :func:`mico.bundle.digests.files_digest` of its weight files."""
-    digest = hashlib.sha256()
-    for name in ref.identity:
-        digest.update(name.encode() + b"\0")
-        path = ref.folder / name
-        digest.update(path.read_bytes() if path.is_file() else b"\0missing\0")
-        digest.update(b"\0")
+    """``identity``: :func:`mico.outputs.plan.identity_digest` of the model's seed/membership
+    files; ``weights``: :func:`mico.bundle.digests.files_digest` of its weight files."""
     weights = files_digest((ref.folder / name for name in ref.weights), digests)
-    return {"identity": digest.hexdigest(), "weights": weights}
+    return {"identity": identity_digest(ref, read_identity(ref)), "weights": weights}
 
 
 def _sizes(task: Task) -> list[int]:
@@ -56,15 +55,18 @@ def bundle_record(
     *,
     data: str | None = None,
     digests: DigestStore | None = None,
+    fingerprints: dict[str, dict[str, str]] | None = None,
 ) -> dict:
     """The record stored in ``scores.npz``: the bundle's current state for ``scenario``.
 
     ``refs`` are the models to record (default: whatever ``sources`` list now); ``data`` the
     digest of the base dataset the outputs were computed on (``TensorPairDataset.digest``);
-    ``digests`` remembers weight-file digests between runs.
+    ``digests`` remembers weight-file digests between runs; ``fingerprints``, the models'
+    fingerprints where the caller has them (:meth:`mico.outputs.plan.ScenarioPlan.fingerprints`),
+    replaces reading ``refs`` again.
     """
     task = task.at(scenario)
-    if refs is None:
+    if refs is None and fingerprints is None:
         refs = find_models(Path(root), task, scenario, sources)
     return {
         "format": RECORD_FORMAT,
@@ -74,7 +76,9 @@ def bundle_record(
         "sizes": _sizes(task),
         "sources": list(sources),
         "data": data,
-        "models": {ref.label: fingerprint(ref, digests) for ref in refs},
+        "models": fingerprints
+        if fingerprints is not None
+        else {ref.label: fingerprint(ref, digests) for ref in refs or ()},
     }
 
 

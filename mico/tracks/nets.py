@@ -40,12 +40,14 @@ def read_state_dict(
     naming the file, instead of torch's multi-screen traceback.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder: pass the weight file inside it, or load_model()")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file missing; is the bundle complete?")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+    except IsADirectoryError:
+        raise InputError(
+            f"{path} is a folder: pass the weight file inside it, or load_model()"
+        ) from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model file missing; is the bundle complete?") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
