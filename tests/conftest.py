@@ -163,3 +163,15 @@ def fake_hub(
             yield state
     finally:
         running.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules marked slow as a whole first (the DDP and SST-2 demos, a minute or more
+    each): the workers take whole files in this order, so the longest go out first instead of
+    leaving one worker busy at the end while the other waits."""
+    items.sort(key=lambda item: not _whole_module_slow(item))
+
+
+def _whole_module_slow(item: pytest.Item) -> bool:
+    marks = getattr(getattr(item, "module", None), "pytestmark", [])
+    return any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks]))
