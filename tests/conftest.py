@@ -6,18 +6,24 @@ a clone with nothing beside it passes the suite.
 One fake Hugging Face hub (``tests/fake_hub.py``) serves every download test: :func:`fake_hub`.
 
 The tiny demo of each track (bundle, reference and ``save_preds.py`` outputs with population
-records) is built once per session: about 10-20 s each on 2 cores.  Tests must treat it as
-read-only; a test that writes into a bundle takes its own copy with :func:`tiny_copy`.
+records) is built once per run: about 10-20 s each on 2 cores.  The suite runs on two
+pytest-xdist workers (``pyproject.toml``), and a session fixture is per worker, so the demos are
+built under a file lock in the run's shared temporary folder: the first worker that needs one
+builds it, the other reads it.  Tests must treat it as read-only; a test that writes into a
+bundle takes its own copy with :func:`tiny_copy`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 import download_files
 import mico.fetch.urls
@@ -43,6 +49,24 @@ TINY_POPULATION = {"purchase100": 100, "cifar10": 13}
 TINY_FIXTURE = {"purchase100": "tiny_purchase", "cifar10": "tiny_cifar"}
 
 
+@pytest.fixture(autouse=True)
+def _script_logging_ends_with_the_test() -> Iterator[None]:
+    """Remove the stderr handler a script's ``setup_logging`` left on the root logger.
+
+    It is bound to the ``sys.stderr`` of its test, which under ``capsys`` is closed afterwards;
+    a later test that logs through the library without a script (``run_models`` directly) would
+    then print "--- Logging error ---" tracebacks into its own captured stderr.  Which test runs
+    before which depends on how the workers share the files, so each test cleans up after itself.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def split_cases() -> list[dict]:
     """Reference splits made by an independent C++ std::mt19937 implementation."""
@@ -57,16 +81,37 @@ def build_tiny(root: Path, challenge: str) -> Path:
     return root
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, challenge: str) -> Path:
+    """The tiny demo of ``challenge``, built by the first worker of the run that asks for it.
+
+    Without xdist this is a plain session fixture's folder.  Under xdist every worker's base
+    temporary folder sits in one folder of the run; the demo is built there under a lock and
+    marked done only once complete, so a worker never reads a half-built demo and a demo left
+    by a crashed build is built again.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_tiny(tmp_path_factory.mktemp(f"tiny_{challenge}"), challenge)
+    shared = tmp_path_factory.getbasetemp().parent
+    root, done = shared / f"tiny_{challenge}", shared / f"tiny_{challenge}.done"
+    with FileLock(shared / f"tiny_{challenge}.lock"):
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build_tiny(root, challenge)
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_purchase(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny purchase100 demo with its outputs; read-only (copy it to write)."""
-    return build_tiny(tmp_path_factory.mktemp("tiny_purchase100"), "purchase100")
+    return built_once(tmp_path_factory, "purchase100")
 
 
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny cifar10 demo with its outputs; read-only (copy it to write)."""
-    return build_tiny(tmp_path_factory.mktemp("tiny_cifar10"), "cifar10")
+    return built_once(tmp_path_factory, "cifar10")
 
 
 @pytest.fixture
@@ -118,3 +163,15 @@ def fake_hub(
             yield state
     finally:
         running.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules marked slow as a whole first (the DDP and SST-2 demos, a minute or more
+    each): the workers take whole files in this order, so the longest go out first instead of
+    leaving one worker busy at the end while the other waits."""
+    items.sort(key=lambda item: not _whole_module_slow(item))
+
+
+def _whole_module_slow(item: pytest.Item) -> bool:
+    marks = getattr(getattr(item, "module", None), "pytestmark", [])
+    return any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks]))

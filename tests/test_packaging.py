@@ -26,8 +26,9 @@ SCRIPTS = (
     "train_shadows.py",
 )
 
-#: What requirements.txt adds for development: the test runner, property tests, the linter.
-DEVELOPMENT_ONLY = {"pytest", "hypothesis", "ruff"}
+#: What requirements.txt adds for development: the test runner and its workers, property tests,
+#: the linter.
+DEVELOPMENT_ONLY = {"pytest", "pytest-xdist", "hypothesis", "ruff"}
 
 
 def _name(requirement: str) -> str:
