@@ -19,8 +19,9 @@ from mico.attacks.bayes import (
     bayes_sides,
     side_priors,
 )
-from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira, transform_margin
+from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira
 from mico.attacks.nig import PREDICTIVES, PRIORS, NigPrior, fit_prior, log_marginal, sufficient
+from mico.attacks.signals import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, inout_stats
 from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
 from tests.test_lira import ref_pooled_var, scenarios

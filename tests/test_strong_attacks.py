@@ -26,12 +26,8 @@ from mico.attacks.combine import (
 )
 from mico.attacks.compare import BEST_ROW, compare_scenario, comparison_rows
 from mico.attacks.registry import ATTACKS
-from mico.attacks.rmia_online import (
-    TRIM,
-    RmiaOnline,
-    rmia_online,
-    trimmed_side_means,
-)
+from mico.attacks.rmia_online import TRIM, RmiaOnline, rmia_online
+from mico.attacks.signals import trimmed_side_means
 from tests.test_attacks import (
     TINY,
     available,

@@ -40,10 +40,9 @@ from scipy.special import logit
 
 from mico.attacks.base import Attack, Config, Params
 from mico.attacks.hardness import hardness_calibrated, minmax
-from mico.attacks.lira import transform_margin
 from mico.attacks.rmia import has_population
 from mico.attacks.rmia_online import rmia_online
-from mico.attacks.stats import inout_stats, standardise
+from mico.attacks.signals import gaussian_log_ratio, inout_stats, standardise, transform_margin
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -73,10 +72,7 @@ def lira_log_ratio(
         transform_margin(shadow_margin, transform), shadow_in, target_points, target_shadow
     )
     y = transform_margin(target_margin, transform)
-    std_out, std_in = stats.std("out"), stats.std("in")
-    z_out = standardise(y, stats.mean_out, std_out)
-    z_in = standardise(y, stats.mean_in, std_in)
-    ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    ratio = gaussian_log_ratio(y, stats.mean_in, stats.std("in"), stats.mean_out, stats.std("out"))
     return np.where((stats.n_in > 0) & (stats.n_out > 0), ratio, 0.0)
 
 

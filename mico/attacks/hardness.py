@@ -12,17 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
-from mico.attacks.stats import Z_CAP, check_finite, check_targets, inout_stats
+from mico.attacks.signals import inout_stats, standardise, transform_margin
+from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
 #: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
 #: ``loss`` is -cross-entropy = log p, ``prob`` is p, ``margin`` is z (the logit-scaled
 #: confidence, LiRA's ``stable_logit``).
-_SCORES = {"loss": log_expit, "prob": expit, "margin": np.copy}
+#: Each is a transform of :func:`mico.attacks.signals.transform_margin`.
+_SCORES = {"loss": "log_prob", "prob": "prob", "margin": "stable_logit"}
 HARDNESS_SCORES: tuple[str, ...] = tuple(_SCORES)
 
 #: Calibrations of the 1st-place solution: ``in``: score - mean of the IN shadows;
@@ -34,7 +35,7 @@ def hardness_score(margin: np.ndarray, score: str) -> np.ndarray:
     """The per-point score of :data:`HARDNESS_SCORES` (same shape as ``margin``)."""
     if score not in _SCORES:
         raise InputError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
-    return _SCORES[score](np.asarray(margin, dtype=np.float64))
+    return transform_margin(margin, _SCORES[score])
 
 
 def hardness_calibrated(
@@ -67,8 +68,7 @@ def hardness_calibrated(
     n_all, mean_all = everyone.n_in, everyone.mean_in
     if variant == "std":
         std = everyone.std("in")
-        calibrated = np.clip((y - np.nan_to_num(mean_all)) / std, -Z_CAP, Z_CAP)
-        return np.where(n_all >= 1, calibrated, 0.0)
+        return np.where(n_all >= 1, standardise(y, mean_all, std), 0.0)
     stats = inout_stats(x, shadow_in, target_points, target_shadow)
     if variant == "in":
         have = stats.n_in >= 1

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.special import expit
 
 from mico.attacks.base import Attack, CliParam, Config, Params
 from mico.attacks.bayes import (
@@ -50,41 +50,22 @@ from mico.attacks.bayes import (
     bayes_confidence,
     bayes_sides,
 )
-from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
+from mico.attacks.signals import (
+    VARIANCES,
+    gaussian_cdf,
+    gaussian_log_ratio,
+    inout_stats,
+    transform_margin,
+)
+from mico.attacks.stats import check_scores
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
+#: LiRA's score transforms (the original's flags; :func:`mico.attacks.signals.transform_margin`).
 TRANSFORMS = ("prob", "logit", "stable_logit")
 
 #: LiRA's variances: the Gaussian ones of :data:`mico.attacks.stats.VARIANCES`, and ``bayes``.
 LIRA_VARIANCES: tuple[str, ...] = (*VARIANCES, "bayes")
-
-_P_LOW = float(np.finfo(np.float64).tiny)
-_P_HIGH = 1.0 - 2.0**-53
-
-
-def transform_margin(margin: np.ndarray, transform: str) -> np.ndarray:
-    """Turn true-label logit margins z (any shape) into the attack's scores (same shape).
-
-    * ``"prob"``: softmax probability of the true label, ``p = sigmoid(z)``, computed
-      stably (no overflow for large |z|).
-    * ``"logit"`` (the original ``--logit_scaling``): ``log(p / (1 - p))`` computed naively
-      from the float64 probability, as the original did. p is clipped into
-      ``[finfo.tiny, 1 - 2**-53]`` so the result is finite, which means it saturates at
-      ``log(2**53 - 1) ~= 36.74`` for z above ~36.7 (p rounds to 1) and at about -708.4
-      for z below ~-708 (p underflows), and loses precision as z approaches 36.7.
-    * ``"stable_logit"`` (``--stable_logit_scaling``): ``log p_y - log sum_{j != y} p_j``,
-      which is z itself; exact, never saturates.
-    """
-    z = np.asarray(margin, dtype=np.float64)
-    if transform == "prob":
-        return expit(z)
-    if transform == "logit":
-        p = np.clip(expit(z), _P_LOW, _P_HIGH)
-        return np.log(p / (1.0 - p))
-    if transform == "stable_logit":
-        return z.copy()
-    raise InputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
 def lira(
@@ -108,7 +89,8 @@ def lira(
         target_points: ``[T, K]`` integer column of ``shadow_*`` for each of those points.
         target_shadow: ``[T]`` integer row of ``shadow_*`` that is the target itself (the
             ``train`` phase), -1 where it is none; None means no target is a shadow.
-        transform: one of :data:`TRANSFORMS`, see :func:`transform_margin`.
+        transform: one of :data:`TRANSFORMS`, see
+            :func:`mico.attacks.signals.transform_margin`.
         variance: per-point or pooled std, one of :data:`mico.attacks.stats.VARIANCES`, or
             ``bayes`` (:func:`mico.attacks.bayes.bayes_confidence` with its default prior and
             predictive).
@@ -137,14 +119,12 @@ def lira(
     stats = inout_stats(scores, shadow_in, tp, target_shadow)
 
     std_out = stats.std("out", variance)
-    z_out = standardise(y, stats.mean_out, std_out)
-    offline = np.where(stats.n_out > 0, ndtr(z_out), 0.5)
+    offline = np.where(stats.n_out > 0, gaussian_cdf(y, stats.mean_out, std_out), 0.5)
     if not online:
         return offline
 
     std_in = stats.std("in", variance)
-    z_in = standardise(y, stats.mean_in, std_in)
-    log_ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    log_ratio = gaussian_log_ratio(y, stats.mean_in, std_in, stats.mean_out, std_out)
     online_conf = np.where(stats.n_in > 0, expit(log_ratio), offline)
     return np.where(stats.n_out > 0, online_conf, 0.5)
 

@@ -28,8 +28,9 @@ cross-validation on the train phase like every attack (:mod:`mico.attacks.select
   in far more than the challenge points, but there are many of them (48 train models give a
   demo point about 11 OUT and 37 IN scores beside the references' K/2 each).
 
-Stds are floored at ``STD_FLOOR_REL * max(|mean|, 1)`` so saturated probabilities compare
-with the mean instead of dividing by zero.
+The statistics are :func:`mico.attacks.signals.reference_stats`: every attack's fallbacks and
+std floor (:meth:`mico.attacks.stats.InOutStats.std`), so saturated probabilities compare with
+the mean instead of dividing by zero.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.special import expit
 
 from mico.attacks.base import OWN_MODELS, Attack, Config, Params
-from mico.attacks.lira import transform_margin
-from mico.attacks.stats import STD_FLOOR_REL, standardise
+from mico.attacks.signals import (
+    gaussian_cdf,
+    gaussian_log_ratio,
+    reference_stats,
+    transform_margin,
+)
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -72,20 +77,6 @@ class ReferenceParams(Params):
     shadows: bool = False
 
 
-def _side(scores: np.ndarray, inside: np.ndarray, per_point: bool) -> tuple[np.ndarray, ...]:
-    """Mean and std [T, K] of the references on one side (``inside`` [T, R, K])."""
-    n = inside.sum(axis=1)
-    mean = np.where(inside, scores, 0.0).sum(axis=1) / np.maximum(n, 1)
-    squares = np.where(inside, (scores - mean[:, None, :]) ** 2, 0.0).sum(axis=1)
-    dof = np.maximum(n - 1, 0)
-    pooled = squares.sum(axis=1, keepdims=True) / np.maximum(dof.sum(axis=1, keepdims=True), 1)
-    var = np.broadcast_to(pooled, mean.shape)
-    if per_point:
-        var = np.where(dof > 0, squares / np.maximum(dof, 1), var)
-    floor = STD_FLOOR_REL * np.maximum(np.abs(mean), 1.0)
-    return mean, np.maximum(np.sqrt(var), floor)
-
-
 def reference_attack(
     target_margin: np.ndarray,
     reference_margin: np.ndarray,
@@ -111,21 +102,15 @@ def reference_attack(
     if variance not in REFERENCE_VARIANCES or test not in REFERENCE_TESTS:
         raise InputError(f"unknown variant {variance!r}/{test!r}")
     x = transform_margin(target_margin, transform)
-    refs = transform_margin(reference_margin, transform)
-    inside = reference_in.astype(bool)
-    known = np.ones_like(inside) if valid is None else valid.astype(bool)
-    per_point = variance == "per-point"
-    mean_out, std_out = _side(refs, ~inside & known, per_point)
-    z_out = standardise(x, mean_out, std_out)
+    stats = reference_stats(transform_margin(reference_margin, transform), reference_in, valid)
+    std_kind = "pooled-within" if variance == "pooled" else "per-point"
+    mean_out, std_out = np.nan_to_num(stats.mean_out), stats.std("out", std_kind)
     if test == "offline":
-        return ndtr(z_out)
-    mean_in, std_in = _side(refs, inside & known, per_point)
+        return gaussian_cdf(x, mean_out, std_out)
+    mean_in, std_in = np.nan_to_num(stats.mean_in), stats.std("in", std_kind)
     if test == "midpoint":
-        return ndtr(
-            standardise(x, (mean_in + mean_out) / 2, np.hypot(std_in, std_out) / np.sqrt(2))
-        )
-    z_in = standardise(x, mean_in, std_in)
-    llr = 0.5 * (z_out**2 - z_in**2) + np.log(std_out) - np.log(std_in)
+        return gaussian_cdf(x, (mean_in + mean_out) / 2, np.hypot(std_in, std_out) / np.sqrt(2))
+    llr = gaussian_log_ratio(x, mean_in, std_in, mean_out, std_out)
     return expit(np.clip(llr, -700.0, 700.0))
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 from mico.attacks.base import POPULATION, Attack, CliParam, Config, Params
-from mico.attacks.stats import check_finite, check_targets, inout_stats
+from mico.attacks.signals import inout_stats, population_log_ratio, transform_margin
+from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -72,20 +72,13 @@ def rmia_inputs(
         )
     if sp.shape[1] == 0:
         raise InputError("RMIA needs population records (Q >= 1)")
-    p_shadow = expit(check_finite(shadow_margin, "shadow_margin", ndim=2))
+    p_shadow = transform_margin(check_finite(shadow_margin, "shadow_margin", ndim=2), "prob")
     stats = inout_stats(p_shadow, shadow_in, target_points, target_shadow)
-
-    # Pr(z): mean over every shadow but the target itself. The population records are
-    # non-challenge records, IN for a shadow exactly as often as for a target (each is in a
-    # model's training set with probability (len_training - m) / (N - 2m)), so this mean
-    # estimates Pr(z) = E_theta Pr(z | theta) without the offline correction that x needs.
-    n_pop = sp.shape[1]
-    columns = np.broadcast_to(np.arange(n_pop, dtype=np.int64), (n_targets, n_pop))
-    pz = inout_stats(expit(sp), np.ones(sp.shape, dtype=bool), columns, target_shadow)
-    log_pr_z = np.log(np.maximum(np.nan_to_num(pz.mean_in), _TINY))
-    log_ratio_z = np.where(pz.n_in >= 1, log_expit(tpop) - log_pr_z, 0.0)
     return RmiaInputs(
-        log_p=log_expit(y), mean_out=stats.mean_out, n_out=stats.n_out, log_ratio_z=log_ratio_z
+        log_p=transform_margin(y, "log_prob"),
+        mean_out=stats.mean_out,
+        n_out=stats.n_out,
+        log_ratio_z=population_log_ratio(sp, tpop, target_shadow),
     )
 
 
