@@ -25,6 +25,7 @@ from mico.attacks.combine import (
     signals,
 )
 from mico.attacks.compare import BEST_ROW, compare_scenario, comparison_rows
+from mico.attacks.inputs import scenario_inputs
 from mico.attacks.registry import ATTACKS
 from mico.attacks.rmia_online import TRIM, RmiaOnline, rmia_online
 from mico.attacks.signals import trimmed_side_means
@@ -206,7 +207,8 @@ def test_logreg_never_trains_on_its_own_target():
 
 def test_combine_signals_and_predictions_on_synthetic_scores():
     scores, _ = synthetic_scores(np.random.default_rng(1))
-    train = signals(scores, "train")
+    inputs = scenario_inputs(scores)
+    train = signals(inputs["train"])
     assert set(train) == {
         "llr_logit",
         "llr_prob",
@@ -229,15 +231,15 @@ def test_combine_signals_and_predictions_on_synthetic_scores():
     np.testing.assert_allclose(expit(train["llr_logit"]), online, atol=1e-9)
     attack = Combine()
     for phase in ("train", "dev"):
-        prepared = attack.prepare(scores, phase)
+        prepared = attack.prepare(inputs[phase])
         for config in attack.configs():
-            got = attack.predict(scores, phase, config.params, prepared)
+            got = attack.predict(inputs[phase], config.params, prepared)
             assert got.shape == scores.phases[phase].margin.shape
             assert got.min() >= 0.0 and got.max() <= 1.0
     # The logistic combiner's train order is the leave-one-target-out log-odds' order.
-    prepared = attack.prepare(scores, "train")
+    prepared = attack.prepare(inputs["train"])
     logodds = logreg_scores(features(train), data.solution)
-    got = attack.predict(scores, "train", CombineParams("logreg"), prepared)
+    got = attack.predict(inputs["train"], CombineParams("logreg"), prepared)
     assert np.array_equal(np.argsort(got, axis=None), np.argsort(logodds, axis=None))
 
 

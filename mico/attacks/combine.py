@@ -39,12 +39,17 @@ import numpy as np
 from scipy.special import logit
 
 from mico.attacks.base import Attack, Config, Params
-from mico.attacks.hardness import hardness_calibrated, minmax
-from mico.attacks.rmia import has_population
-from mico.attacks.rmia_online import rmia_online
-from mico.attacks.signals import gaussian_log_ratio, inout_stats, standardise, transform_margin
+from mico.attacks.hardness import minmax, shared_calibrated
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.rmia_online import online_from_inputs, shared_online_inputs
+from mico.attacks.signals import (
+    InOutStats,
+    gaussian_log_ratio,
+    inout_stats,
+    standardise,
+    transform_margin,
+)
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -71,29 +76,33 @@ def lira_log_ratio(
     stats = inout_stats(
         transform_margin(shadow_margin, transform), shadow_in, target_points, target_shadow
     )
-    y = transform_margin(target_margin, transform)
+    return log_ratio_feature(stats, transform_margin(target_margin, transform))
+
+
+def log_ratio_feature(stats: InOutStats, y: np.ndarray) -> np.ndarray:
+    """:func:`lira_log_ratio` from the shadows' statistics and the targets' scores ``y``."""
     ratio = gaussian_log_ratio(y, stats.mean_in, stats.std("in"), stats.mean_out, stats.std("out"))
     return np.where((stats.n_in > 0) & (stats.n_out > 0), ratio, 0.0)
 
 
-def signals(scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
-    """Every signal of the module docstring ``{name: [T, K]}`` on one phase."""
-    data = scores.phases[phase]
-    args = (scores.shadow_margin, scores.shadow_in, data.margin, data.points, data.shadow_or_none)
+def signals(inputs: PhaseInputs) -> dict[str, np.ndarray]:
+    """Every signal of the module docstring ``{name: [T, K]}`` on one phase, from the
+    statistics the phase's other attacks share (computed once per phase)."""
+    return inputs.shared(("combine", "signals"), lambda: _signals(inputs))
+
+
+def _signals(inputs: PhaseInputs) -> dict[str, np.ndarray]:
+    logit_stats, margin = inputs.stats("stable_logit"), inputs.margin
     out = {
-        "llr_logit": lira_log_ratio(*args, "stable_logit"),
-        "llr_prob": lira_log_ratio(*args, "prob"),
+        "llr_logit": log_ratio_feature(logit_stats, margin),
+        "llr_prob": log_ratio_feature(inputs.stats("prob"), transform_margin(margin, "prob")),
     }
-    stats = inout_stats(scores.shadow_margin, scores.shadow_in, data.points, data.shadow_or_none)
-    z_out = standardise(data.margin, stats.mean_out, stats.std("out"))
-    out["z_out"] = np.where(stats.n_out > 0, z_out, 0.0)
-    out["hard_margin"] = hardness_calibrated(*args, score="margin", variant="std")
-    out["hard_loss"] = hardness_calibrated(*args, score="loss", variant="mid")
-    if has_population(scores):
-        assert scores.shadow_population is not None and data.population is not None
-        fraction = rmia_online(
-            *args[:4], scores.shadow_population, data.population, data.shadow_or_none
-        )
+    z_out = standardise(margin, logit_stats.mean_out, logit_stats.std("out"))
+    out["z_out"] = np.where(logit_stats.n_out > 0, z_out, 0.0)
+    out["hard_margin"] = shared_calibrated(inputs, "margin", "std")
+    out["hard_loss"] = shared_calibrated(inputs, "loss", "mid")
+    if inputs.has_population:
+        fraction = online_from_inputs(shared_online_inputs(inputs, 1.0), 1.0)
         out["rmia_online"] = logit(np.clip(fraction, _EPS, 1.0 - _EPS))
     return out
 
@@ -154,16 +163,16 @@ class Combine(Attack):
         """The logistic combiner first, then the MS-LiRA sum."""
         return [Config(self.name, f"combine {c}", CombineParams(c)) for c in reversed(COMBINERS)]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
+    def prepare(self, inputs: PhaseInputs) -> dict[str, np.ndarray]:
         """Both combiners' confidences on one phase (the fits are shared work)."""
-        signal = signals(scores, phase)
-        train = scores.phases.get("train")
+        signal = signals(inputs)
+        train = inputs.train
         if train is None or train.solution is None:
             raise InputError("the logistic combiner needs a train phase with solutions")
-        if phase == "train":
+        if inputs.phase == "train":
             logodds = logreg_scores(features(signal), train.solution)
         else:
-            train_x = features(signals(scores, "train"))
+            train_x = features(signals(train))
             logodds = logreg_scores(train_x, train.solution, features(signal))
         # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid
         # it never rounds large log-odds to a tie at 1.
@@ -172,8 +181,6 @@ class Combine(Attack):
             "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
         }
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, CombineParams) and isinstance(prepared, dict)
         return prepared[params.combiner]

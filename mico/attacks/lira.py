@@ -50,8 +50,10 @@ from mico.attacks.bayes import (
     bayes_confidence,
     bayes_sides,
 )
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.signals import (
     VARIANCES,
+    InOutStats,
     gaussian_cdf,
     gaussian_log_ratio,
     inout_stats,
@@ -59,7 +61,6 @@ from mico.attacks.signals import (
 )
 from mico.attacks.stats import check_scores
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
 #: LiRA's score transforms (the original's flags; :func:`mico.attacks.signals.transform_margin`).
 TRANSFORMS = ("prob", "logit", "stable_logit")
@@ -116,8 +117,13 @@ def lira(
         if sides is None:
             sides = bayes_sides(scores, shadow_in, tp, target_shadow, family=BAYES_PRIOR)
         return bayes_confidence(sides, y, kind=BAYES_PREDICTIVE, online=online)
-    stats = inout_stats(scores, shadow_in, tp, target_shadow)
+    return lira_test(inout_stats(scores, shadow_in, tp, target_shadow), y, variance, online)
 
+
+def lira_test(stats: InOutStats, y: np.ndarray, variance: str, online: bool) -> np.ndarray:
+    """LiRA's Gaussian test of the targets' transformed scores ``y`` ``[T, K]`` against
+    ``stats`` of the shadows' (see :func:`lira`; ``variance`` one of
+    :data:`mico.attacks.stats.VARIANCES`)."""
     std_out = stats.std("out", variance)
     offline = np.where(stats.n_out > 0, gaussian_cdf(y, stats.mean_out, std_out), 0.5)
     if not online:
@@ -248,41 +254,25 @@ class Lira(Attack):
     def _config(self, params: LiraParams) -> Config:
         return Config(self.name, lira_label(params), params)
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
-        """A cache of the ``bayes`` posteriors per transform, filled on first use."""
-        return {}
-
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, LiraParams)
-        data = scores.phases[phase]
-        sides = None
+        y = transform_margin(inputs.margin, params.transform)
         if params.variance == "bayes":
-            assert isinstance(prepared, dict)
-            if params.transform not in prepared:
-                prepared[params.transform] = bayes_lira_sides(scores, phase, params.transform)
-            sides = prepared[params.transform]
-        return lira(
-            scores.shadow_margin,
-            scores.shadow_in,
-            data.margin,
-            data.points,
-            data.shadow_or_none,
-            transform=params.transform,
-            variance=params.variance,
-            online=params.online,
-            sides=sides,
-        )
+            sides = bayes_lira_sides(inputs, params.transform)
+            return bayes_confidence(sides, y, kind=BAYES_PREDICTIVE, online=params.online)
+        return lira_test(inputs.stats(params.transform), y, params.variance, params.online)
 
 
-def bayes_lira_sides(scores: ScenarioScores, phase: str, transform: str) -> BayesSides:
-    """The ``bayes`` posteriors of ``phase``'s targets under one score ``transform``."""
-    data = scores.phases[phase]
-    return bayes_sides(
-        transform_margin(check_scores(scores.shadow_margin, "shadow_margin"), transform),
-        scores.shadow_in,
-        data.points,
-        data.shadow_or_none,
-        family=BAYES_PRIOR,
+def bayes_lira_sides(inputs: PhaseInputs, transform: str) -> BayesSides:
+    """The ``bayes`` posteriors of the phase's targets under one score ``transform``, fitted
+    once per phase (shared by offline and online LiRA and the combiner)."""
+    return inputs.shared(
+        ("bayes", transform),
+        lambda: bayes_sides(
+            transform_margin(inputs.shadow_margin, transform),
+            inputs.shadow_in,
+            inputs.points,
+            inputs.target_shadow,
+            family=BAYES_PRIOR,
+        ),
     )

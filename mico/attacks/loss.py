@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from mico.attacks.base import Attack, Config, Params
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.signals import transform_margin
 from mico.attacks.stats import check_finite
-from mico.outputs.store import ScenarioScores
 
 
 def loss_attack(target_margin: np.ndarray) -> np.ndarray:
@@ -29,7 +29,5 @@ class Loss(Attack):
     def configs(self) -> list[Config]:
         return [Config(self.name, "loss")]
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
-        return loss_attack(scores.phases[phase].margin)
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
+        return loss_attack(inputs.margin)

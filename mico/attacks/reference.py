@@ -41,6 +41,7 @@ import numpy as np
 from scipy.special import expit
 
 from mico.attacks.base import OWN_MODELS, Attack, Config, Params
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.signals import (
     gaussian_cdf,
     gaussian_log_ratio,
@@ -138,32 +139,29 @@ class Reference(Attack):
             for params in (ReferenceParams(transform, variance, test, shadows),)
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
+    def prepare(self, inputs: PhaseInputs) -> object:
         """The references and, for ``+shadows``, the shadows' scores on each target's points
         appended (a train target's own shadow row marked invalid): [T, R + S, K] each."""
-        data = scores.phases[phase]
-        assert data.reference_margin is not None and data.reference_in is not None
-        shadow = np.moveaxis(scores.shadow_margin[:, data.points], 0, 1)
-        shadow_in = np.moveaxis(scores.shadow_in[:, data.points], 0, 1)
+        if inputs.reference_margin is None or inputs.reference_in is None:
+            raise InputError("no per-target reference models: the reference attack cannot run")
+        shadow = np.moveaxis(inputs.shadow_margin[:, inputs.points], 0, 1)
+        shadow_in = np.moveaxis(inputs.shadow_in[:, inputs.points], 0, 1)
         valid = np.ones(shadow.shape, dtype=bool)
-        own = np.flatnonzero(data.shadow >= 0)
-        valid[own, data.shadow[own]] = False
-        margin = np.concatenate([data.reference_margin, shadow], axis=1)
-        inside = np.concatenate([data.reference_in, shadow_in], axis=1)
-        valid = np.concatenate([np.ones(data.reference_in.shape, dtype=bool), valid], axis=1)
+        own = np.flatnonzero(inputs.shadow >= 0)
+        valid[own, inputs.shadow[own]] = False
+        margin = np.concatenate([inputs.reference_margin, shadow], axis=1)
+        inside = np.concatenate([inputs.reference_in, shadow_in], axis=1)
+        valid = np.concatenate([np.ones(inputs.reference_in.shape, dtype=bool), valid], axis=1)
         return margin, inside, valid
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, ReferenceParams)
-        data = scores.phases[phase]
-        assert data.reference_margin is not None and data.reference_in is not None
+        assert inputs.reference_margin is not None and inputs.reference_in is not None
         margin, inside, valid = prepared if params.shadows else (None, None, None)
         return reference_attack(
-            data.margin,
-            data.reference_margin if margin is None else margin,
-            data.reference_in if inside is None else inside,
+            inputs.margin,
+            inputs.reference_margin if margin is None else margin,
+            inputs.reference_in if inside is None else inside,
             valid=valid,
             transform=params.transform,
             variance=params.variance,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mico.attacks.base import POPULATION, Attack, CliParam, Config, Params
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.signals import inout_stats, population_log_ratio, transform_margin
 from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
@@ -210,25 +211,11 @@ class Rmia(Attack):
             for a in RMIA_A
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> RmiaInputs:
+    def prepare(self, inputs: PhaseInputs) -> RmiaInputs:
         """The log ratios every (a, gamma) shares, computed once per phase."""
-        if not has_population(scores):
-            raise InputError("no population outputs: RMIA cannot run")
-        data = scores.phases[phase]
-        assert scores.shadow_population is not None and data.population is not None
-        return rmia_inputs(
-            scores.shadow_margin,
-            scores.shadow_in,
-            data.margin,
-            data.points,
-            scores.shadow_population,
-            data.population,
-            data.shadow_or_none,
-        )
+        return rmia_inputs(*inputs.with_population("RMIA"))
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, RmiaParams) and isinstance(prepared, RmiaInputs)
         return rmia_from_inputs(prepared, a=params.a, gamma=params.gamma)
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mico.attacks.base import POPULATION, Attack, Config, Params
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.rmia import (
     MIN_USEFUL_POPULATION,
     ONLINE,
@@ -160,6 +161,13 @@ def rmia_online(
     return online_from_inputs(inputs, gamma)
 
 
+def shared_online_inputs(inputs: PhaseInputs, tau: float) -> OnlineInputs:
+    """:func:`online_inputs` of a phase for one temperature, computed once per phase and
+    shared (``--compare``'s combiner reads the ``tau = 1`` ones)."""
+    arrays = inputs.with_population("online RMIA")
+    return inputs.shared(("rmia_online", tau), lambda: online_inputs(*arrays, tau=tau))
+
+
 @dataclass(frozen=True)
 class RmiaOnlineParams(Params):
     """The signal's temperature ``tau`` and the likelihood-ratio threshold ``gamma``."""
@@ -187,29 +195,11 @@ class RmiaOnline(Attack):
             for t, g in grid
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> dict[float, OnlineInputs]:
-        """The log ratios of every temperature, computed once per phase."""
-        if not has_population(scores):
-            raise InputError("no population outputs: online RMIA cannot run")
-        data = scores.phases[phase]
-        assert scores.shadow_population is not None and data.population is not None
-        return {
-            tau: online_inputs(
-                scores.shadow_margin,
-                scores.shadow_in,
-                data.margin,
-                data.points,
-                scores.shadow_population,
-                data.population,
-                data.shadow_or_none,
-                tau=tau,
-            )
-            for tau in RMIA_ONLINE_TAU
-        }
+    def prepare(self, inputs: PhaseInputs) -> dict[float, OnlineInputs]:
+        """The log ratios of every temperature, computed once per phase (and shared)."""
+        return {tau: shared_online_inputs(inputs, tau) for tau in RMIA_ONLINE_TAU}
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, RmiaOnlineParams) and isinstance(prepared, dict)
         return online_from_inputs(prepared[params.tau], params.gamma)
 
