@@ -26,6 +26,7 @@ from mico.attacks.combine import (
 )
 from mico.attacks.compare import BEST_ROW, compare_scenario, comparison_rows
 from mico.attacks.inputs import scenario_inputs
+from mico.attacks.lira import lira
 from mico.attacks.registry import ATTACKS
 from mico.attacks.rmia_online import TRIM, RmiaOnline, rmia_online
 from mico.attacks.signals import trimmed_side_means
@@ -173,6 +174,41 @@ def test_lira_log_ratio_is_online_lira_log_odds(data):
         offline = naive_lira(sm, si, tm, tp, ts, transform, "per-point", False)
         both = online != offline  # both sides have models there (else online = offline)
         np.testing.assert_allclose(expit(ratio[both]), online[both], atol=1e-9)
+
+
+def test_combine_bayes_features_are_online_bayes_lira_log_odds():
+    """With --variance bayes the combiner's two LiRA features are the log-odds of online LiRA
+    with the Bayesian variance (the naive posterior of tests/test_bayes.py behind it there),
+    every other feature is the per-point variant's, and CV chooses among all four variants."""
+    scores, _ = synthetic_scores(np.random.default_rng(5))
+    inputs = scenario_inputs(scores)
+    data = scores.phases["train"]
+    plain, bayes = signals(inputs["train"]), signals(inputs["train"], "bayes")
+    assert set(plain) == set(bayes)
+    for name, transform in (("llr_logit", "stable_logit"), ("llr_prob", "prob")):
+        online = lira(
+            scores.shadow_margin,
+            scores.shadow_in,
+            data.margin,
+            data.points,
+            data.shadow_or_none,
+            transform=transform,
+            variance="bayes",
+            online=True,
+        )
+        np.testing.assert_allclose(expit(bayes[name]), online, atol=1e-12)
+        assert not np.allclose(bayes[name], plain[name])
+    for name in set(plain) - {"llr_logit", "llr_prob"}:
+        np.testing.assert_array_equal(bayes[name], plain[name])
+    labels = [c.label for c in Combine().configs()]
+    assert labels == [
+        "combine logreg",
+        "combine ms-lira",
+        "combine logreg bayes",
+        "combine ms-lira bayes",
+    ]
+    with pytest.raises(ValueError, match="unknown variance"):
+        signals(inputs["train"], "pooled")
 
 
 def naive_logreg_loto(train_x, train_y):

@@ -13,7 +13,13 @@ oriented so that higher means member (shapes as in :mod:`mico.attacks.stats`):
                    population outputs are stored (:mod:`mico.attacks.rmia_online`)
 =================  =========================================================================
 
-Two combiners (configurations of one attack, chosen by CV as ``--compare`` does):
+With ``--variance bayes`` (issue 23; the ``bayes`` variants below) the two LiRA log-likelihood
+ratios use the normal-inverse-gamma posterior predictives of :mod:`mico.attacks.bayes` instead
+of the per-point Gaussians (:func:`mico.attacks.bayes.bayes_log_ratio`, the same posteriors
+``lira ... bayes`` fits, shared with it); the other signals are unchanged.
+
+Two combiners, each with either variance (configurations of one attack, chosen by CV as
+``--compare`` does):
 
 * ``ms-lira``: the sum of the two online LiRA log-likelihood ratios, as multi-signal LiRA
   sums per-signal ratios. It assumes the signals independent; both are functions of the same
@@ -39,8 +45,10 @@ import numpy as np
 from scipy.special import logit
 
 from mico.attacks.base import Attack, Config, Params
+from mico.attacks.bayes import BAYES_PREDICTIVE, bayes_log_ratio
 from mico.attacks.hardness import minmax, shared_calibrated
 from mico.attacks.inputs import PhaseInputs
+from mico.attacks.lira import bayes_lira_sides
 from mico.attacks.rmia_online import online_from_inputs, shared_online_inputs
 from mico.attacks.signals import (
     InOutStats,
@@ -55,6 +63,12 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 COMBINERS: tuple[str, ...] = ("ms-lira", "logreg")
+
+#: The LiRA log ratios' model: per-point Gaussians, or ``--variance bayes``'s predictives.
+COMBINE_VARIANCES: tuple[str, ...] = ("per-point", "bayes")
+
+#: The two LiRA log-ratio signals and the score transform of each.
+_LLR_TRANSFORMS = {"llr_logit": "stable_logit", "llr_prob": "prob"}
 
 #: The logistic regression's inverse regularisation strength (sklearn's default).
 LOGREG_C = 1.0
@@ -85,18 +99,24 @@ def log_ratio_feature(stats: InOutStats, y: np.ndarray) -> np.ndarray:
     return np.where((stats.n_in > 0) & (stats.n_out > 0), ratio, 0.0)
 
 
-def signals(inputs: PhaseInputs) -> dict[str, np.ndarray]:
-    """Every signal of the module docstring ``{name: [T, K]}`` on one phase, from the
-    statistics the phase's other attacks share (computed once per phase)."""
-    return inputs.shared(("combine", "signals"), lambda: _signals(inputs))
+def signals(inputs: PhaseInputs, variance: str = "per-point") -> dict[str, np.ndarray]:
+    """Every signal of the module docstring ``{name: [T, K]}`` on one phase, the LiRA ratios
+    under ``variance`` (:data:`COMBINE_VARIANCES`), from the statistics the phase's other
+    attacks share (computed once per phase)."""
+    if variance not in COMBINE_VARIANCES:
+        raise InputError(f"unknown variance {variance!r}; choose one of {COMBINE_VARIANCES}")
+    return inputs.shared(("combine", "signals", variance), lambda: _signals(inputs, variance))
 
 
-def _signals(inputs: PhaseInputs) -> dict[str, np.ndarray]:
+def _signals(inputs: PhaseInputs, variance: str) -> dict[str, np.ndarray]:
     logit_stats, margin = inputs.stats("stable_logit"), inputs.margin
-    out = {
-        "llr_logit": log_ratio_feature(logit_stats, margin),
-        "llr_prob": log_ratio_feature(inputs.stats("prob"), transform_margin(margin, "prob")),
-    }
+    if variance == "bayes":
+        out = {name: bayes_feature(inputs, t) for name, t in _LLR_TRANSFORMS.items()}
+    else:
+        out = {
+            name: log_ratio_feature(inputs.stats(t), transform_margin(margin, t))
+            for name, t in _LLR_TRANSFORMS.items()
+        }
     z_out = standardise(margin, logit_stats.mean_out, logit_stats.std("out"))
     out["z_out"] = np.where(logit_stats.n_out > 0, z_out, 0.0)
     out["hard_margin"] = shared_calibrated(inputs, "margin", "std")
@@ -105,6 +125,15 @@ def _signals(inputs: PhaseInputs) -> dict[str, np.ndarray]:
         fraction = online_from_inputs(shared_online_inputs(inputs, 1.0), 1.0)
         out["rmia_online"] = logit(np.clip(fraction, _EPS, 1.0 - _EPS))
     return out
+
+
+def bayes_feature(inputs: PhaseInputs, transform: str) -> np.ndarray:
+    """Online LiRA's log ratio ``[T, K]`` under ``--variance bayes`` (Student-t posterior
+    predictives, the posteriors shared with ``lira``), 0 where a side has no location."""
+    sides = bayes_lira_sides(inputs, transform)
+    y = transform_margin(inputs.margin, transform)
+    ratio = bayes_log_ratio(sides, y, kind=BAYES_PREDICTIVE)
+    return np.where((sides.post_in.kappa > 0) & (sides.post_out.kappa > 0), ratio, 0.0)
 
 
 def features(signal: dict[str, np.ndarray]) -> np.ndarray:
@@ -148,39 +177,60 @@ def logreg_scores(
 
 @dataclass(frozen=True)
 class CombineParams(Params):
-    """Which combiner of :data:`COMBINERS`."""
+    """Which combiner of :data:`COMBINERS`, and the LiRA ratios' ``variance``
+    (:data:`COMBINE_VARIANCES`)."""
 
     combiner: str = "logreg"
+    variance: str = "per-point"
+
+
+def combine_label(params: CombineParams) -> str:
+    """``combine <combiner> [bayes]``: the ``--compare`` row of a variant."""
+    label = f"combine {params.combiner}"
+    return label + (" bayes" if params.variance == "bayes" else "")
 
 
 class Combine(Attack):
-    """Signals combined; the combiner is chosen by CV on the train phase."""
+    """Signals combined; the combiner and variance are chosen by CV on the train phase."""
 
     name = "combine"
     summary = "signals combined: MS-LiRA sum of log ratios, or a leave-one-out logistic model"
 
     def configs(self) -> list[Config]:
-        """The logistic combiner first, then the MS-LiRA sum."""
-        return [Config(self.name, f"combine {c}", CombineParams(c)) for c in reversed(COMBINERS)]
+        """The logistic combiner first, then the MS-LiRA sum; per-point Gaussians first."""
+        return [
+            Config(self.name, combine_label(params), params)
+            for variance in COMBINE_VARIANCES
+            for combiner in reversed(COMBINERS)
+            for params in (CombineParams(combiner, variance),)
+        ]
 
-    def prepare(self, inputs: PhaseInputs) -> dict[str, np.ndarray]:
-        """Both combiners' confidences on one phase (the fits are shared work)."""
-        signal = signals(inputs)
-        train = inputs.train
-        if train is None or train.solution is None:
-            raise InputError("the logistic combiner needs a train phase with solutions")
-        if inputs.phase == "train":
-            logodds = logreg_scores(features(signal), train.solution)
-        else:
-            train_x = features(signals(train))
-            logodds = logreg_scores(train_x, train.solution, features(signal))
-        # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid
-        # it never rounds large log-odds to a tie at 1.
-        return {
-            "logreg": minmax(np.arcsinh(logodds)),
-            "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
-        }
+    def prepare(self, inputs: PhaseInputs) -> dict[str, dict[str, np.ndarray]]:
+        """A cache of both combiners' confidences per variance, filled on first use (the
+        logistic fits are shared by nothing else)."""
+        return {}
 
     def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, CombineParams) and isinstance(prepared, dict)
-        return prepared[params.combiner]
+        if params.variance not in prepared:
+            prepared[params.variance] = _combined(inputs, params.variance)
+        return prepared[params.variance][params.combiner]
+
+
+def _combined(inputs: PhaseInputs, variance: str) -> dict[str, np.ndarray]:
+    """Both combiners' confidences on one phase, the LiRA ratios under ``variance``."""
+    signal = signals(inputs, variance)
+    train = inputs.train
+    if train is None or train.solution is None:
+        raise InputError("the logistic combiner needs a train phase with solutions")
+    if inputs.phase == "train":
+        logodds = logreg_scores(features(signal), train.solution)
+    else:
+        train_x = features(signals(train, variance))
+        logodds = logreg_scores(train_x, train.solution, features(signal))
+    # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid it
+    # never rounds large log-odds to a tie at 1.
+    return {
+        "logreg": minmax(np.arcsinh(logodds)),
+        "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
+    }
