@@ -644,8 +644,8 @@ class _Negated(Attack):
     def configs(self):
         return [Config(self.name, "negated plain"), Config(self.name, "negated square", _Sq())]
 
-    def predict(self, scores, phase, params, prepared):
-        values = 1.0 - loss_attack(scores.phases[phase].margin)
+    def predict(self, inputs, params, prepared):
+        values = 1.0 - loss_attack(inputs.margin)
         return values**2 if isinstance(params, _Sq) else values
 
 

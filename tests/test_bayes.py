@@ -19,8 +19,10 @@ from mico.attacks.bayes import (
     bayes_sides,
     side_priors,
 )
-from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira, transform_margin
+from mico.attacks.inputs import scenario_inputs
+from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira
 from mico.attacks.nig import PREDICTIVES, PRIORS, NigPrior, fit_prior, log_marginal, sufficient
+from mico.attacks.signals import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, inout_stats
 from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
 from tests.test_lira import ref_pooled_var, scenarios
@@ -196,15 +198,16 @@ def test_lira_bayes_is_the_naive_posterior_predictive_of_transformed_scores(data
 
 
 def test_lira_attack_fits_each_transform_once_per_phase():
-    """Offline and online share one fit per transform (the prepared cache), and give what
-    the pure function gives; leaving a train target out equals deleting its row."""
+    """Offline and online share one fit per transform (the phase's shared work), and give
+    what the pure function gives; leaving a train target out equals deleting its row."""
     scores, _ = synthetic_scores(np.random.default_rng(3))
     attack = Lira()
-    prepared = attack.prepare(scores, "train")
+    inputs = scenario_inputs(scores)["train"]
+    prepared = attack.prepare(inputs)
     train = scores.phases["train"]
     for online in (False, True):
         params = LiraParams("logit", "bayes", online)
-        got = attack.predict(scores, "train", params, prepared)
+        got = attack.predict(inputs, params, prepared)
         want = lira(
             scores.shadow_margin,
             scores.shadow_in,
@@ -216,7 +219,7 @@ def test_lira_attack_fits_each_transform_once_per_phase():
             online=online,
         )
         np.testing.assert_array_equal(got, want)
-    assert list(prepared) == ["logit"]
+    assert [key for key in inputs._shared if key[0] == "bayes"] == [("bayes", "logit")]
     t = int(np.flatnonzero(train.shadow >= 0)[0])
     rest = np.delete(np.arange(len(scores.shadow_ids)), train.shadow[t])
     alone = lira(

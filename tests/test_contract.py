@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 import run_lira_mia
 import save_preds
 from mico.attacks.base import POPULATION, Attack, CliParam, Config, Params
+from mico.attacks.inputs import scenario_inputs
 from mico.attacks.registry import ATTACKS
 from mico.bundle.layout import preds_root, scores_path
 from mico.outputs.store import ScenarioScores
@@ -25,10 +26,11 @@ CHALLENGE = "purchase100"
 
 #: Configurations whose train-phase prediction of a target moves with its own shadow row, and
 #: why (not as a shadow of its own statistics): reported, to be fixed in the attack itself.
-SEES_ITS_OWN_ROW = {
-    "combine logreg": "the logistic model is fit on the other train targets, whose shadow "
-    "statistics include this target's row",
-}
+_LEAK = (
+    "the logistic model is fit on the other train targets, whose shadow statistics include "
+    "this target's row"
+)
+SEES_ITS_OWN_ROW = {"combine logreg": _LEAK, "combine logreg bayes": _LEAK}
 
 
 def full_scores(seed: int = 0) -> ScenarioScores:
@@ -60,16 +62,17 @@ def test_every_attack_keeps_the_contract(name: str) -> None:
     blinded = copy.deepcopy(scores)  # the target's own shadow row, changed on its points
     blinded.shadow_margin[row, columns] += 7.0
     blinded.shadow_in[row, columns] = ~blinded.shadow_in[row, columns]
+    inputs, blind = scenario_inputs(scores), scenario_inputs(blinded)
     for config in attack.configs():
         for phase, data in scores.phases.items():
-            first = attack.predict(scores, phase, config.params, attack.prepare(scores, phase))
-            again = attack.predict(scores, phase, config.params, attack.prepare(scores, phase))
+            first = attack.predict(inputs[phase], config.params, attack.prepare(inputs[phase]))
+            fresh = scenario_inputs(scores)[phase]  # nothing shared: computed afresh
+            again = attack.predict(fresh, config.params, attack.prepare(fresh))
             assert first.shape == data.margin.shape, config.label
             assert np.all(np.isfinite(first)) and np.all((first >= 0) & (first <= 1)), config.label
             np.testing.assert_array_equal(first, again, err_msg=config.label)
             if phase == "train" and config.label not in SEES_ITS_OWN_ROW:
-                prepared = attack.prepare(blinded, phase)
-                other = attack.predict(blinded, phase, config.params, prepared)
+                other = attack.predict(blind[phase], config.params, attack.prepare(blind[phase]))
                 if not np.allclose(other[target], first[target]):  # a phase-wide min-max moved
                     np.testing.assert_array_equal(
                         rankdata(other[target]), rankdata(first[target]), err_msg=config.label
@@ -104,9 +107,9 @@ class Shifted(Attack):
         tau = flags.get("shift_tau")
         return self.name, None if tau is None else ShiftParams(float(tau))  # type: ignore[arg-type]
 
-    def predict(self, scores, phase, params, prepared) -> np.ndarray:
-        data = scores.phases[phase]
-        return expit((data.margin - data.population.mean(axis=1, keepdims=True)) / params.tau)
+    def predict(self, inputs, params, prepared) -> np.ndarray:
+        shift = inputs.population.mean(axis=1, keepdims=True)
+        return expit((inputs.margin - shift) / params.tau)
 
 
 def test_a_made_up_attack_with_population_and_a_flag_is_one_module_and_one_entry(

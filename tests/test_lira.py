@@ -10,7 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from mico.attacks.lira import TRANSFORMS, lira, transform_margin
+from mico.attacks.lira import TRANSFORMS, lira
+from mico.attacks.signals import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, VARIANCES, inout_stats
 
 COMBOS = list(itertools.product(TRANSFORMS, VARIANCES, [False, True]))

@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 import run_lira_mia
 from mico.attacks.compare import compare_scenario
+from mico.attacks.inputs import scenario_inputs
 from mico.attacks.lira import lira
 from mico.attacks.logit_lira import SIGNALS, LogitLira, LogitLiraParams, logit_signal
 from mico.attacks.registry import ATTACKS
@@ -58,7 +59,8 @@ def test_attack_is_lira_on_the_signal():
     attack = LogitLira()
     for phase in ("train", "dev"):
         data = scores.phases[phase]
-        prepared = attack.prepare(scores, phase)
+        inputs = scenario_inputs(scores)[phase]
+        prepared = attack.prepare(inputs)
         for config in attack.configs():
             params = config.params
             assert isinstance(params, LogitLiraParams)
@@ -90,7 +92,7 @@ def test_attack_is_lira_on_the_signal():
                 variance=params.variance,
                 online=params.online,
             )
-            got = attack.predict(scores, phase, params, prepared)
+            got = attack.predict(inputs, params, prepared)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=config.label)
     assert len({c.label for c in attack.configs()}) == 12
 
@@ -101,7 +103,7 @@ def test_left_out_of_compare_without_logits_and_refused_alone(tmp_path, capsys):
     assert reason is not None and f"save_preds.py --challenge {CHALLENGE} --save-logits" in reason
     assert "logit_lira (CV)" not in compare_scenario(scores, available(scores)).rows
     with pytest.raises(ValueError, match="--save-logits"):
-        LogitLira().predict(scores, "train", LogitLiraParams(), {})
+        LogitLira().predict(scenario_inputs(scores)["train"], LogitLiraParams(), None)
 
     root = write_synthetic_root(tmp_path / "r")
     args = ["--challenge", CHALLENGE, "--root", str(root), "-q", "--attack", "logit_lira"]

@@ -25,13 +25,11 @@ from mico.attacks.combine import (
     signals,
 )
 from mico.attacks.compare import BEST_ROW, compare_scenario, comparison_rows
+from mico.attacks.inputs import scenario_inputs
+from mico.attacks.lira import lira
 from mico.attacks.registry import ATTACKS
-from mico.attacks.rmia_online import (
-    TRIM,
-    RmiaOnline,
-    rmia_online,
-    trimmed_side_means,
-)
+from mico.attacks.rmia_online import TRIM, RmiaOnline, rmia_online
+from mico.attacks.signals import trimmed_side_means
 from tests.test_attacks import (
     TINY,
     available,
@@ -178,6 +176,41 @@ def test_lira_log_ratio_is_online_lira_log_odds(data):
         np.testing.assert_allclose(expit(ratio[both]), online[both], atol=1e-9)
 
 
+def test_combine_bayes_features_are_online_bayes_lira_log_odds():
+    """With --variance bayes the combiner's two LiRA features are the log-odds of online LiRA
+    with the Bayesian variance (the naive posterior of tests/test_bayes.py behind it there),
+    every other feature is the per-point variant's, and CV chooses among all four variants."""
+    scores, _ = synthetic_scores(np.random.default_rng(5))
+    inputs = scenario_inputs(scores)
+    data = scores.phases["train"]
+    plain, bayes = signals(inputs["train"]), signals(inputs["train"], "bayes")
+    assert set(plain) == set(bayes)
+    for name, transform in (("llr_logit", "stable_logit"), ("llr_prob", "prob")):
+        online = lira(
+            scores.shadow_margin,
+            scores.shadow_in,
+            data.margin,
+            data.points,
+            data.shadow_or_none,
+            transform=transform,
+            variance="bayes",
+            online=True,
+        )
+        np.testing.assert_allclose(expit(bayes[name]), online, atol=1e-12)
+        assert not np.allclose(bayes[name], plain[name])
+    for name in set(plain) - {"llr_logit", "llr_prob"}:
+        np.testing.assert_array_equal(bayes[name], plain[name])
+    labels = [c.label for c in Combine().configs()]
+    assert labels == [
+        "combine logreg",
+        "combine ms-lira",
+        "combine logreg bayes",
+        "combine ms-lira bayes",
+    ]
+    with pytest.raises(ValueError, match="unknown variance"):
+        signals(inputs["train"], "pooled")
+
+
 def naive_logreg_loto(train_x, train_y):
     """Leave-one-target-out log-odds with one loop per target and the rows listed by hand."""
     from sklearn.linear_model import LogisticRegression
@@ -210,7 +243,8 @@ def test_logreg_never_trains_on_its_own_target():
 
 def test_combine_signals_and_predictions_on_synthetic_scores():
     scores, _ = synthetic_scores(np.random.default_rng(1))
-    train = signals(scores, "train")
+    inputs = scenario_inputs(scores)
+    train = signals(inputs["train"])
     assert set(train) == {
         "llr_logit",
         "llr_prob",
@@ -233,15 +267,15 @@ def test_combine_signals_and_predictions_on_synthetic_scores():
     np.testing.assert_allclose(expit(train["llr_logit"]), online, atol=1e-9)
     attack = Combine()
     for phase in ("train", "dev"):
-        prepared = attack.prepare(scores, phase)
+        prepared = attack.prepare(inputs[phase])
         for config in attack.configs():
-            got = attack.predict(scores, phase, config.params, prepared)
+            got = attack.predict(inputs[phase], config.params, prepared)
             assert got.shape == scores.phases[phase].margin.shape
             assert got.min() >= 0.0 and got.max() <= 1.0
     # The logistic combiner's train order is the leave-one-target-out log-odds' order.
-    prepared = attack.prepare(scores, "train")
+    prepared = attack.prepare(inputs["train"])
     logodds = logreg_scores(features(train), data.solution)
-    got = attack.predict(scores, "train", CombineParams("logreg"), prepared)
+    got = attack.predict(inputs["train"], CombineParams("logreg"), prepared)
     assert np.array_equal(np.argsort(got, axis=None), np.argsort(logodds, axis=None))
 
 

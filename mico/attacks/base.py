@@ -11,8 +11,9 @@ Each attack declares
 * its candidate configurations (:meth:`Attack.configs`, default first): a fixed one is run as
   is; with several, the choice is made on the train phase by cross-validation
   (:mod:`mico.attacks.selection`);
-* how it runs on a scenario's stored outputs (:meth:`Attack.prepare` once per phase for work
-  shared by all its configurations, then :meth:`Attack.predict` per configuration);
+* how it runs on a scenario's stored outputs, received as one validated
+  :class:`~mico.attacks.inputs.PhaseInputs` per phase (:meth:`Attack.prepare` once per phase
+  for work shared by all its configurations, then :meth:`Attack.predict` per configuration);
 * what it needs beyond the shadows' margins (:attr:`Attack.needs`: population outputs, full
   logits, per-target models of its own), which ``save_preds.py`` and ``run_lira_mia.py`` read
   instead of its name (:meth:`Attack.missing` says what to run when a need is not stored);
@@ -34,6 +35,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from mico.attacks.inputs import PhaseInputs
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -129,19 +131,18 @@ class Attack(ABC):
     def configs(self) -> list[Config]:
         """Candidate configurations, the default first (ties in a CV choice go to it)."""
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
-        """Work shared by every configuration on one phase, computed once; None by default."""
+    def prepare(self, inputs: PhaseInputs) -> object:
+        """Work shared by every configuration on one phase, computed once; None by default.
+        Work other attacks may share goes through :meth:`PhaseInputs.shared`."""
         return None
 
     @abstractmethod
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
-        """Confidences ``[T, K]`` in [0, 1] of every target of ``phase`` under ``params``.
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
+        """Confidences ``[T, K]`` in [0, 1] of every target of ``inputs.phase`` under ``params``.
 
-        ``prepared`` is what :meth:`prepare` returned for the same scores and phase. A train
-        target's own shadow row (``scores.phases[phase].shadow``) must never enter its own
-        statistics.
+        ``inputs`` is the phase's validated inputs (:func:`mico.attacks.inputs.scenario_inputs`),
+        ``prepared`` what :meth:`prepare` returned for them. A train target's own shadow row
+        (``inputs.shadow``) must never enter its own statistics.
         """
 
     def missing(self, scores: ScenarioScores, challenge: str) -> str | None:

@@ -40,7 +40,7 @@ from mico.attacks.nig import (
     predictive,
 )
 from mico.attacks.nig import sufficient as _sufficient
-from mico.attacks.stats import STD_FLOOR_REL, inout_stats
+from mico.attacks.signals import inout_stats, std_floor
 from mico.errors import InputError
 
 #: What ``--variance bayes`` uses: the ``cross`` prior and the Student-t predictive. On the
@@ -146,11 +146,9 @@ def bayes_sides(
         covariate = getattr(stats, f"mean_{other}")
         prior = side_priors(shadow_score, side_mask, rows, covariate, family=family)
         post = posterior(n, mean, _sufficient(n, getattr(stats, f"var_{side}")), prior)
-        scenario = getattr(stats, f"scenario_var_{side}")
-        ref = np.where(np.isfinite(scenario) & (scenario > 0), np.sqrt(scenario), 1.0)[:, None]
         parts[f"n_{side}"] = n
         parts[f"post_{side}"] = post
-        parts[f"floor_{side}"] = STD_FLOOR_REL * np.maximum(np.abs(np.nan_to_num(post.mean)), ref)
+        parts[f"floor_{side}"] = std_floor(post.mean, getattr(stats, f"scenario_var_{side}"))
     return BayesSides(**parts)  # type: ignore[arg-type]
 
 
@@ -170,10 +168,17 @@ def bayes_confidence(
     """
     y = np.asarray(target_score, dtype=np.float64)
     has_out, has_in = sides.post_out.kappa > 0, sides.post_in.kappa > 0
-    out = sides.predictive("out", kind)
-    offline = np.where(has_out, out.cdf(y), 0.5)
+    offline = np.where(has_out, sides.predictive("out", kind).cdf(y), 0.5)
     if not online:
         return offline
-    log_ratio = sides.predictive("in", kind).logpdf(y) - out.logpdf(y)
-    online_conf = np.where(has_in, expit(log_ratio), offline)
+    online_conf = np.where(has_in, expit(bayes_log_ratio(sides, y, kind=kind)), offline)
     return np.where(has_out, online_conf, 0.5)
+
+
+def bayes_log_ratio(sides: BayesSides, target_score: np.ndarray, *, kind: str = "t") -> np.ndarray:
+    """``log p_IN(y) - log p_OUT(y)`` ``[T, K]`` under the two posterior predictives ``kind``:
+    the Student-t (or stabilised Gaussian) counterpart of
+    :func:`mico.attacks.signals.gaussian_log_ratio`; meaningful where both sides have a
+    location (``post_*.kappa > 0``), finite everywhere."""
+    y = np.asarray(target_score, dtype=np.float64)
+    return sides.predictive("in", kind).logpdf(y) - sides.predictive("out", kind).logpdf(y)

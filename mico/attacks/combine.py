@@ -13,7 +13,13 @@ oriented so that higher means member (shapes as in :mod:`mico.attacks.stats`):
                    population outputs are stored (:mod:`mico.attacks.rmia_online`)
 =================  =========================================================================
 
-Two combiners (configurations of one attack, chosen by CV as ``--compare`` does):
+With ``--variance bayes`` (issue 23; the ``bayes`` variants below) the two LiRA log-likelihood
+ratios use the normal-inverse-gamma posterior predictives of :mod:`mico.attacks.bayes` instead
+of the per-point Gaussians (:func:`mico.attacks.bayes.bayes_log_ratio`, the same posteriors
+``lira ... bayes`` fits, shared with it); the other signals are unchanged.
+
+Two combiners, each with either variance (configurations of one attack, chosen by CV as
+``--compare`` does):
 
 * ``ms-lira``: the sum of the two online LiRA log-likelihood ratios, as multi-signal LiRA
   sums per-signal ratios. It assumes the signals independent; both are functions of the same
@@ -39,18 +45,30 @@ import numpy as np
 from scipy.special import logit
 
 from mico.attacks.base import Attack, Config, Params
-from mico.attacks.hardness import hardness_calibrated, minmax
-from mico.attacks.lira import transform_margin
-from mico.attacks.rmia import has_population
-from mico.attacks.rmia_online import rmia_online
-from mico.attacks.stats import inout_stats, standardise
+from mico.attacks.bayes import BAYES_PREDICTIVE, bayes_log_ratio
+from mico.attacks.hardness import minmax, shared_calibrated
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.lira import bayes_lira_sides
+from mico.attacks.rmia_online import online_from_inputs, shared_online_inputs
+from mico.attacks.signals import (
+    InOutStats,
+    gaussian_log_ratio,
+    inout_stats,
+    standardise,
+    transform_margin,
+)
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 COMBINERS: tuple[str, ...] = ("ms-lira", "logreg")
+
+#: The LiRA log ratios' model: per-point Gaussians, or ``--variance bayes``'s predictives.
+COMBINE_VARIANCES: tuple[str, ...] = ("per-point", "bayes")
+
+#: The two LiRA log-ratio signals and the score transform of each.
+_LLR_TRANSFORMS = {"llr_logit": "stable_logit", "llr_prob": "prob"}
 
 #: The logistic regression's inverse regularisation strength (sklearn's default).
 LOGREG_C = 1.0
@@ -72,34 +90,50 @@ def lira_log_ratio(
     stats = inout_stats(
         transform_margin(shadow_margin, transform), shadow_in, target_points, target_shadow
     )
-    y = transform_margin(target_margin, transform)
-    std_out, std_in = stats.std("out"), stats.std("in")
-    z_out = standardise(y, stats.mean_out, std_out)
-    z_in = standardise(y, stats.mean_in, std_in)
-    ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    return log_ratio_feature(stats, transform_margin(target_margin, transform))
+
+
+def log_ratio_feature(stats: InOutStats, y: np.ndarray) -> np.ndarray:
+    """:func:`lira_log_ratio` from the shadows' statistics and the targets' scores ``y``."""
+    ratio = gaussian_log_ratio(y, stats.mean_in, stats.std("in"), stats.mean_out, stats.std("out"))
     return np.where((stats.n_in > 0) & (stats.n_out > 0), ratio, 0.0)
 
 
-def signals(scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
-    """Every signal of the module docstring ``{name: [T, K]}`` on one phase."""
-    data = scores.phases[phase]
-    args = (scores.shadow_margin, scores.shadow_in, data.margin, data.points, data.shadow_or_none)
-    out = {
-        "llr_logit": lira_log_ratio(*args, "stable_logit"),
-        "llr_prob": lira_log_ratio(*args, "prob"),
-    }
-    stats = inout_stats(scores.shadow_margin, scores.shadow_in, data.points, data.shadow_or_none)
-    z_out = standardise(data.margin, stats.mean_out, stats.std("out"))
-    out["z_out"] = np.where(stats.n_out > 0, z_out, 0.0)
-    out["hard_margin"] = hardness_calibrated(*args, score="margin", variant="std")
-    out["hard_loss"] = hardness_calibrated(*args, score="loss", variant="mid")
-    if has_population(scores):
-        assert scores.shadow_population is not None and data.population is not None
-        fraction = rmia_online(
-            *args[:4], scores.shadow_population, data.population, data.shadow_or_none
-        )
+def signals(inputs: PhaseInputs, variance: str = "per-point") -> dict[str, np.ndarray]:
+    """Every signal of the module docstring ``{name: [T, K]}`` on one phase, the LiRA ratios
+    under ``variance`` (:data:`COMBINE_VARIANCES`), from the statistics the phase's other
+    attacks share (computed once per phase)."""
+    if variance not in COMBINE_VARIANCES:
+        raise InputError(f"unknown variance {variance!r}; choose one of {COMBINE_VARIANCES}")
+    return inputs.shared(("combine", "signals", variance), lambda: _signals(inputs, variance))
+
+
+def _signals(inputs: PhaseInputs, variance: str) -> dict[str, np.ndarray]:
+    logit_stats, margin = inputs.stats("stable_logit"), inputs.margin
+    if variance == "bayes":
+        out = {name: bayes_feature(inputs, t) for name, t in _LLR_TRANSFORMS.items()}
+    else:
+        out = {
+            name: log_ratio_feature(inputs.stats(t), transform_margin(margin, t))
+            for name, t in _LLR_TRANSFORMS.items()
+        }
+    z_out = standardise(margin, logit_stats.mean_out, logit_stats.std("out"))
+    out["z_out"] = np.where(logit_stats.n_out > 0, z_out, 0.0)
+    out["hard_margin"] = shared_calibrated(inputs, "margin", "std")
+    out["hard_loss"] = shared_calibrated(inputs, "loss", "mid")
+    if inputs.has_population:
+        fraction = online_from_inputs(shared_online_inputs(inputs, 1.0), 1.0)
         out["rmia_online"] = logit(np.clip(fraction, _EPS, 1.0 - _EPS))
     return out
+
+
+def bayes_feature(inputs: PhaseInputs, transform: str) -> np.ndarray:
+    """Online LiRA's log ratio ``[T, K]`` under ``--variance bayes`` (Student-t posterior
+    predictives, the posteriors shared with ``lira``), 0 where a side has no location."""
+    sides = bayes_lira_sides(inputs, transform)
+    y = transform_margin(inputs.margin, transform)
+    ratio = bayes_log_ratio(sides, y, kind=BAYES_PREDICTIVE)
+    return np.where((sides.post_in.kappa > 0) & (sides.post_out.kappa > 0), ratio, 0.0)
 
 
 def features(signal: dict[str, np.ndarray]) -> np.ndarray:
@@ -143,41 +177,60 @@ def logreg_scores(
 
 @dataclass(frozen=True)
 class CombineParams(Params):
-    """Which combiner of :data:`COMBINERS`."""
+    """Which combiner of :data:`COMBINERS`, and the LiRA ratios' ``variance``
+    (:data:`COMBINE_VARIANCES`)."""
 
     combiner: str = "logreg"
+    variance: str = "per-point"
+
+
+def combine_label(params: CombineParams) -> str:
+    """``combine <combiner> [bayes]``: the ``--compare`` row of a variant."""
+    label = f"combine {params.combiner}"
+    return label + (" bayes" if params.variance == "bayes" else "")
 
 
 class Combine(Attack):
-    """Signals combined; the combiner is chosen by CV on the train phase."""
+    """Signals combined; the combiner and variance are chosen by CV on the train phase."""
 
     name = "combine"
     summary = "signals combined: MS-LiRA sum of log ratios, or a leave-one-out logistic model"
 
     def configs(self) -> list[Config]:
-        """The logistic combiner first, then the MS-LiRA sum."""
-        return [Config(self.name, f"combine {c}", CombineParams(c)) for c in reversed(COMBINERS)]
+        """The logistic combiner first, then the MS-LiRA sum; per-point Gaussians first."""
+        return [
+            Config(self.name, combine_label(params), params)
+            for variance in COMBINE_VARIANCES
+            for combiner in reversed(COMBINERS)
+            for params in (CombineParams(combiner, variance),)
+        ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> dict[str, np.ndarray]:
-        """Both combiners' confidences on one phase (the fits are shared work)."""
-        signal = signals(scores, phase)
-        train = scores.phases.get("train")
-        if train is None or train.solution is None:
-            raise InputError("the logistic combiner needs a train phase with solutions")
-        if phase == "train":
-            logodds = logreg_scores(features(signal), train.solution)
-        else:
-            train_x = features(signals(scores, "train"))
-            logodds = logreg_scores(train_x, train.solution, features(signal))
-        # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid
-        # it never rounds large log-odds to a tie at 1.
-        return {
-            "logreg": minmax(np.arcsinh(logodds)),
-            "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
-        }
+    def prepare(self, inputs: PhaseInputs) -> dict[str, dict[str, np.ndarray]]:
+        """A cache of both combiners' confidences per variance, filled on first use (the
+        logistic fits are shared by nothing else)."""
+        return {}
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, CombineParams) and isinstance(prepared, dict)
-        return prepared[params.combiner]
+        if params.variance not in prepared:
+            prepared[params.variance] = _combined(inputs, params.variance)
+        return prepared[params.variance][params.combiner]
+
+
+def _combined(inputs: PhaseInputs, variance: str) -> dict[str, np.ndarray]:
+    """Both combiners' confidences on one phase, the LiRA ratios under ``variance``."""
+    signal = signals(inputs, variance)
+    train = inputs.train
+    if train is None or train.solution is None:
+        raise InputError("the logistic combiner needs a train phase with solutions")
+    if inputs.phase == "train":
+        logodds = logreg_scores(features(signal), train.solution)
+    else:
+        train_x = features(signals(train, variance))
+        logodds = logreg_scores(train_x, train.solution, features(signal))
+    # arcsinh, then min-max over the phase: monotone, into [0, 1], and unlike a sigmoid it
+    # never rounds large log-odds to a tie at 1.
+    return {
+        "logreg": minmax(np.arcsinh(logodds)),
+        "ms-lira": minmax(np.arcsinh(signal["llr_logit"] + signal["llr_prob"])),
+    }

@@ -40,6 +40,7 @@ from mico.attacks.audit import (
     percentile_interval,
 )
 from mico.attacks.base import Attack, Config
+from mico.attacks.inputs import PhaseInputs, scenario_inputs
 from mico.attacks.registry import get_attack
 from mico.attacks.selection import (
     DEFAULT_FOLDS,
@@ -110,12 +111,14 @@ DEFAULT_UNCERTAINTY = Uncertainty()
 class Predictor:
     """Runs configurations on one scenario's stored outputs, sharing work between them.
 
-    Each attack's :meth:`~mico.attacks.base.Attack.prepare` runs once per phase; every
-    configuration's predictions are kept, so asking again is free.
+    The scenario's inputs are validated once (:func:`~mico.attacks.inputs.scenario_inputs`)
+    and shared by every attack; each attack's :meth:`~mico.attacks.base.Attack.prepare` runs
+    once per phase; every configuration's predictions are kept, so asking again is free.
     """
 
     def __init__(self, scores: ScenarioScores) -> None:
         self.scores = scores
+        self._inputs: dict[str, PhaseInputs] | None = None
         self._cache: dict[tuple[str, str], np.ndarray] = {}
         self._prepared: dict[tuple[str, str], object] = {}
         self._boots: dict[str, ClusterBootstrap] = {}
@@ -125,11 +128,14 @@ class Predictor:
         key = (config.label, phase)
         if key not in self._cache:
             attack = get_attack(config.attack)
+            if self._inputs is None:
+                self._inputs = scenario_inputs(self.scores)
+            inputs = self._inputs[phase]
             prepared_key = (attack.name, phase)
             if prepared_key not in self._prepared:
-                self._prepared[prepared_key] = attack.prepare(self.scores, phase)
+                self._prepared[prepared_key] = attack.prepare(inputs)
             prepared = self._prepared[prepared_key]
-            self._cache[key] = attack.predict(self.scores, phase, config.params, prepared)
+            self._cache[key] = attack.predict(inputs, config.params, prepared)
         return self._cache[key]
 
     def train_bootstrap(self, config: Config) -> ClusterBootstrap:

@@ -12,17 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 from mico.attacks.base import Attack, Config, Params
-from mico.attacks.stats import Z_CAP, check_finite, check_targets, inout_stats
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.signals import InOutStats, inout_stats, standardise, transform_margin
+from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
 #: Per-point scores the hardness attack calibrates, each oriented so that higher = member:
 #: ``loss`` is -cross-entropy = log p, ``prob`` is p, ``margin`` is z (the logit-scaled
 #: confidence, LiRA's ``stable_logit``).
-_SCORES = {"loss": log_expit, "prob": expit, "margin": np.copy}
+#: Each is a transform of :func:`mico.attacks.signals.transform_margin`.
+_SCORES = {"loss": "log_prob", "prob": "prob", "margin": "stable_logit"}
 HARDNESS_SCORES: tuple[str, ...] = tuple(_SCORES)
 
 #: Calibrations of the 1st-place solution: ``in``: score - mean of the IN shadows;
@@ -34,7 +35,7 @@ def hardness_score(margin: np.ndarray, score: str) -> np.ndarray:
     """The per-point score of :data:`HARDNESS_SCORES` (same shape as ``margin``)."""
     if score not in _SCORES:
         raise InputError(f"unknown score {score!r}; choose one of {', '.join(HARDNESS_SCORES)}")
-    return _SCORES[score](np.asarray(margin, dtype=np.float64))
+    return transform_margin(margin, _SCORES[score])
 
 
 def hardness_calibrated(
@@ -64,12 +65,18 @@ def hardness_calibrated(
     y = hardness_score(check_targets(target_margin, target_points), score)
     x = hardness_score(check_finite(shadow_margin, "shadow_margin", ndim=2), score)
     everyone = inout_stats(x, np.ones(x.shape, dtype=bool), target_points, target_shadow)
+    stats = inout_stats(x, shadow_in, target_points, target_shadow)
+    return calibrate(y, stats, everyone, variant)
+
+
+def calibrate(y: np.ndarray, stats: InOutStats, everyone: InOutStats, variant: str) -> np.ndarray:
+    """The calibration ``variant`` of :func:`hardness_calibrated` of the targets' scores ``y``
+    ``[T, K]``, from the shadows' IN/OUT ``stats`` and their all-shadows statistics
+    ``everyone`` (its ``*_in`` fields) of the same score."""
+    _check_choice(variant, HARDNESS_VARIANTS, "variant")
     n_all, mean_all = everyone.n_in, everyone.mean_in
     if variant == "std":
-        std = everyone.std("in")
-        calibrated = np.clip((y - np.nan_to_num(mean_all)) / std, -Z_CAP, Z_CAP)
-        return np.where(n_all >= 1, calibrated, 0.0)
-    stats = inout_stats(x, shadow_in, target_points, target_shadow)
+        return np.where(n_all >= 1, standardise(y, mean_all, everyone.std("in")), 0.0)
     if variant == "in":
         have = stats.n_in >= 1
         reference = stats.mean_in
@@ -78,6 +85,14 @@ def hardness_calibrated(
         reference = 0.5 * (stats.mean_in + stats.mean_out)
     reference = np.where(have, reference, np.where(n_all >= 1, mean_all, y))
     return y - reference
+
+
+def shared_calibrated(inputs: PhaseInputs, score: str, variant: str) -> np.ndarray:
+    """:func:`calibrate` on a phase's inputs, from its shared statistics (also the
+    combiner's hardness features)."""
+    transform = _SCORES[score]
+    y = transform_margin(inputs.margin, transform)
+    return calibrate(y, inputs.stats(transform), inputs.stats(transform, everyone=True), variant)
 
 
 def hardness(
@@ -143,17 +158,7 @@ class Hardness(Attack):
             for v in HARDNESS_VARIANTS
         ]
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, HardnessParams)
-        data = scores.phases[phase]
-        return hardness(
-            scores.shadow_margin,
-            scores.shadow_in,
-            data.margin,
-            data.points,
-            data.shadow_or_none,
-            score=params.score,
-            variant=params.variant,
-        )
+        _check_choice(params.score, HARDNESS_SCORES, "score")
+        return minmax(shared_calibrated(inputs, params.score, params.variant))

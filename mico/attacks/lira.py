@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.special import expit
 
 from mico.attacks.base import Attack, CliParam, Config, Params
 from mico.attacks.bayes import (
@@ -50,41 +50,23 @@ from mico.attacks.bayes import (
     bayes_confidence,
     bayes_sides,
 )
-from mico.attacks.stats import VARIANCES, check_scores, inout_stats, standardise
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.signals import (
+    VARIANCES,
+    InOutStats,
+    gaussian_cdf,
+    gaussian_log_ratio,
+    inout_stats,
+    transform_margin,
+)
+from mico.attacks.stats import check_scores
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
+#: LiRA's score transforms (the original's flags; :func:`mico.attacks.signals.transform_margin`).
 TRANSFORMS = ("prob", "logit", "stable_logit")
 
 #: LiRA's variances: the Gaussian ones of :data:`mico.attacks.stats.VARIANCES`, and ``bayes``.
 LIRA_VARIANCES: tuple[str, ...] = (*VARIANCES, "bayes")
-
-_P_LOW = float(np.finfo(np.float64).tiny)
-_P_HIGH = 1.0 - 2.0**-53
-
-
-def transform_margin(margin: np.ndarray, transform: str) -> np.ndarray:
-    """Turn true-label logit margins z (any shape) into the attack's scores (same shape).
-
-    * ``"prob"``: softmax probability of the true label, ``p = sigmoid(z)``, computed
-      stably (no overflow for large |z|).
-    * ``"logit"`` (the original ``--logit_scaling``): ``log(p / (1 - p))`` computed naively
-      from the float64 probability, as the original did. p is clipped into
-      ``[finfo.tiny, 1 - 2**-53]`` so the result is finite, which means it saturates at
-      ``log(2**53 - 1) ~= 36.74`` for z above ~36.7 (p rounds to 1) and at about -708.4
-      for z below ~-708 (p underflows), and loses precision as z approaches 36.7.
-    * ``"stable_logit"`` (``--stable_logit_scaling``): ``log p_y - log sum_{j != y} p_j``,
-      which is z itself; exact, never saturates.
-    """
-    z = np.asarray(margin, dtype=np.float64)
-    if transform == "prob":
-        return expit(z)
-    if transform == "logit":
-        p = np.clip(expit(z), _P_LOW, _P_HIGH)
-        return np.log(p / (1.0 - p))
-    if transform == "stable_logit":
-        return z.copy()
-    raise InputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
 def lira(
@@ -108,7 +90,8 @@ def lira(
         target_points: ``[T, K]`` integer column of ``shadow_*`` for each of those points.
         target_shadow: ``[T]`` integer row of ``shadow_*`` that is the target itself (the
             ``train`` phase), -1 where it is none; None means no target is a shadow.
-        transform: one of :data:`TRANSFORMS`, see :func:`transform_margin`.
+        transform: one of :data:`TRANSFORMS`, see
+            :func:`mico.attacks.signals.transform_margin`.
         variance: per-point or pooled std, one of :data:`mico.attacks.stats.VARIANCES`, or
             ``bayes`` (:func:`mico.attacks.bayes.bayes_confidence` with its default prior and
             predictive).
@@ -134,17 +117,20 @@ def lira(
         if sides is None:
             sides = bayes_sides(scores, shadow_in, tp, target_shadow, family=BAYES_PRIOR)
         return bayes_confidence(sides, y, kind=BAYES_PREDICTIVE, online=online)
-    stats = inout_stats(scores, shadow_in, tp, target_shadow)
+    return lira_test(inout_stats(scores, shadow_in, tp, target_shadow), y, variance, online)
 
+
+def lira_test(stats: InOutStats, y: np.ndarray, variance: str, online: bool) -> np.ndarray:
+    """LiRA's Gaussian test of the targets' transformed scores ``y`` ``[T, K]`` against
+    ``stats`` of the shadows' (see :func:`lira`; ``variance`` one of
+    :data:`mico.attacks.stats.VARIANCES`)."""
     std_out = stats.std("out", variance)
-    z_out = standardise(y, stats.mean_out, std_out)
-    offline = np.where(stats.n_out > 0, ndtr(z_out), 0.5)
+    offline = np.where(stats.n_out > 0, gaussian_cdf(y, stats.mean_out, std_out), 0.5)
     if not online:
         return offline
 
     std_in = stats.std("in", variance)
-    z_in = standardise(y, stats.mean_in, std_in)
-    log_ratio = 0.5 * (z_out * z_out - z_in * z_in) + np.log(std_out) - np.log(std_in)
+    log_ratio = gaussian_log_ratio(y, stats.mean_in, std_in, stats.mean_out, std_out)
     online_conf = np.where(stats.n_in > 0, expit(log_ratio), offline)
     return np.where(stats.n_out > 0, online_conf, 0.5)
 
@@ -268,41 +254,25 @@ class Lira(Attack):
     def _config(self, params: LiraParams) -> Config:
         return Config(self.name, lira_label(params), params)
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
-        """A cache of the ``bayes`` posteriors per transform, filled on first use."""
-        return {}
-
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, LiraParams)
-        data = scores.phases[phase]
-        sides = None
+        y = transform_margin(inputs.margin, params.transform)
         if params.variance == "bayes":
-            assert isinstance(prepared, dict)
-            if params.transform not in prepared:
-                prepared[params.transform] = bayes_lira_sides(scores, phase, params.transform)
-            sides = prepared[params.transform]
-        return lira(
-            scores.shadow_margin,
-            scores.shadow_in,
-            data.margin,
-            data.points,
-            data.shadow_or_none,
-            transform=params.transform,
-            variance=params.variance,
-            online=params.online,
-            sides=sides,
-        )
+            sides = bayes_lira_sides(inputs, params.transform)
+            return bayes_confidence(sides, y, kind=BAYES_PREDICTIVE, online=params.online)
+        return lira_test(inputs.stats(params.transform), y, params.variance, params.online)
 
 
-def bayes_lira_sides(scores: ScenarioScores, phase: str, transform: str) -> BayesSides:
-    """The ``bayes`` posteriors of ``phase``'s targets under one score ``transform``."""
-    data = scores.phases[phase]
-    return bayes_sides(
-        transform_margin(check_scores(scores.shadow_margin, "shadow_margin"), transform),
-        scores.shadow_in,
-        data.points,
-        data.shadow_or_none,
-        family=BAYES_PRIOR,
+def bayes_lira_sides(inputs: PhaseInputs, transform: str) -> BayesSides:
+    """The ``bayes`` posteriors of the phase's targets under one score ``transform``, fitted
+    once per phase (shared by offline and online LiRA and the combiner)."""
+    return inputs.shared(
+        ("bayes", transform),
+        lambda: bayes_sides(
+            transform_margin(inputs.shadow_margin, transform),
+            inputs.shadow_in,
+            inputs.points,
+            inputs.target_shadow,
+            family=BAYES_PRIOR,
+        ),
     )

@@ -12,8 +12,8 @@ scalar signal of them per (model, point), chosen by cross-validation among
 * ``hinge``: ``logit_y - max_{j != y} logit_j``, the lead over the strongest competitor
   (Carlini et al.'s LiRA code scores this for CIFAR-10).
 
-Each signal goes through LiRA's test unchanged (:func:`mico.attacks.lira.lira` with the
-identity transform): offline or online, with the pooled (``--global_variance``) or the Bayesian
+Each signal goes through LiRA's test unchanged (:func:`mico.attacks.lira.lira_test`, the signal
+itself as the score): offline or online, with the pooled (``--global_variance``) or the Bayesian
 (``--variance bayes``) variance, the target's own row left out as everywhere. Signals are
 computed in float64 from the stored float32 logits.
 
@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mico.attacks.base import LOGITS, Attack, Config, Params
-from mico.attacks.bayes import BAYES_PRIOR, bayes_sides
-from mico.attacks.lira import lira
+from mico.attacks.bayes import BAYES_PREDICTIVE, BAYES_PRIOR, bayes_confidence, bayes_sides
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.lira import lira_test
+from mico.attacks.signals import inout_stats
 from mico.errors import InputError
-from mico.outputs.store import ScenarioScores
 
 #: The full-logit signals, see the module docstring.
 SIGNALS: tuple[str, ...] = ("true_logit", "centred", "hinge")
@@ -97,46 +98,35 @@ class LogitLira(Attack):
         variance = "gv" if params.variance == "pooled" else params.variance
         return Config(self.name, f"logit_lira {test} {params.signal} {variance}", params)
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
-        """Per signal, computed on first use: the shadows' and targets' signals, and the
-        ``bayes`` posteriors of the shadows' (shared by offline and online)."""
-        return {}
-
-    def _signals(
-        self, scores: ScenarioScores, phase: str, signal: str, cache: dict
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if signal not in cache:
-            data = scores.phases[phase]
-            if scores.shadow_logits is None or data.logits is None:
-                raise InputError("no stored logits: rerun save_preds.py with --save-logits")
-            labels = np.broadcast_to(scores.labels, scores.shadow_margin.shape)
-            shadow = logit_signal(scores.shadow_logits, labels, signal)
-            target = logit_signal(data.logits, scores.labels[data.points], signal)
-            cache[signal] = (shadow, target)
-        return cache[signal]
-
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
-        assert isinstance(params, LogitLiraParams) and isinstance(prepared, dict)
-        data = scores.phases[phase]
-        shadow, target = self._signals(scores, phase, params.signal, prepared)
-        sides = None
-        if params.variance == "bayes":
-            key = ("bayes", params.signal)
-            if key not in prepared:
-                prepared[key] = bayes_sides(
-                    shadow, scores.shadow_in, data.points, data.shadow_or_none, family=BAYES_PRIOR
-                )
-            sides = prepared[key]
-        return lira(
-            shadow,
-            scores.shadow_in,
-            target,
-            data.points,
-            data.shadow_or_none,
-            transform="stable_logit",
-            variance=params.variance,
-            online=params.online,
-            sides=sides,
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
+        assert isinstance(params, LogitLiraParams)
+        shadow, target = inputs.shared(
+            ("logit_signal", params.signal), lambda: _signals(inputs, params.signal)
         )
+        if params.variance == "bayes":
+            sides = inputs.shared(
+                ("bayes", "logit_signal", params.signal),
+                lambda: bayes_sides(
+                    shadow,
+                    inputs.shadow_in,
+                    inputs.points,
+                    inputs.target_shadow,
+                    family=BAYES_PRIOR,
+                ),
+            )
+            return bayes_confidence(sides, target, kind=BAYES_PREDICTIVE, online=params.online)
+        stats = inputs.shared(
+            ("logit_stats", params.signal),
+            lambda: inout_stats(shadow, inputs.shadow_in, inputs.points, inputs.target_shadow),
+        )
+        return lira_test(stats, target, params.variance, params.online)
+
+
+def _signals(inputs: PhaseInputs, signal: str) -> tuple[np.ndarray, np.ndarray]:
+    """The shadows' ``[S, P]`` and the targets' ``[T, K]`` values of one full-logit signal."""
+    if inputs.shadow_logits is None or inputs.logits is None:
+        raise InputError("no stored logits: rerun save_preds.py with --save-logits")
+    labels = np.broadcast_to(inputs.labels, inputs.shadow_margin.shape)
+    shadow = logit_signal(inputs.shadow_logits, labels, signal)
+    target = logit_signal(inputs.logits, inputs.labels[inputs.points], signal)
+    return shadow, target

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from mico.attacks.base import Attack, Config, Params
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.signals import transform_margin
 from mico.attacks.stats import check_finite
-from mico.outputs.store import ScenarioScores
 
 
 def loss_attack(target_margin: np.ndarray) -> np.ndarray:
@@ -16,7 +16,7 @@ def loss_attack(target_margin: np.ndarray) -> np.ndarray:
     ``p`` rounds to 1.0 for margins above ~36.7, so extremely confident points tie; the
     starting kit's threshold on the loss has the same resolution.
     """
-    return expit(check_finite(target_margin, "target_margin", ndim=2))
+    return transform_margin(check_finite(target_margin, "target_margin", ndim=2), "prob")
 
 
 class Loss(Attack):
@@ -29,7 +29,5 @@ class Loss(Attack):
     def configs(self) -> list[Config]:
         return [Config(self.name, "loss")]
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
-        return loss_attack(scores.phases[phase].margin)
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
+        return loss_attack(inputs.margin)

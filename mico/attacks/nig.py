@@ -43,7 +43,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln, ndtr, stdtr
 
-from mico.attacks.stats import standardise
+from mico.attacks.signals import standardise
 from mico.errors import InputError
 
 #: Prior families, see the module docstring.

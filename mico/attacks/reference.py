@@ -28,8 +28,9 @@ cross-validation on the train phase like every attack (:mod:`mico.attacks.select
   in far more than the challenge points, but there are many of them (48 train models give a
   demo point about 11 OUT and 37 IN scores beside the references' K/2 each).
 
-Stds are floored at ``STD_FLOOR_REL * max(|mean|, 1)`` so saturated probabilities compare
-with the mean instead of dividing by zero.
+The statistics are :func:`mico.attacks.signals.reference_stats`: every attack's fallbacks and
+std floor (:meth:`mico.attacks.stats.InOutStats.std`), so saturated probabilities compare with
+the mean instead of dividing by zero.
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, ndtr
+from scipy.special import expit
 
 from mico.attacks.base import OWN_MODELS, Attack, Config, Params
-from mico.attacks.lira import transform_margin
-from mico.attacks.stats import STD_FLOOR_REL, standardise
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.signals import (
+    gaussian_cdf,
+    gaussian_log_ratio,
+    reference_stats,
+    transform_margin,
+)
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -72,20 +78,6 @@ class ReferenceParams(Params):
     shadows: bool = False
 
 
-def _side(scores: np.ndarray, inside: np.ndarray, per_point: bool) -> tuple[np.ndarray, ...]:
-    """Mean and std [T, K] of the references on one side (``inside`` [T, R, K])."""
-    n = inside.sum(axis=1)
-    mean = np.where(inside, scores, 0.0).sum(axis=1) / np.maximum(n, 1)
-    squares = np.where(inside, (scores - mean[:, None, :]) ** 2, 0.0).sum(axis=1)
-    dof = np.maximum(n - 1, 0)
-    pooled = squares.sum(axis=1, keepdims=True) / np.maximum(dof.sum(axis=1, keepdims=True), 1)
-    var = np.broadcast_to(pooled, mean.shape)
-    if per_point:
-        var = np.where(dof > 0, squares / np.maximum(dof, 1), var)
-    floor = STD_FLOOR_REL * np.maximum(np.abs(mean), 1.0)
-    return mean, np.maximum(np.sqrt(var), floor)
-
-
 def reference_attack(
     target_margin: np.ndarray,
     reference_margin: np.ndarray,
@@ -111,21 +103,15 @@ def reference_attack(
     if variance not in REFERENCE_VARIANCES or test not in REFERENCE_TESTS:
         raise InputError(f"unknown variant {variance!r}/{test!r}")
     x = transform_margin(target_margin, transform)
-    refs = transform_margin(reference_margin, transform)
-    inside = reference_in.astype(bool)
-    known = np.ones_like(inside) if valid is None else valid.astype(bool)
-    per_point = variance == "per-point"
-    mean_out, std_out = _side(refs, ~inside & known, per_point)
-    z_out = standardise(x, mean_out, std_out)
+    stats = reference_stats(transform_margin(reference_margin, transform), reference_in, valid)
+    std_kind = "pooled-within" if variance == "pooled" else "per-point"
+    mean_out, std_out = np.nan_to_num(stats.mean_out), stats.std("out", std_kind)
     if test == "offline":
-        return ndtr(z_out)
-    mean_in, std_in = _side(refs, inside & known, per_point)
+        return gaussian_cdf(x, mean_out, std_out)
+    mean_in, std_in = np.nan_to_num(stats.mean_in), stats.std("in", std_kind)
     if test == "midpoint":
-        return ndtr(
-            standardise(x, (mean_in + mean_out) / 2, np.hypot(std_in, std_out) / np.sqrt(2))
-        )
-    z_in = standardise(x, mean_in, std_in)
-    llr = 0.5 * (z_out**2 - z_in**2) + np.log(std_out) - np.log(std_in)
+        return gaussian_cdf(x, (mean_in + mean_out) / 2, np.hypot(std_in, std_out) / np.sqrt(2))
+    llr = gaussian_log_ratio(x, mean_in, std_in, mean_out, std_out)
     return expit(np.clip(llr, -700.0, 700.0))
 
 
@@ -153,32 +139,29 @@ class Reference(Attack):
             for params in (ReferenceParams(transform, variance, test, shadows),)
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> object:
+    def prepare(self, inputs: PhaseInputs) -> object:
         """The references and, for ``+shadows``, the shadows' scores on each target's points
         appended (a train target's own shadow row marked invalid): [T, R + S, K] each."""
-        data = scores.phases[phase]
-        assert data.reference_margin is not None and data.reference_in is not None
-        shadow = np.moveaxis(scores.shadow_margin[:, data.points], 0, 1)
-        shadow_in = np.moveaxis(scores.shadow_in[:, data.points], 0, 1)
+        if inputs.reference_margin is None or inputs.reference_in is None:
+            raise InputError("no per-target reference models: the reference attack cannot run")
+        shadow = np.moveaxis(inputs.shadow_margin[:, inputs.points], 0, 1)
+        shadow_in = np.moveaxis(inputs.shadow_in[:, inputs.points], 0, 1)
         valid = np.ones(shadow.shape, dtype=bool)
-        own = np.flatnonzero(data.shadow >= 0)
-        valid[own, data.shadow[own]] = False
-        margin = np.concatenate([data.reference_margin, shadow], axis=1)
-        inside = np.concatenate([data.reference_in, shadow_in], axis=1)
-        valid = np.concatenate([np.ones(data.reference_in.shape, dtype=bool), valid], axis=1)
+        own = np.flatnonzero(inputs.shadow >= 0)
+        valid[own, inputs.shadow[own]] = False
+        margin = np.concatenate([inputs.reference_margin, shadow], axis=1)
+        inside = np.concatenate([inputs.reference_in, shadow_in], axis=1)
+        valid = np.concatenate([np.ones(inputs.reference_in.shape, dtype=bool), valid], axis=1)
         return margin, inside, valid
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, ReferenceParams)
-        data = scores.phases[phase]
-        assert data.reference_margin is not None and data.reference_in is not None
+        assert inputs.reference_margin is not None and inputs.reference_in is not None
         margin, inside, valid = prepared if params.shadows else (None, None, None)
         return reference_attack(
-            data.margin,
-            data.reference_margin if margin is None else margin,
-            data.reference_in if inside is None else inside,
+            inputs.margin,
+            inputs.reference_margin if margin is None else margin,
+            inputs.reference_in if inside is None else inside,
             valid=valid,
             transform=params.transform,
             variance=params.variance,

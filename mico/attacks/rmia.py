@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 from mico.attacks.base import POPULATION, Attack, CliParam, Config, Params
-from mico.attacks.stats import check_finite, check_targets, inout_stats
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.signals import inout_stats, population_log_ratio, transform_margin
+from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
 
@@ -72,20 +73,13 @@ def rmia_inputs(
         )
     if sp.shape[1] == 0:
         raise InputError("RMIA needs population records (Q >= 1)")
-    p_shadow = expit(check_finite(shadow_margin, "shadow_margin", ndim=2))
+    p_shadow = transform_margin(check_finite(shadow_margin, "shadow_margin", ndim=2), "prob")
     stats = inout_stats(p_shadow, shadow_in, target_points, target_shadow)
-
-    # Pr(z): mean over every shadow but the target itself. The population records are
-    # non-challenge records, IN for a shadow exactly as often as for a target (each is in a
-    # model's training set with probability (len_training - m) / (N - 2m)), so this mean
-    # estimates Pr(z) = E_theta Pr(z | theta) without the offline correction that x needs.
-    n_pop = sp.shape[1]
-    columns = np.broadcast_to(np.arange(n_pop, dtype=np.int64), (n_targets, n_pop))
-    pz = inout_stats(expit(sp), np.ones(sp.shape, dtype=bool), columns, target_shadow)
-    log_pr_z = np.log(np.maximum(np.nan_to_num(pz.mean_in), _TINY))
-    log_ratio_z = np.where(pz.n_in >= 1, log_expit(tpop) - log_pr_z, 0.0)
     return RmiaInputs(
-        log_p=log_expit(y), mean_out=stats.mean_out, n_out=stats.n_out, log_ratio_z=log_ratio_z
+        log_p=transform_margin(y, "log_prob"),
+        mean_out=stats.mean_out,
+        n_out=stats.n_out,
+        log_ratio_z=population_log_ratio(sp, tpop, target_shadow),
     )
 
 
@@ -217,25 +211,11 @@ class Rmia(Attack):
             for a in RMIA_A
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> RmiaInputs:
+    def prepare(self, inputs: PhaseInputs) -> RmiaInputs:
         """The log ratios every (a, gamma) shares, computed once per phase."""
-        if not has_population(scores):
-            raise InputError("no population outputs: RMIA cannot run")
-        data = scores.phases[phase]
-        assert scores.shadow_population is not None and data.population is not None
-        return rmia_inputs(
-            scores.shadow_margin,
-            scores.shadow_in,
-            data.margin,
-            data.points,
-            scores.shadow_population,
-            data.population,
-            data.shadow_or_none,
-        )
+        return rmia_inputs(*inputs.with_population("RMIA"))
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, RmiaParams) and isinstance(prepared, RmiaInputs)
         return rmia_from_inputs(prepared, a=params.a, gamma=params.gamma)
 

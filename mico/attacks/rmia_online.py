@@ -45,9 +45,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_expit
 
 from mico.attacks.base import POPULATION, Attack, Config, Params
+from mico.attacks.inputs import PhaseInputs
 from mico.attacks.rmia import (
     MIN_USEFUL_POPULATION,
     ONLINE,
@@ -55,6 +55,7 @@ from mico.attacks.rmia import (
     fraction_below,
     has_population,
 )
+from mico.attacks.signals import population_log_ratio, transform_margin, trimmed_side_means
 from mico.attacks.stats import check_finite, check_targets
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
@@ -71,45 +72,6 @@ RMIA_ONLINE_TAU: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
 RMIA_ONLINE_GAMMA: tuple[float, ...] = (2.0, 4.0)
 
 _TINY = float(np.finfo(np.float64).tiny)
-
-
-def trimmed_side_means(
-    shadow_prob: np.ndarray,
-    shadow_in: np.ndarray,
-    target_points: np.ndarray,
-    target_shadow: np.ndarray | None = None,
-    trim: float = TRIM,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Trimmed IN and OUT means of ``shadow_prob`` ``[S, P]`` at each target's points.
-
-    Returns ``(mean_in, n_in, mean_out, n_out)``, each ``[T, K]``; a mean is NaN where its
-    side has no shadow. The target's own row (``target_shadow``, -1 = none) is left out.
-    Vectorised over targets: one sort of an ``[S, T, K]`` gather, NaN (not on the side)
-    sorting last, then a prefix-sum difference over the kept middle of each column.
-    """
-    values = shadow_prob[:, target_points]
-    is_in = shadow_in[:, target_points]
-    keep = np.ones(values.shape[:2], dtype=bool)
-    if target_shadow is not None:
-        rows = np.asarray(target_shadow)
-        own = rows >= 0
-        keep[rows[own], np.nonzero(own)[0]] = False
-    results = []
-    for side in (is_in, ~is_in):
-        on_side = side & keep[:, :, None]
-        ordered = np.sort(np.where(on_side, values, np.nan), axis=0)
-        n = on_side.sum(axis=0)
-        cut = np.floor(trim * n).astype(np.int64)
-        prefix = np.concatenate(
-            [np.zeros((1, *n.shape)), np.cumsum(np.nan_to_num(ordered), axis=0)], axis=0
-        )
-        upper = np.take_along_axis(prefix, (n - cut)[None], axis=0)[0]
-        lower = np.take_along_axis(prefix, cut[None], axis=0)[0]
-        kept = n - 2 * cut
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(kept > 0, (upper - lower) / np.maximum(kept, 1), np.nan)
-        results += [mean, n]
-    return results[0], results[1], results[2], results[3]
 
 
 @dataclass(frozen=True)
@@ -149,29 +111,19 @@ def online_inputs(
     mask = np.asarray(shadow_in)
     if mask.dtype != np.bool_ or mask.shape != sm.shape:
         raise InputError(f"shadow_in must be a boolean [S, P] array like shadow_margin {sm.shape}")
+    if target_shadow is not None and n_shadows < 2 and np.any(np.asarray(target_shadow) >= 0):
+        raise InputError("online RMIA needs a shadow besides the target itself")
     mean_in, n_in, mean_out, n_out = trimmed_side_means(
-        np.exp(log_expit(sm / tau)), mask, np.asarray(target_points), target_shadow
+        transform_margin(sm / tau, "prob"), mask, np.asarray(target_points), target_shadow, TRIM
     )
     pr_x = np.where(
         (n_in > 0) & (n_out > 0),
         0.5 * (np.nan_to_num(mean_in) + np.nan_to_num(mean_out)),
         np.where(n_in > 0, mean_in, mean_out),
     )
-    log_ratio_x = log_expit(y / tau) - np.log(np.maximum(np.nan_to_num(pr_x), _TINY))
-
-    # Pr(z): mean over the shadows, each target's own row taken out of the sum.
-    pz_shadow = np.exp(log_expit(sp / tau))
-    total = np.broadcast_to(pz_shadow.sum(axis=0), (n_targets, sp.shape[1])).copy()
-    count = np.full((n_targets, 1), float(n_shadows))
-    if target_shadow is not None:
-        rows = np.asarray(target_shadow)
-        own = rows >= 0
-        total[own] -= pz_shadow[rows[own]]
-        count[own] -= 1.0
-    if np.any(count < 1):
-        raise InputError("online RMIA needs a shadow besides the target itself")
-    log_pr_z = np.log(np.maximum(total / count, _TINY))
-    log_ratio_z = log_expit(tpop / tau) - log_pr_z
+    log_pr_x = np.log(np.maximum(np.nan_to_num(pr_x), _TINY))
+    log_ratio_x = transform_margin(y / tau, "log_prob") - log_pr_x
+    log_ratio_z = population_log_ratio(sp, tpop, target_shadow, tau=tau)
     return OnlineInputs(log_ratio_x, log_ratio_z, (n_in + n_out) > 0)
 
 
@@ -209,6 +161,13 @@ def rmia_online(
     return online_from_inputs(inputs, gamma)
 
 
+def shared_online_inputs(inputs: PhaseInputs, tau: float) -> OnlineInputs:
+    """:func:`online_inputs` of a phase for one temperature, computed once per phase and
+    shared (``--compare``'s combiner reads the ``tau = 1`` ones)."""
+    arrays = inputs.with_population("online RMIA")
+    return inputs.shared(("rmia_online", tau), lambda: online_inputs(*arrays, tau=tau))
+
+
 @dataclass(frozen=True)
 class RmiaOnlineParams(Params):
     """The signal's temperature ``tau`` and the likelihood-ratio threshold ``gamma``."""
@@ -236,29 +195,11 @@ class RmiaOnline(Attack):
             for t, g in grid
         ]
 
-    def prepare(self, scores: ScenarioScores, phase: str) -> dict[float, OnlineInputs]:
-        """The log ratios of every temperature, computed once per phase."""
-        if not has_population(scores):
-            raise InputError("no population outputs: online RMIA cannot run")
-        data = scores.phases[phase]
-        assert scores.shadow_population is not None and data.population is not None
-        return {
-            tau: online_inputs(
-                scores.shadow_margin,
-                scores.shadow_in,
-                data.margin,
-                data.points,
-                scores.shadow_population,
-                data.population,
-                data.shadow_or_none,
-                tau=tau,
-            )
-            for tau in RMIA_ONLINE_TAU
-        }
+    def prepare(self, inputs: PhaseInputs) -> dict[float, OnlineInputs]:
+        """The log ratios of every temperature, computed once per phase (and shared)."""
+        return {tau: shared_online_inputs(inputs, tau) for tau in RMIA_ONLINE_TAU}
 
-    def predict(
-        self, scores: ScenarioScores, phase: str, params: Params, prepared: object
-    ) -> np.ndarray:
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
         assert isinstance(params, RmiaOnlineParams) and isinstance(prepared, dict)
         return online_from_inputs(prepared[params.tau], params.gamma)
 

@@ -120,14 +120,27 @@ class InOutStats:
         pooled = getattr(self, f"{'total' if variance == 'pooled' else 'pooled'}_var_{side}")
         scenario = getattr(self, f"scenario_var_{side}")
 
-        scale = np.where(np.isfinite(scenario) & (scenario > 0), np.sqrt(scenario), 1.0)
-        target_std = np.where(np.isfinite(pooled), np.sqrt(pooled), scale)[:, None]
+        target_std = np.where(np.isfinite(pooled), np.sqrt(pooled), _scale(scenario))[:, None]
         if variance != "per-point":
             std = np.broadcast_to(target_std, n.shape)
         else:
             std = np.where(n >= 2, np.sqrt(np.where(n >= 2, var, 0.0)), target_std)
-        centre = np.abs(np.where(n >= 1, mean, 0.0))
-        return np.maximum(std, STD_FLOOR_REL * np.maximum(centre, scale[:, None]))
+        return np.maximum(std, std_floor(np.where(n >= 1, mean, 0.0), scenario))
+
+
+def _scale(scenario_var: np.ndarray) -> np.ndarray:
+    """The scenario-wide std ``[T]`` where defined and positive, else 1.0."""
+    ok = np.isfinite(scenario_var) & (scenario_var > 0)
+    return np.where(ok, np.sqrt(np.where(ok, scenario_var, 1.0)), 1.0)
+
+
+def std_floor(centre: np.ndarray, scenario_var: np.ndarray) -> np.ndarray:
+    """The one std floor ``[T, K]`` of every Gaussian (and Student-t) scale:
+    ``STD_FLOOR_REL * max(|centre|, scenario std)``, with ``centre [T, K]`` the location (NaN
+    counts as 0) and ``scenario_var [T]`` the side's scenario-wide pooled variance (1.0 where
+    undefined); see the module docstring."""
+    centre = np.abs(np.nan_to_num(np.asarray(centre, dtype=np.float64)))
+    return STD_FLOOR_REL * np.maximum(centre, _scale(np.asarray(scenario_var))[:, None])
 
 
 def inout_stats(
@@ -135,16 +148,25 @@ def inout_stats(
     shadow_in: np.ndarray,
     target_points: np.ndarray,
     target_shadow: np.ndarray | None = None,
+    *,
+    valid: np.ndarray | None = None,
 ) -> InOutStats:
     """IN/OUT statistics of any per-point shadow score, leaving each target out.
 
     ``shadow_score`` ``[S, P]`` is any finite float score (a transformed margin, a loss,
     ...); ``shadow_in``, ``target_points`` and ``target_shadow`` are as in the module docstring.
+    ``valid`` ``[S, P]`` bool (default: all) leaves entries out of both sides.
     Shared by every attack that calibrates a target's score with shadow models.
     """
     x, mask, tp, ts = _check_shadows(shadow_score, shadow_in, target_points, target_shadow)
-    n_in, mean_in, var_in, pooled_in, total_in, scen_in = _side_stats(x, mask, tp, ts)
-    n_out, mean_out, var_out, pooled_out, total_out, scen_out = _side_stats(x, ~mask, tp, ts)
+    in_mask, out_mask = mask, ~mask
+    if valid is not None:
+        keep = np.asarray(valid)
+        if keep.dtype != np.bool_ or keep.shape != x.shape:
+            raise InputError(f"valid must be a boolean array of shape {x.shape}")
+        in_mask, out_mask = mask & keep, out_mask & keep
+    n_in, mean_in, var_in, pooled_in, total_in, scen_in = _side_stats(x, in_mask, tp, ts)
+    n_out, mean_out, var_out, pooled_out, total_out, scen_out = _side_stats(x, out_mask, tp, ts)
     return InOutStats(
         n_in=n_in,
         mean_in=mean_in,
