@@ -3,7 +3,7 @@
     python run_lira_mia.py --challenge purchase100 --global_variance      # 2nd-place LiRA, fixed
     python run_lira_mia.py --challenge purchase100 --global_variance --original  # as published
     python run_lira_mia.py --challenge purchase100 --attack hardness      # or rmia, loss
-    python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
+    python run_lira_mia.py --challenge purchase100 --compare [--truth DIR] [--plot FILE]
     python run_lira_mia.py --challenge purchase100 --compare --audit --report DIR   # auditor's view
     python run_lira_mia.py --challenge purchase100 --attack best       # what --compare would pick
     python run_lira_mia.py --challenge purchase100 --compare --budget 4 8 16 [--plot FILE]
@@ -41,7 +41,7 @@ try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started y
         SHADOW_CHOICES,
         RunOptions,
         compare_challenge,
-        references_of,
+        per_target_count,
         run_challenge,
     )
     from mico.attacks.selection import DEFAULT_FOLDS, Rule
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare",
         action="store_true",
         help="score every attack and LiRA flag combination on the train phase (and on "
-        "--reference dev/final) in one table; writes no prediction files",
+        "--truth dev/final) in one table; writes no prediction files",
     )
     parser.add_argument(
         "--folds",
@@ -162,11 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scenario, one curve per attack)",
     )
     parser.add_argument(
-        "--reference",
+        "--truth",
+        "--reference",  # its name before issue 21, kept so that existing commands still run
+        dest="truth",
         type=Path,
         metavar="DIR",
         help="ground truth for dev/final (<DIR>/<challenge>/<scenario>/<phase>/model_N/"
-        "solution.csv, as the demo writes it) to score those phases too",
+        "solution.csv, as the demo writes it under <root>/reference) to score those phases "
+        "too; --reference is its former name",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="score only; leave prediction.csv files alone"
@@ -300,9 +303,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         )
     if args.budget_repeats is not None and not args.budget:
         raise InputError("--budget-repeats sets the draws of --budget: add --budget B ...")
-    if args.budget and (args.report is not None or args.audit or args.reference is not None):
+    if args.budget and (args.report is not None or args.audit or args.truth is not None):
         raise InputError(
-            "the budget curve is a train-phase estimate; --report, --audit and --reference "
+            "the budget curve is a train-phase estimate; --report, --audit and --truth "
             "describe the full-budget comparison: drop --budget or them"
         )
     if args.budget and args.no_intervals:
@@ -323,7 +326,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         attack=attack,
         params=params,
         folds=args.folds,
-        reference=args.reference,
+        truth=args.truth,
         write=not args.no_write,
         original=args.original,
         shadows=args.shadows[0] if args.shadows else None,
@@ -340,10 +343,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
-    if references_of(options) is not None:  # torch loads only for a run that trains models
-        from mico.train.references import run_stage
+    if per_target_count(options) is not None:  # torch loads only for a run that trains models
+        from mico.train.per_target import run_stage
 
-        options = replace(options, reference_stage=run_stage)
+        options = replace(options, per_target_stage=run_stage)
     if args.plot is not None:  # checked before any prediction.csv is written
         check_output_file(args.plot)
     if args.report is not None:

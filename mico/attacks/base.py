@@ -117,7 +117,7 @@ class Attack(ABC):
     @property
     def needs_references(self) -> bool:
         """Whether ``run_lira_mia.py`` must build or reuse its per-target reference models
-        (:mod:`mico.train.references`) before running it."""
+        (:mod:`mico.train.per_target`) before running it."""
         return OWN_MODELS in self.needs
 
     @property

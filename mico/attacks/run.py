@@ -2,7 +2,7 @@
 
 :func:`run_challenge` reads ``save_preds.py``'s ``scores.npz`` of every scenario, writes
 ``prediction.csv`` for every model of every phase, and scores the train phase (which has ground
-truth) and, given a ``reference`` folder, dev/final. Where an attack chooses among several
+truth) and, given a ``truth`` folder, dev/final. Where an attack chooses among several
 configurations, the choice is made on the train models and the train-phase numbers are a
 k-fold cross-validation estimate (:mod:`mico.attacks.selection`). :func:`compare_challenge`
 scores every row of :mod:`mico.attacks.compare` and writes nothing.
@@ -43,7 +43,7 @@ from mico.attacks.original import (
 from mico.attacks.reference import DEFAULT_REFERENCES, check_count
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.attacks.selection import DEFAULT_FOLDS
-from mico.attacks.truth import reference_solutions
+from mico.attacks.truth import truth_solutions
 from mico.bundle.check import require_layout, scenario_dirs
 from mico.bundle.digests import DigestStore
 from mico.bundle.fileio import check_output_file, write_text_atomic
@@ -64,11 +64,11 @@ from mico.tracks.registry import Task, load_task
 
 log = logging.getLogger(__name__)
 
-#: The stage that trains per-target reference models (:func:`mico.train.references.run_stage`)
+#: The stage that trains per-target models (:func:`mico.train.per_target.run_stage`)
 #: for a run that needs them: ``(options, task, scenario, scores, preds, count)``, attaching
 #: their margins to ``scores``; returns the models trained.  The attacks import no training
 #: code: whoever runs them (``run_lira_mia.py``) passes the stage in.
-ReferenceStage = Callable[["RunOptions", Task, str, ScenarioScores, Path, int], int]
+PerTargetStage = Callable[["RunOptions", Task, str, ScenarioScores, Path, int], int]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class RunOptions:
 
     ``params``: a fixed configuration of ``attack`` (e.g. the LiRA flags); None chooses among
     the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
-    one). ``reference``: ground truth of dev/final to score them too (the demo's
+    one). ``truth``: ground truth of dev/final to score them too (``--truth``, the demo's
     ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
     ``original``: LiRA exactly as the published scripts compute it (:mod:`mico.attacks.original`;
     ``params`` must be :class:`~mico.attacks.lira.LiraParams`).
@@ -89,21 +89,22 @@ class RunOptions:
     attack: str = DEFAULT_ATTACK
     params: Params | None = None
     folds: int = DEFAULT_FOLDS
-    reference: Path | None = None
+    truth: Path | None = None
     write: bool = True
     original: bool = False
     #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
     #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
     shadows: str | None = None
-    #: Per-target reference models a target (:mod:`mico.train.references`); None: the default
-    #: for an attack that needs them, none otherwise.  The rest say where and how they train.
+    #: Per-target models a target (``--references``, :mod:`mico.train.per_target`); None: the
+    #: default for an attack that needs them, none otherwise.  The rest: where and how they
+    #: train.
     references: int | None = None
     data_dir: Path | None = None
     device: str = "auto"
     workers: int = 0
     ray: str | None = None
-    #: Trains the reference models (:data:`ReferenceStage`); needed only where some are.
-    reference_stage: ReferenceStage | None = None
+    #: Trains the per-target models (:data:`PerTargetStage`); needed only where some are.
+    per_target_stage: PerTargetStage | None = None
     #: Intervals, the bootstrap behind every choice, and epsilon audits.
     uncertainty: Uncertainty = DEFAULT_UNCERTAINTY
 
@@ -135,7 +136,7 @@ def load_scores(
 @dataclass
 class ChallengeRun:
     """The outcome of :func:`run_challenge`: train metrics ``{scenario: score dict}``,
-    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with a reference), the train
+    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with ``truth``), the train
     ROC inputs ``{scenario: (truth, predictions)}``, a one-line description, and per scenario
     everything measured (:class:`~mico.attacks.compare.RowResult`: metrics, replicates and
     epsilon bounds per phase); with ``--attack best``, the comparison it chose from."""
@@ -183,8 +184,8 @@ def check_options(options: RunOptions) -> Task:
             f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
             "drop --original"
         )
-    if options.reference is not None and not (options.reference / task.challenge).is_dir():
-        raise FileNotFoundError(f"{options.reference / task.challenge} not found (--reference)")
+    if options.truth is not None and not (options.truth / task.challenge).is_dir():
+        raise FileNotFoundError(f"{options.truth / task.challenge} not found (--truth)")
     return task
 
 
@@ -206,7 +207,7 @@ def describe(options: RunOptions) -> str:
 def run_challenge(options: RunOptions) -> ChallengeRun:
     """Run one attack on every scenario; write and score its predictions (module docstring).
 
-    The predictions are replaced as one set: every input (each ``scores.npz``, the reference
+    The predictions are replaced as one set: every input (each ``scores.npz``, the ``truth``
     solutions, the model folders to write into) is read and checked and every prediction is
     computed before the first file is written, and :mod:`mico.bundle.manifest` records which
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
@@ -224,9 +225,9 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
     }
     digests.save()
-    count = references_of(options)
+    count = per_target_count(options)
     for name, scores in loaded.items():
-        _attach_references(options, task, name, scores, preds, count)
+        _attach_per_target_models(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
@@ -282,8 +283,8 @@ def _config_of(options: RunOptions) -> Config:
     return Config(attack.name, describe(options))
 
 
-def references_of(options: RunOptions) -> int | None:
-    """How many reference models a target the run builds (None: none, and no stage needed):
+def per_target_count(options: RunOptions) -> int | None:
+    """How many per-target models a target the run builds (None: none, and no stage needed):
     ``--references``, else the default where the attack needs them (``--compare`` builds none
     unless asked: they cost training)."""
     if options.references is not None:
@@ -292,7 +293,7 @@ def references_of(options: RunOptions) -> int | None:
     return DEFAULT_REFERENCES if needed else None
 
 
-def _attach_references(
+def _attach_per_target_models(
     options: RunOptions,
     task: Task,
     scenario: str,
@@ -300,15 +301,15 @@ def _attach_references(
     preds: Path,
     count: int | None,
 ) -> None:
-    """Build or reuse the scenario's per-target reference models and attach their margins."""
+    """Build or reuse the scenario's per-target models and attach their margins."""
     if count is None:
         return
-    if options.reference_stage is None:
+    if options.per_target_stage is None:
         raise InputError(
-            f"{scenario}: this run uses {count} reference models a target, and no stage to train "
-            "them was given: pass RunOptions(reference_stage=mico.train.references.run_stage)"
+            f"{scenario}: this run uses {count} per-target models a target, and no stage to train "
+            "them was given: pass RunOptions(per_target_stage=mico.train.per_target.run_stage)"
         )
-    built = options.reference_stage(options, task, scenario, scores, preds, count)
+    built = options.per_target_stage(options, task, scenario, scores, preds, count)
     log.info("%s: %d reference models trained, %d a target in use", scenario, built, count)
 
 
@@ -326,11 +327,11 @@ def _say_original_len_training(options: RunOptions, task: Task) -> None:
 def _truths(
     options: RunOptions, task: Task, scenario: str, scores: ScenarioScores
 ) -> dict[str, np.ndarray]:
-    """``{phase: solution [T, K]}`` of dev/final from ``options.reference`` (empty without)."""
-    if options.reference is None:
+    """``{phase: solution [T, K]}`` of dev/final from ``options.truth`` (empty without)."""
+    if options.truth is None:
         return {}
     return {
-        phase: reference_solutions(options.reference, task, scenario, phase, data.ids, options.root)
+        phase: truth_solutions(options.truth, task, scenario, phase, data.ids, options.root)
         for phase, data in scores.phases.items()
         if phase != "train"
     }
@@ -385,7 +386,7 @@ def configuration(options: RunOptions) -> str:
         name = describe(options)
     if options.shadows is not None and not options.original:
         name += f", --shadows {options.shadows}"
-    if count := references_of(options):
+    if count := per_target_count(options):
         name += f", {count} reference models a target"
     return name
 
@@ -457,7 +458,7 @@ def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComp
         path = scores_path(preds, scenario.name)
         scores = load_scores(path, options, task, scenario.name, digests)
         digests.save()
-        _attach_references(options, task, scenario.name, scores, preds, options.references)
+        _attach_per_target_models(options, task, scenario.name, scores, preds, options.references)
         truths = _truths(options, task, scenario.name, scores)
         results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
         log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))

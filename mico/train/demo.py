@@ -65,7 +65,7 @@ from mico.bundle.layout import (
     model_dir,
     model_dirs,
     model_ids,
-    reference_root,
+    truth_root,
 )
 from mico.bundle.records import solution_line
 from mico.bundle.splits import split_indices
@@ -445,7 +445,7 @@ def run(options: DemoOptions) -> int:
     device = resolve_device(options.device)
     root = Path(options.root)
     data = data_root(root, options.data_dir)
-    reference = reference_root(root, options.reference_dir)
+    reference = truth_root(root, options.reference_dir)
     if options.workers < 0:
         raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 
