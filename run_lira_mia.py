@@ -32,11 +32,11 @@ from pathlib import Path
 try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
     from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
     from mico.attacks.audit_report import argv_line, check_report_dir
-    from mico.attacks.base import Params
+    from mico.attacks.base import Attack, Params
     from mico.attacks.budget_curve import DEFAULT_REPEATS, budget_challenge
     from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
     from mico.attacks.reference import DEFAULT_REFERENCES
-    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, VARIANTS, get_attack, with_variant
     from mico.attacks.run import (
         SHADOW_CHOICES,
         RunOptions,
@@ -215,16 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def attack_flags() -> tuple[str, ...]:
-    """Every flag (``dest``) the registered attacks declare
+    """Every flag (``dest``) the registered attacks and variants declare
     (:attr:`mico.attacks.base.Attack.cli_params`), in registry order."""
-    return tuple(dict.fromkeys(flag for a in ATTACKS.values() for flag in a.cli_flags))
+    return tuple(dict.fromkeys(flag for a in _registered() for flag in a.cli_flags))
+
+
+def _registered() -> list[Attack]:
+    """The attacks, then their variants (:data:`mico.attacks.registry.VARIANTS`)."""
+    return [*ATTACKS.values(), *VARIANTS.values()]
 
 
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:
     """The flags the attacks declare, one group per attack, each flag once (a flag two attacks
     read is added from the first declaration), mutually exclusive where declared so."""
     added: set[str] = set()
-    for attack in ATTACKS.values():
+    for attack in _registered():
         params = [p for p in attack.cli_params if p.dest not in added]
         if not params:
             continue
@@ -253,11 +258,15 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
         flag: value for flag, value in values.items() if value is not None and value is not False
     }
     chosen = ATTACKS.get(attack)
+    if chosen is not None and not args.compare:
+        chosen = with_variant(chosen, flags)
     if args.compare or chosen is None or not set(flags) <= set(chosen.cli_flags):
         if flags:
-            owners = [name for name, a in ATTACKS.items() if set(flags) <= set(a.cli_flags)]
+            owners = dict.fromkeys(
+                a.variant_of or a.name for a in _registered() if set(flags) <= set(a.cli_flags)
+            )
             what = "--compare" if args.compare else f"--attack {attack}"
-            spelled = {p.dest: p.flag for a in ATTACKS.values() for p in a.cli_params}
+            spelled = {p.dest: p.flag for a in _registered() for p in a.cli_params}
             given = ", ".join(spelled[flag] for flag in flags)
             readers = " or ".join(f"--attack {name}" for name in owners) or "no single attack"
             raise InputError(f"{given} apply to {readers} only, not to {what}")
@@ -272,16 +281,16 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise InputError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
         raise InputError("several --shadows choices are for --compare; an attack uses one")
-    needs_references = attack == BEST_ATTACK or ATTACKS[attack].needs_references
+    needs_references = attack == BEST_ATTACK or get_attack(attack).needs_references
     if args.references is not None and not (args.compare or needs_references):
         raise InputError("--references builds models for --attack reference or --compare")
-    if args.original and args.shadows and set(args.shadows) != {"train"}:
+    fixed = None if attack == BEST_ATTACK else get_attack(attack).shadows
+    if fixed is not None and args.shadows and set(args.shadows) != {fixed}:
         raise InputError(
-            "--original uses the train models alone as shadows, as the published code did: "
-            "drop --shadows"
+            f"{get_attack(attack).spelled} always uses --shadows {fixed}: drop --shadows"
         )
     builds = args.references is not None or (
-        attack != BEST_ATTACK and ATTACKS[attack].needs_references and not args.compare
+        attack != BEST_ATTACK and get_attack(attack).needs_references and not args.compare
     )
     defaults = build_parser()
     unused = [
@@ -328,7 +337,6 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         folds=args.folds,
         truth=args.truth,
         write=not args.no_write,
-        original=args.original,
         shadows=args.shadows[0] if args.shadows else None,
         references=args.references,
         data_dir=args.data_dir,

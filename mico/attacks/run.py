@@ -32,14 +32,6 @@ from mico.attacks.compare import (
     evaluate_row,
     measure_row,
 )
-from mico.attacks.lira import LiraParams
-from mico.attacks.original import (
-    ORIGINAL_LEN_TRAINING,
-    check_original_params,
-    load_original_inputs,
-    original_len_training,
-    original_predictions,
-)
 from mico.attacks.reference import DEFAULT_REFERENCES, check_count
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.attacks.selection import DEFAULT_FOLDS
@@ -77,10 +69,10 @@ class RunOptions:
 
     ``params``: a fixed configuration of ``attack`` (e.g. the LiRA flags); None chooses among
     the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
-    one). ``truth``: ground truth of dev/final to score them too (``--truth``, the demo's
-    ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
-    ``original``: LiRA exactly as the published scripts compute it (:mod:`mico.attacks.original`;
-    ``params`` must be :class:`~mico.attacks.lira.LiraParams`).
+    one). ``attack`` may name a variant (:data:`mico.attacks.registry.VARIANTS`): ``original``
+    is LiRA exactly as the published scripts compute it. ``truth``: ground truth of dev/final to
+    score them too (``--truth``, the demo's ``reference/``). ``write``: write ``prediction.csv``
+    files (``--no-write`` scores only).
     """
 
     root: Path
@@ -91,9 +83,9 @@ class RunOptions:
     folds: int = DEFAULT_FOLDS
     truth: Path | None = None
     write: bool = True
-    original: bool = False
     #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
-    #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
+    #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.  An attack
+    #: that fixes its shadows (:attr:`~mico.attacks.base.Attack.shadows`) overrides it.
     shadows: str | None = None
     #: Per-target models a target (``--references``, :mod:`mico.train.per_target`); None: the
     #: default for an attack that needs them, none otherwise.  The rest: where and how they
@@ -122,12 +114,10 @@ def load_scores(
 ) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
     (:mod:`mico.outputs.provenance`; ``digests`` remembers the weight files' digests), keeping the
-    shadow rows ``options.shadows`` asks for.
-
-    ``--original`` always uses the train models alone: that is what the published code had.
+    shadow rows the attack fixes or ``options.shadows`` asks for (:func:`shadow_choice`).
     """
     scores = load_checked(path, options.root, task, scenario, digests)
-    choice = "train" if options.original else options.shadows
+    choice = shadow_choice(options)
     if choice is None:
         return scores
     return scores.select_shadows(SHADOW_CHOICES[choice])
@@ -150,6 +140,16 @@ class ChallengeRun:
     comparisons: dict[str, ScenarioComparison] = field(default_factory=dict)
 
 
+def shadow_choice(options: RunOptions) -> str | None:
+    """The ``--shadows`` choice in effect: the one the attack fixes (``--original``: train),
+    else ``options.shadows``."""
+    return _fixed_shadows(options) or options.shadows
+
+
+def _fixed_shadows(options: RunOptions) -> str | None:
+    return next((a.shadows for a in _attacks_of(options) if a.shadows is not None), None)
+
+
 def check_options(options: RunOptions) -> Task:
     """Validate the options and the bundle's layout (:func:`mico.bundle.check.require_layout`);
     return its task."""
@@ -165,10 +165,6 @@ def check_options(options: RunOptions) -> Task:
         raise InputError(f"--delta must be in [0, 1), got {uncertainty.audit_delta}")
     if not 0 < uncertainty.audit_level < 1:
         raise InputError(f"--audit-level must be in (0, 1), got {uncertainty.audit_level}")
-    if options.original:
-        if not isinstance(options.params, LiraParams):
-            raise InputError("--original reproduces the published LiRA: use it with --attack lira")
-        check_original_params(options.params)
     if options.folds < 2:
         raise InputError("--folds must be at least 2")
     if options.shadows is not None and options.shadows not in SHADOW_CHOICES:
@@ -179,11 +175,8 @@ def check_options(options: RunOptions) -> Task:
         raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
     require_layout(options.root, task)
-    if options.original and task.parts:
-        raise InputError(
-            f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
-            "drop --original"
-        )
+    for attack in _attacks_of(options):
+        attack.check_bundle(options.root, task)
     if options.truth is not None and not (options.truth / task.challenge).is_dir():
         raise FileNotFoundError(f"{options.truth / task.challenge} not found (--truth)")
     return task
@@ -194,8 +187,6 @@ def describe(options: RunOptions) -> str:
     if options.attack == BEST_ATTACK:
         return f"{BEST_ROW} (every attack; {options.folds}-fold CV estimate of its choice)"
     attack = get_attack(options.attack)
-    if options.original and options.params is not None:
-        return f"{attack.config(options.params).label}, as the published 2nd-place code"
     if options.params is not None:
         return attack.config(options.params).label
     candidates = attack.configs()
@@ -217,8 +208,6 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         check_output_file(manifest_path(options.root, task.challenge))
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.challenge, options.preds_dir)
-    if options.original:
-        _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
     digests = DigestStore(digests_path(preds))
     loaded = {
@@ -233,7 +222,7 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
     outputs = {}
     for stream, (name, scores) in enumerate(loaded.items()):
-        if options.attack == BEST_ATTACK and not options.original:
+        if options.attack == BEST_ATTACK:
             comparison = _compare_one(options, task, scores, scenarios[name], truths[name], stream)
             result.comparisons[name] = comparison
             best = comparison.rows[BEST_ROW]
@@ -275,7 +264,7 @@ def _attacks_of(options: RunOptions) -> list[Attack]:
 
 
 def _config_of(options: RunOptions) -> Config:
-    """The configuration a run reports (for ``--original``, the LiRA flags it reproduces)."""
+    """The configuration a run reports."""
     fixed = _fixed_config(options)
     if fixed is not None:
         return fixed
@@ -311,17 +300,6 @@ def _attach_per_target_models(
         )
     built = options.per_target_stage(options, task, scenario, scores, preds, count)
     log.info("%s: %d reference models trained, %d a target in use", scenario, built, count)
-
-
-def _say_original_len_training(options: RunOptions, task: Task) -> None:
-    len_training, from_bundle = original_len_training(options.root, task.challenge)
-    if from_bundle:
-        log.warning(
-            "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
-            "scripts hard-code %d, which does not fit this bundle)",
-            len_training,
-            ORIGINAL_LEN_TRAINING,
-        )
 
 
 def _truths(
@@ -384,7 +362,7 @@ def configuration(options: RunOptions) -> str:
         name = f"{options.attack}, chosen by {options.folds}-fold CV"
     else:
         name = describe(options)
-    if options.shadows is not None and not options.original:
+    if options.shadows is not None and _fixed_shadows(options) is None:
         name += f", --shadows {options.shadows}"
     if count := per_target_count(options):
         name += f", {count} reference models a target"
@@ -396,23 +374,10 @@ def attack_scenario(
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """The train-phase predictions to score (a CV estimate where a choice is made) and the
     predictions to write, ``{phase: [T, K]}``."""
-    if options.original:
-        assert isinstance(options.params, LiraParams)
-        len_training = original_len_training(options.root, task.challenge)[0]
-        inputs = load_original_inputs(
-            scores,
-            path.parent,
-            options.root,
-            task,
-            path.parent.name,
-            options.params.transform,
-            len_training,
-        )
-        predictions = original_predictions(inputs, options.params)
-        return predictions.get("train"), predictions
     attack = get_attack(options.attack)
     if reason := attack.missing(scores, task.challenge):
         raise InputError(f"{path}: {reason}")
+    scores = attack.read_bundle(scores, options.root, task, path.parent.name)
     if warning := attack.warning(scores):
         log.warning("%s: %s", path.parent.name, warning)
     predictor = Predictor(scores)
