@@ -40,7 +40,7 @@ try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started y
     from mico.attacks.run import (
         SHADOW_CHOICES,
         RunOptions,
-        compare_challenge,
+        compare_shadow_choices,
         per_target_count,
         run_challenge,
     )
@@ -380,12 +380,11 @@ def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int
     from mico.attacks.report_html import write_report
 
     picked = list(dict.fromkeys(args.shadows or [options.shadows]))
+    task, by_choice = compare_shadow_choices(options, picked)  # each scores.npz read once
     if len(picked) == 1:
-        task, results = compare_challenge(options)
+        results = by_choice[picked[0]]
     else:
-        by_choice = {c: compare_challenge(replace(options, shadows=c)) for c in picked}
-        task = by_choice[picked[0]][0]
-        results = side_by_side({c: found for c, (_, found) in by_choice.items()})
+        results = side_by_side({str(c): found for c, found in by_choice.items()})
     print_comparison(task, results, options, args.markdown)
     if args.plot is not None:
         plot_roc_panels(roc_panels(results), args.plot, f"{task.challenge}: train phase")

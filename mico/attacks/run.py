@@ -11,7 +11,7 @@ scores every row of :mod:`mico.attacks.compare` and writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,11 +116,14 @@ def load_scores(
     (:mod:`mico.outputs.provenance`; ``digests`` remembers the weight files' digests), keeping the
     shadow rows the attack fixes or ``options.shadows`` asks for (:func:`shadow_choice`).
     """
-    scores = load_checked(path, options.root, task, scenario, digests)
-    choice = shadow_choice(options)
-    if choice is None:
-        return scores
-    return scores.select_shadows(SHADOW_CHOICES[choice])
+    return keep_shadows(
+        load_checked(path, options.root, task, scenario, digests), shadow_choice(options)
+    )
+
+
+def keep_shadows(scores: ScenarioScores, choice: str | None) -> ScenarioScores:
+    """``scores`` with the shadow rows of a ``--shadows`` choice (None: all of them)."""
+    return scores if choice is None else scores.select_shadows(SHADOW_CHOICES[choice])
 
 
 @dataclass
@@ -415,18 +418,34 @@ def _log_choice(path: Path, row: RowResult) -> None:
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
     """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
+    task, by_choice = compare_shadow_choices(options, [options.shadows])
+    return task, by_choice[options.shadows]
+
+
+def compare_shadow_choices(
+    options: RunOptions, choices: Sequence[str | None]
+) -> tuple[Task, dict[str | None, dict[str, ScenarioComparison]]]:
+    """:func:`compare_challenge` once per ``--shadows`` choice (``--compare --shadows train
+    all``), ``{choice: {scenario: comparison}}``.  Each scenario's ``scores.npz`` is read and
+    checked once, its per-target models attached and its truth read once; every choice cuts its
+    shadow rows from that one copy (``options.shadows`` unused)."""
     task = check_options(options)
+    unknown = [c for c in choices if c is not None and c not in SHADOW_CHOICES]
+    if unknown:
+        raise InputError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
     preds = preds_root(options.root, task.challenge, options.preds_dir)
-    results: dict[str, ScenarioComparison] = {}
+    results: dict[str | None, dict[str, ScenarioComparison]] = {c: {} for c in choices}
     digests = DigestStore(digests_path(preds))
     for stream, scenario in enumerate(scenario_dirs(options.root, task)):
         path = scores_path(preds, scenario.name)
-        scores = load_scores(path, options, task, scenario.name, digests)
+        stored = load_checked(path, options.root, task, scenario.name, digests)
         digests.save()
-        _attach_per_target_models(options, task, scenario.name, scores, preds, options.references)
-        truths = _truths(options, task, scenario.name, scores)
-        results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
-        log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
+        _attach_per_target_models(options, task, scenario.name, stored, preds, options.references)
+        truths = _truths(options, task, scenario.name, stored)
+        for choice, found in results.items():
+            scores = keep_shadows(stored, choice)
+            found[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
+            log.info("%s: %d rows compared", scenario.name, len(found[scenario.name].rows))
     return task, results
 
 
