@@ -3,7 +3,7 @@
     python run_lira_mia.py --challenge purchase100 --global_variance      # 2nd-place LiRA, fixed
     python run_lira_mia.py --challenge purchase100 --global_variance --original  # as published
     python run_lira_mia.py --challenge purchase100 --attack hardness      # or rmia, loss
-    python run_lira_mia.py --challenge purchase100 --compare [--reference DIR] [--plot FILE]
+    python run_lira_mia.py --challenge purchase100 --compare [--truth DIR] [--plot FILE]
     python run_lira_mia.py --challenge purchase100 --compare --audit --report DIR   # auditor's view
     python run_lira_mia.py --challenge purchase100 --attack best       # what --compare would pick
     python run_lira_mia.py --challenge purchase100 --compare --budget 4 8 16 [--plot FILE]
@@ -32,16 +32,16 @@ from pathlib import Path
 try:  # Ctrl-C while numpy & co. load: one line, no traceback (nothing started yet)
     from mico.attacks.audit import DEFAULT_BOOT, DEFAULT_DELTA, DEFAULT_LEVEL
     from mico.attacks.audit_report import argv_line, check_report_dir
-    from mico.attacks.base import Params
+    from mico.attacks.base import Attack, Params
     from mico.attacks.budget_curve import DEFAULT_REPEATS, budget_challenge
     from mico.attacks.compare import BEST_ATTACK, Uncertainty, roc_panels, side_by_side
     from mico.attacks.reference import DEFAULT_REFERENCES
-    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK
+    from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, VARIANTS, get_attack, with_variant
     from mico.attacks.run import (
         SHADOW_CHOICES,
         RunOptions,
-        compare_challenge,
-        references_of,
+        compare_shadow_choices,
+        per_target_count,
         run_challenge,
     )
     from mico.attacks.selection import DEFAULT_FOLDS, Rule
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare",
         action="store_true",
         help="score every attack and LiRA flag combination on the train phase (and on "
-        "--reference dev/final) in one table; writes no prediction files",
+        "--truth dev/final) in one table; writes no prediction files",
     )
     parser.add_argument(
         "--folds",
@@ -162,11 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scenario, one curve per attack)",
     )
     parser.add_argument(
-        "--reference",
+        "--truth",
+        "--reference",  # its name before issue 21, kept so that existing commands still run
+        dest="truth",
         type=Path,
         metavar="DIR",
         help="ground truth for dev/final (<DIR>/<challenge>/<scenario>/<phase>/model_N/"
-        "solution.csv, as the demo writes it) to score those phases too",
+        "solution.csv, as the demo writes it under <root>/reference) to score those phases "
+        "too; --reference is its former name",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="score only; leave prediction.csv files alone"
@@ -212,16 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def attack_flags() -> tuple[str, ...]:
-    """Every flag (``dest``) the registered attacks declare
+    """Every flag (``dest``) the registered attacks and variants declare
     (:attr:`mico.attacks.base.Attack.cli_params`), in registry order."""
-    return tuple(dict.fromkeys(flag for a in ATTACKS.values() for flag in a.cli_flags))
+    return tuple(dict.fromkeys(flag for a in _registered() for flag in a.cli_flags))
+
+
+def _registered() -> list[Attack]:
+    """The attacks, then their variants (:data:`mico.attacks.registry.VARIANTS`)."""
+    return [*ATTACKS.values(), *VARIANTS.values()]
 
 
 def add_attack_flags(parser: argparse.ArgumentParser) -> None:
     """The flags the attacks declare, one group per attack, each flag once (a flag two attacks
     read is added from the first declaration), mutually exclusive where declared so."""
     added: set[str] = set()
-    for attack in ATTACKS.values():
+    for attack in _registered():
         params = [p for p in attack.cli_params if p.dest not in added]
         if not params:
             continue
@@ -250,11 +258,15 @@ def attack_choice(args: argparse.Namespace) -> tuple[str, Params | None]:
         flag: value for flag, value in values.items() if value is not None and value is not False
     }
     chosen = ATTACKS.get(attack)
+    if chosen is not None and not args.compare:
+        chosen = with_variant(chosen, flags)
     if args.compare or chosen is None or not set(flags) <= set(chosen.cli_flags):
         if flags:
-            owners = [name for name, a in ATTACKS.items() if set(flags) <= set(a.cli_flags)]
+            owners = dict.fromkeys(
+                a.variant_of or a.name for a in _registered() if set(flags) <= set(a.cli_flags)
+            )
             what = "--compare" if args.compare else f"--attack {attack}"
-            spelled = {p.dest: p.flag for a in ATTACKS.values() for p in a.cli_params}
+            spelled = {p.dest: p.flag for a in _registered() for p in a.cli_params}
             given = ", ".join(spelled[flag] for flag in flags)
             readers = " or ".join(f"--attack {name}" for name in owners) or "no single attack"
             raise InputError(f"{given} apply to {readers} only, not to {what}")
@@ -269,16 +281,16 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         raise InputError("--markdown formats the --compare tables: add --compare")
     if args.shadows and len(args.shadows) > 1 and not args.compare:
         raise InputError("several --shadows choices are for --compare; an attack uses one")
-    needs_references = attack == BEST_ATTACK or ATTACKS[attack].needs_references
+    needs_references = attack == BEST_ATTACK or get_attack(attack).needs_references
     if args.references is not None and not (args.compare or needs_references):
         raise InputError("--references builds models for --attack reference or --compare")
-    if args.original and args.shadows and set(args.shadows) != {"train"}:
+    fixed = None if attack == BEST_ATTACK else get_attack(attack).shadows
+    if fixed is not None and args.shadows and set(args.shadows) != {fixed}:
         raise InputError(
-            "--original uses the train models alone as shadows, as the published code did: "
-            "drop --shadows"
+            f"{get_attack(attack).spelled} always uses --shadows {fixed}: drop --shadows"
         )
     builds = args.references is not None or (
-        attack != BEST_ATTACK and ATTACKS[attack].needs_references and not args.compare
+        attack != BEST_ATTACK and get_attack(attack).needs_references and not args.compare
     )
     defaults = build_parser()
     unused = [
@@ -300,9 +312,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         )
     if args.budget_repeats is not None and not args.budget:
         raise InputError("--budget-repeats sets the draws of --budget: add --budget B ...")
-    if args.budget and (args.report is not None or args.audit or args.reference is not None):
+    if args.budget and (args.report is not None or args.audit or args.truth is not None):
         raise InputError(
-            "the budget curve is a train-phase estimate; --report, --audit and --reference "
+            "the budget curve is a train-phase estimate; --report, --audit and --truth "
             "describe the full-budget comparison: drop --budget or them"
         )
     if args.budget and args.no_intervals:
@@ -323,9 +335,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         attack=attack,
         params=params,
         folds=args.folds,
-        reference=args.reference,
+        truth=args.truth,
         write=not args.no_write,
-        original=args.original,
         shadows=args.shadows[0] if args.shadows else None,
         references=args.references,
         data_dir=args.data_dir,
@@ -340,10 +351,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     options = options_from_args(args)
-    if references_of(options) is not None:  # torch loads only for a run that trains models
-        from mico.train.references import run_stage
+    if per_target_count(options) is not None:  # torch loads only for a run that trains models
+        from mico.train.per_target import run_stage
 
-        options = replace(options, reference_stage=run_stage)
+        options = replace(options, per_target_stage=run_stage)
     if args.plot is not None:  # checked before any prediction.csv is written
         check_output_file(args.plot)
     if args.report is not None:
@@ -369,12 +380,11 @@ def _compare(args: argparse.Namespace, options: RunOptions, command: str) -> int
     from mico.attacks.report_html import write_report
 
     picked = list(dict.fromkeys(args.shadows or [options.shadows]))
+    task, by_choice = compare_shadow_choices(options, picked)  # each scores.npz read once
     if len(picked) == 1:
-        task, results = compare_challenge(options)
+        results = by_choice[picked[0]]
     else:
-        by_choice = {c: compare_challenge(replace(options, shadows=c)) for c in picked}
-        task = by_choice[picked[0]][0]
-        results = side_by_side({c: found for c, (_, found) in by_choice.items()})
+        results = side_by_side({str(c): found for c, found in by_choice.items()})
     print_comparison(task, results, options, args.markdown)
     if args.plot is not None:
         plot_roc_panels(roc_panels(results), args.plot, f"{task.challenge}: train phase")

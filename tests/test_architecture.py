@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mico.attacks.registry import ATTACKS
+from mico.attacks.registry import ATTACKS, VARIANTS
 from mico.tracks.registry import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +134,12 @@ def test_track_names_are_compared_only_in_the_tracks(track: str) -> None:
     assert offenders == []
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("name", sorted({**ATTACKS, **VARIANTS}))
 def test_attack_names_are_compared_only_in_their_module(name: str) -> None:
-    """What an attack needs or accepts is declared by the attack (``needs_references``,
-    ``cli_flags``, ...); nothing else branches on its name."""
-    home = {sys.modules[type(ATTACKS[name]).__module__].__file__, PACKAGE / "attacks/registry.py"}
+    """What an attack or a variant (``--original``) needs or accepts is declared by it
+    (``needs_references``, ``cli_flags``, ``shadows``, ...); nothing else branches on its name."""
+    attack = {**ATTACKS, **VARIANTS}[name]
+    home = {sys.modules[type(attack).__module__].__file__, PACKAGE / "attacks/registry.py"}
     offenders = [
         f"{relative(path)}:{line}"
         for path in [*MODULES, *SCRIPTS]

@@ -701,11 +701,25 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
 @pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
 def test_attack_cli_scores_train_with_cv(synthetic_root, attack, capsys):
     args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--attack", attack]
-    args += ["--no-write", "-q", "--reference", str(synthetic_root / "reference")]
+    args += ["--no-write", "-q", "--truth", str(synthetic_root / "reference")]
     assert run_lira_mia.main(args) == 0
     out = capsys.readouterr().out
     assert "TPR@10%" in out and "purchase100_lo final" in out
     assert ("CV estimate" in out) == (attack != "loss")
+
+
+def test_truth_keeps_its_former_name_reference(synthetic_root, capsys):
+    """``--truth`` was ``--reference`` before issue 21: commands written then still run and
+    score dev/final alike, and the help shows the new name first."""
+    args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--attack", "loss"]
+    args += ["--no-write", "-q"]
+    truth = str(synthetic_root / "reference")
+    outs = []
+    for flag in ("--truth", "--reference"):
+        assert run_lira_mia.main([*args, flag, truth]) == 0
+        outs.append(capsys.readouterr().out)
+    assert "purchase100_lo final" in outs[0] and outs[0] == outs[1]
+    assert "--truth DIR, --reference DIR" in run_lira_mia.build_parser().format_help()
 
 
 @pytest.mark.parametrize(

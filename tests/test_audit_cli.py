@@ -66,7 +66,7 @@ def test_attack_best_writes_what_compare_chose(demo: Path, capsys) -> None:
     manifest = json.loads((demo / CHALLENGE / "predictions.json").read_text())
     assert BEST_ROW in json.dumps(manifest)
 
-    options = RunOptions(root=demo, challenge=CHALLENGE, reference=reference, write=False)
+    options = RunOptions(root=demo, challenge=CHALLENGE, truth=reference, write=False)
     _, results = compare_challenge(options)
     task = load_task(demo, CHALLENGE)
     for scenario, result in results.items():

@@ -21,11 +21,11 @@ import save_preds
 import save_zip
 from mico.attacks.reference import reference_attack
 from mico.attacks.report import COMPARE_METRICS, comparison_frame
-from mico.bundle.layout import reference_models_dir
+from mico.bundle.layout import per_target_models_dir
 from mico.bundle.records import read_solution
 from mico.scoring import metrics
 from mico.tracks.registry import get_task, load_task
-from mico.train.references import read_target, reference_keep
+from mico.train.per_target import per_target_keep, read_target
 from tests.fake_hub import bundle_folder_files, serve_bundle
 
 #: Builds a DDP demo and trains reference models (with Ray once): slow.
@@ -56,7 +56,7 @@ def test_registry_facts() -> None:
     sizes = {s: ddp.at(s).len_training for s in ddp.scenarios}
     assert sizes == {"cifar10_ddp": 50_000, "purchase100_ddp": 150_000, "sst2_ddp": 67_349}
     assert all(ddp.dp_epsilon(s) == 4.0 for s in ddp.scenarios)
-    assert ddp.at("purchase100_ddp").model_name == "MLP"
+    assert ddp.at("purchase100_ddp").architecture_name == "MLP"
     assert ddp.at("sst2_ddp").model_files == get_task("sst2").model_files
     assert {ddp.at(s).challenge for s in ddp.scenarios} == {"ddp"}
     assert ddp.at("cifar10_ddp").eval_seeds == ("seed_challenge", "seed_training")
@@ -93,7 +93,7 @@ def test_reference_models_differ_from_the_target_only_in_challenge_points(ddp_ro
     task = load_task(ddp_root, "ddp")
     part = task.at("purchase100_ddp")
     target = read_target(ddp_root, task, "purchase100_ddp", "dev", 4)
-    folder = reference_models_dir(ddp_root, "ddp", "purchase100_ddp", "dev", 4)
+    folder = per_target_models_dir(ddp_root, "ddp", "purchase100_ddp", "dev", 4)
     keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(4)])
     assert (keeps.sum(axis=0) == 2).all() and (keeps.sum(axis=1) == 100).all()
     truth = read_solution(ddp_root / "reference/ddp/purchase100_ddp/dev/model_4", 200)
@@ -190,17 +190,17 @@ def test_demo_scenarios_and_train_shadows_refusal(tmp_path, capsys) -> None:
 
 
 def test_reference_keep_is_balanced_and_prefix_stable() -> None:
-    eight = reference_keep(3, "cifar10_ddp", 7, 8, 200)
-    four = reference_keep(3, "cifar10_ddp", 7, 4, 200)
+    eight = per_target_keep(3, "cifar10_ddp", 7, 8, 200)
+    four = per_target_keep(3, "cifar10_ddp", 7, 4, 200)
     assert (eight.sum(axis=0) == 4).all() and (eight.sum(axis=1) == 100).all()
     assert np.array_equal(eight[:4], four)
-    assert not np.array_equal(four, reference_keep(3, "cifar10_ddp", 8, 4, 200))
+    assert not np.array_equal(four, per_target_keep(3, "cifar10_ddp", 8, 4, 200))
 
 
 def test_reference_attack_separates_members() -> None:
     rng = np.random.default_rng(0)
     targets, refs, points = 20, 4, 200
-    keep = np.stack([reference_keep(0, "s", t, refs, points) for t in range(targets)])
+    keep = np.stack([per_target_keep(0, "s", t, refs, points) for t in range(targets)])
     effect = rng.normal(0, 3, (targets, 1, points))  # per-point difficulty
     reference = effect + 1.0 * keep + rng.normal(0, 0.3, keep.shape)
     truth = rng.random((targets, points)) < 0.5
@@ -267,7 +267,7 @@ def test_references_grow_on_ray(ddp_root: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "cifar10_ddp" not in err
     assert "purchase100_ddp: 12 reference models trained" in err
-    folder = reference_models_dir(root, "ddp", "purchase100_ddp", "final", 5)
+    folder = per_target_models_dir(root, "ddp", "purchase100_ddp", "final", 5)
     keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(6)])
     assert (keeps.sum(axis=0) == 3).all()
     assert (folder / "model_5" / "model.pt").is_file()

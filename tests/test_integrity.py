@@ -434,7 +434,7 @@ def test_k_every_track_s_labels_are_checked(tmp_path):
         task.load_dataset(tmp_path)
 
 
-# --- H: --reference must be this bundle's ground truth --------------------------------------------
+# --- H: --truth must be this bundle's ground truth --------------------------------------------
 
 
 def _members(reference: Path) -> Path:
@@ -475,12 +475,12 @@ def _no_seed(reference: Path) -> Path:
         (_members, "150 of 200 values are 1, a MICO solution has exactly 100 members"),
         (_other_bundle, "its seed_challenge is not the one of"),
         (_other_solution, "disagrees with the membership its seed files give"),
-        (_no_seed, "missing; --reference needs each model's seed_challenge"),
+        (_no_seed, "missing; --truth needs each model's seed_challenge"),
     ],
 )
-def test_h_reference_is_checked_against_the_bundle(tiny_copy, capsys, change, expected):
+def test_h_truth_is_checked_against_the_bundle(tiny_copy, capsys, change, expected):
     root = tiny_copy(NAME)
-    argv = args(root, NAME, "--no-write", "--reference", str(root / "reference"))
+    argv = args(root, NAME, "--no-write", "--truth", str(root / "reference"))
     assert run_lira_mia.main(argv) == 0
     where = change(root / "reference" / NAME)
     assert run_lira_mia.main(argv) == 2

@@ -319,3 +319,26 @@ def test_cli_original_without_logits_says_what_to_run(tiny_copy, capsys):
     err = capsys.readouterr().err.strip().splitlines()  # the LEN_TRAINING warning, the error
     assert err[-1].startswith("error: ") and "--save-logits" in err[-1]
     assert not list((root / CHALLENGE).glob("*/*/model_*/prediction.csv"))
+
+
+def test_the_runner_knows_original_only_through_the_registry():
+    """``--original`` is a registered variant of ``lira`` (declared flags, fixed shadows, its
+    own bundle inputs): the runner has no option or branch of that name."""
+    import ast
+    import dataclasses
+
+    from mico.attacks import run
+    from mico.attacks.original import OriginalLira
+    from mico.attacks.registry import ATTACKS, VARIANTS, get_attack
+
+    assert "original" not in {f.name for f in dataclasses.fields(run.RunOptions)}
+    names = {
+        getattr(node, "id", None) or getattr(node, "attr", None)
+        for node in ast.walk(ast.parse(Path(run.__file__).read_text()))
+    }
+    assert not {name for name in names if name and "original" in name.lower()}
+    variant = get_attack("original")
+    assert isinstance(variant, OriginalLira) and "original" in VARIANTS
+    assert "original" not in ATTACKS  # neither an --attack choice nor a --compare row
+    assert variant.variant_of == "lira" and variant.shadows == "train"
+    assert set(ATTACKS["lira"].cli_flags) < set(variant.cli_flags)

@@ -226,11 +226,12 @@ def test_save_preds_takes_extra_shadows_and_run_lira_mia_chooses_them(tiny_copy)
     assert run_lira_mia.main([*base, "--global_variance", "--shadows", "train", "all"]) == 2
 
 
-def test_compare_shows_each_row_once_per_shadow_choice(tiny_copy, capsys) -> None:
+def test_compare_shows_each_row_once_per_shadow_choice(tiny_copy, capsys, monkeypatch) -> None:
     """``--compare --shadows train all``: every row twice, the train-only one equal to a plain
-    ``--compare --shadows train`` row."""
+    ``--compare --shadows train`` row; each ``scores.npz`` is read once for both choices."""
     import run_lira_mia
     import save_preds
+    from mico.outputs.store import ScenarioScores
 
     root = tiny_copy("purchase100")
     assert run(root, "--models", "2", "--seed", "5") == 0
@@ -239,8 +240,20 @@ def test_compare_shows_each_row_once_per_shadow_choice(tiny_copy, capsys) -> Non
     capsys.readouterr()
     assert run_lira_mia.main([*base, "--shadows", "train"]) == 0
     alone = capsys.readouterr().out
+    loads: list[Path] = []
+    real_load = ScenarioScores.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[ScenarioScores], path: Path) -> ScenarioScores:
+        loads.append(Path(path))
+        return real_load(cls, path)
+
+    monkeypatch.setattr(ScenarioScores, "load", classmethod(counted))
     assert run_lira_mia.main([*base, "--shadows", "train", "all"]) == 0
     both = capsys.readouterr().out
+    task = load_task(root, "purchase100")
+    assert sorted(loads) == sorted(
+        root / "preds" / "purchase100" / scenario / "scores.npz" for scenario in task.scenarios
+    )
     for label in ("loss", "lira offline prob gv", "best of all (CV)"):
         row = next(line for line in alone.splitlines() if line.startswith(f"{label} "))
         numbers = row[len(label) :].split()

@@ -19,7 +19,11 @@ Each attack declares
   instead of its name (:meth:`Attack.missing` says what to run when a need is not stored);
 * the ``run_lira_mia.py`` flags that fix its parameters (:attr:`Attack.cli_params`, read by
   :meth:`Attack.from_cli`), which the script adds to its parser;
-* what makes its results weak (:meth:`Attack.warning`).
+* what makes its results weak (:meth:`Attack.warning`);
+* for a *variant* (:attr:`Attack.variant_of`: another code path of a registered attack, chosen by
+  a flag of its own, such as ``--original``), the shadow rows it always uses
+  (:attr:`Attack.shadows`), what it refuses or says about a bundle (:meth:`Attack.check_bundle`)
+  and what it reads from the bundle beyond ``scores.npz`` (:meth:`Attack.read_bundle`).
 
 A new attack is one module defining a subclass and one entry in :mod:`mico.attacks.registry`;
 ``run_lira_mia.py --attack``, ``--compare`` and the docs' tables iterate the registry.
@@ -31,13 +35,17 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from mico.attacks.inputs import PhaseInputs
 from mico.errors import InputError
 from mico.outputs.store import ScenarioScores
+
+if TYPE_CHECKING:
+    from mico.tracks.registry import Task
 
 
 @dataclass(frozen=True)
@@ -115,11 +123,25 @@ class Attack(ABC):
     cli_params: ClassVar[tuple[CliParam, ...]] = ()
     #: The title of its flags in ``run_lira_mia.py --help``.
     cli_title: ClassVar[str] = ""
+    #: A variant names the registered attack it is a variant of, and the ``dest`` of the flag
+    #: (one of its :attr:`cli_params`) that picks it instead of that attack; it is neither an
+    #: ``--attack`` choice nor a ``--compare`` row (:data:`mico.attacks.registry.VARIANTS`).
+    variant_of: ClassVar[str] = ""
+    switch: ClassVar[str] = ""
+    #: The ``--shadows`` choice it always uses (None: the user's).
+    shadows: ClassVar[str | None] = None
+
+    @property
+    def spelled(self) -> str:
+        """How a user asks for it: ``--attack NAME``, or a variant's flag."""
+        if self.variant_of:
+            return next(p.flag for p in self.cli_params if p.dest == self.switch)
+        return f"--attack {self.name}"
 
     @property
     def needs_references(self) -> bool:
         """Whether ``run_lira_mia.py`` must build or reuse its per-target reference models
-        (:mod:`mico.train.references`) before running it."""
+        (:mod:`mico.train.per_target`) before running it."""
         return OWN_MODELS in self.needs
 
     @property
@@ -166,6 +188,18 @@ class Attack(ABC):
     def warning(self, scores: ScenarioScores) -> str | None:
         """A caveat about this attack's results on these outputs, or None."""
         return None
+
+    def check_bundle(self, root: Path, task: Task) -> None:
+        """Refuse a bundle it cannot run on, or log what it does differently there; called
+        once per run before any work.  Nothing by default."""
+        return None
+
+    def read_bundle(
+        self, scores: ScenarioScores, root: Path, task: Task, scenario: str
+    ) -> ScenarioScores:
+        """``scores`` with whatever else it reads from the bundle (files beside the models),
+        for :meth:`prepare` and :meth:`predict`; once per scenario.  ``scores`` by default."""
+        return scores
 
     def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
         """The attack to run and its fixed parameters (None: chosen by CV), given the

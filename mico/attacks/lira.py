@@ -162,8 +162,8 @@ class Lira(Attack):
     name = "lira"
     summary = "the 2nd place's LiRA (flags below)"
     show_each = True
-    #: The original script's flags (``--original`` picks the published code path, not a
-    #: parameter: :mod:`mico.attacks.original`).
+    #: The original script's flags (``--original`` picks the published code path, a variant
+    #: of its own: :class:`mico.attacks.original.OriginalLira`).
     cli_title = "LiRA options (the original flags; --attack lira only)"
     cli_params = (
         CliParam(
@@ -214,17 +214,6 @@ class Lira(Attack):
                     "help",
                     "likelihood ratio of IN and OUT Gaussians instead of the OUT-only test (with "
                     "--attack rmia: online RMIA, the same as --attack rmia_online)",
-                ),
-            ),
-        ),
-        CliParam(
-            "--original",
-            (
-                ("action", "store_true"),
-                (
-                    "help",
-                    "what the published 2nd-place scripts compute, defects included "
-                    "(docs/exactness.md); needs save_preds.py --save-logits",
                 ),
             ),
         ),

@@ -40,19 +40,28 @@ Where the original crashes or reads a stale value, documented fallbacks (each wa
 Inputs: ``scores.npz`` (points, labels, model ids, and the float32 logits ``save_preds.py
 --save-logits`` stores: every shadow on every challenge point, every dev/final target on its
 own), plus the train models' seeds for the OUT lists.
+
+:class:`OriginalLira` is how the runner meets it: a variant of ``lira`` in the registry
+(:data:`mico.attacks.registry.VARIANTS`), picked by its own flag ``--original`` and reading the
+LiRA flags, which always uses the train models alone as shadows and reads their seeds from the
+bundle (:meth:`OriginalLira.read_bundle`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
 from scipy.stats import norm
 
-from mico.attacks.lira import TRANSFORMS, LiraParams
+from mico.attacks.base import LOGITS, Attack, CliParam, Config, Params
+from mico.attacks.inputs import PhaseInputs
+from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira_label
 from mico.bundle.config import read_bundle_config
 from mico.bundle.layout import model_dir
 from mico.bundle.records import read_seeds
@@ -153,62 +162,154 @@ class OriginalInputs:
     lists: np.ndarray
 
 
-def load_original_inputs(
-    scores: ScenarioScores,
-    preds_scenario: Path,
-    root: Path,
-    task: Task,
-    scenario: str,
-    transform: str,
-    len_training: int,
-) -> OriginalInputs:
-    """The logits ``save_preds.py --save-logits`` stored in ``scores.npz`` (``scores``, checked
-    against the bundle when it was loaded) and the train models' seeds."""
-    missing = scores.shadow_logits is None or any(
-        data.logits is None for phase, data in scores.phases.items() if phase != "train"
-    )
-    if missing:
-        raise InputError(
-            f"{preds_scenario}: scores.npz holds no logits, which --original needs: run "
-            f"`python save_preds.py --challenge {task.challenge} --save-logits`"
-        )
+def original_inputs(scores: ScenarioScores, lists: np.ndarray, transform: str) -> OriginalInputs:
+    """The original's per-model scores under ``transform``, from the float32 logits
+    ``save_preds.py --save-logits`` stored in ``scores.npz``, and the OUT ``lists``."""
+    assert scores.shadow_logits is not None
     shadow_score = original_score(scores.shadow_logits, scores.labels, transform)
     target_score = {}
     for phase, data in scores.phases.items():
         if phase == "train":
             target_score[phase] = shadow_score[data.shadow[:, None], data.points]
         else:
+            assert data.logits is not None
             target_score[phase] = original_score(data.logits, scores.labels[data.points], transform)
-    seeds = [
-        read_seeds(model_dir(root, task.challenge, scenario, "train", int(i)))
-        for i in scores.shadow_ids
-    ]
-    return OriginalInputs(
-        scores, shadow_score, target_score, original_lists(task, seeds, len_training)
+    return OriginalInputs(scores, shadow_score, target_score, lists)
+
+
+@dataclass
+class OriginalScores(ScenarioScores):
+    """A scenario's stored outputs with what ``--original`` reads from the bundle besides: the
+    train models' OUT ``lists`` (:func:`original_lists`), and the per-model scores under each
+    transform, computed once and shared by every phase."""
+
+    lists: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    by_transform: dict[str, OriginalInputs] = field(default_factory=dict)
+
+    def inputs(self, transform: str) -> OriginalInputs:
+        if transform not in self.by_transform:
+            self.by_transform[transform] = original_inputs(self, self.lists, transform)
+        return self.by_transform[transform]
+
+
+class OriginalLira(Attack):
+    """``--original``: the 2nd-place LiRA as published, a variant of ``lira`` (module
+    docstring). It reads the LiRA flags and its own ``--original``."""
+
+    name = "original"
+    summary = "the 2nd place's LiRA exactly as published, defects included"
+    variant_of = "lira"
+    switch = "original"
+    shadows = "train"  # the published code had the train models alone
+    needs = frozenset({LOGITS})
+    cli_title = "the published 2nd-place LiRA (with --attack lira and the LiRA flags above)"
+    cli_params = (
+        *Lira.cli_params,
+        CliParam(
+            "--original",
+            (
+                ("action", "store_true"),
+                (
+                    "help",
+                    "what the published 2nd-place scripts compute, defects included "
+                    "(docs/exactness.md); needs save_preds.py --save-logits",
+                ),
+            ),
+        ),
     )
+
+    def from_cli(self, flags: Mapping[str, object]) -> tuple[str, Params | None]:
+        """The LiRA flags' configuration, run the published way."""
+        return self.name, Lira().from_cli(flags)[1]
+
+    def configs(self) -> list[Config]:
+        """Every flag combination the published script ran, offline ones first."""
+        return [
+            self._config(LiraParams(transform, variance, online))
+            for online in (False, True)
+            for transform in TRANSFORMS
+            for variance in ORIGINAL_VARIANCES
+            if transform == "prob" or not online
+        ]
+
+    def config(self, params: Params) -> Config:
+        """The configuration with these LiRA flags, refusing what the original did not run in
+        its own words (:func:`check_original_params`)."""
+        if not isinstance(params, LiraParams):
+            raise InputError("--original reproduces the published LiRA: use it with --attack lira")
+        check_original_params(params)
+        return self._config(params)
+
+    def _config(self, params: LiraParams) -> Config:
+        return Config(self.name, f"{lira_label(params)}, as the published 2nd-place code", params)
+
+    def missing(self, scores: ScenarioScores, challenge: str) -> str | None:
+        """The stored logits of every shadow and dev/final target, or what to run."""
+        if scores.shadow_logits is None or any(
+            data.logits is None for phase, data in scores.phases.items() if phase != "train"
+        ):
+            return (
+                "scores.npz holds no logits, which --original needs: run "
+                f"`python save_preds.py --challenge {challenge} --save-logits`"
+            )
+        return None
+
+    def check_bundle(self, root: Path, task: Task) -> None:
+        """Refuse a track the published code never ran on; say where ``LEN_TRAINING`` is not
+        the published value."""
+        if task.parts:
+            raise InputError(
+                f"--original reproduces the 2nd place's code, which never ran on "
+                f"{task.challenge}: drop --original"
+            )
+        len_training, from_bundle = original_len_training(root, task.challenge)
+        if from_bundle:
+            log.warning(
+                "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
+                "scripts hard-code %d, which does not fit this bundle)",
+                len_training,
+                ORIGINAL_LEN_TRAINING,
+            )
+
+    def read_bundle(
+        self, scores: ScenarioScores, root: Path, task: Task, scenario: str
+    ) -> ScenarioScores:
+        """The train models' seeds, turned into the original's OUT lists."""
+        seeds = [
+            read_seeds(model_dir(root, task.challenge, scenario, "train", int(i)))
+            for i in scores.shadow_ids
+        ]
+        len_training = original_len_training(root, task.challenge)[0]
+        fields = {f.name: getattr(scores, f.name) for f in dataclasses.fields(scores)}
+        return OriginalScores(**fields, lists=original_lists(task, seeds, len_training))
+
+    def predict(self, inputs: PhaseInputs, params: Params, prepared: object) -> np.ndarray:
+        scores = inputs.scores
+        assert isinstance(scores, OriginalScores) and isinstance(params, LiraParams)
+        return original_phase(scores.inputs(params.transform), inputs.phase, params)
 
 
 def original_predictions(inputs: OriginalInputs, params: LiraParams) -> dict[str, np.ndarray]:
     """``{phase: [T, K]}`` confidences in [0, 1], as the published script computes them."""
     check_original_params(params)
-    scores = inputs.scores
-    result = {}
-    for phase, data in scores.phases.items():
-        values = np.empty(data.points.shape, dtype=np.float64)
-        no_out = 0
-        for t in range(len(data.ids)):
-            values[t], missing = _target(
-                inputs, data.points[t], inputs.target_score[phase][t], params
-            )
-            no_out += missing
-        if no_out:
-            log.warning(
-                "%s: %d challenge points have no OUT model (the original crashes); they get 0.5",
-                phase,
-                no_out,
-            )
-        result[phase] = values
-    return result
+    return {phase: original_phase(inputs, phase, params) for phase in inputs.scores.phases}
+
+
+def original_phase(inputs: OriginalInputs, phase: str, params: LiraParams) -> np.ndarray:
+    """One phase's confidences ``[T, K]`` (:func:`original_predictions`)."""
+    data = inputs.scores.phases[phase]
+    values = np.empty(data.points.shape, dtype=np.float64)
+    no_out = 0
+    for t in range(len(data.ids)):
+        values[t], missing = _target(inputs, data.points[t], inputs.target_score[phase][t], params)
+        no_out += missing
+    if no_out:
+        log.warning(
+            "%s: %d challenge points have no OUT model (the original crashes); they get 0.5",
+            phase,
+            no_out,
+        )
+    return values
 
 
 def _target(

@@ -1,5 +1,5 @@
 """``reference``: online LiRA against per-target reference models (DDP;
-:mod:`mico.train.references`).
+:mod:`mico.train.per_target`).
 
 Each target ``t`` has ``R`` reference models trained on its revealed training set plus a
 balanced half of its challenge points, so each of its points ``k`` has exactly ``R/2`` IN and

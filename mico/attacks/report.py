@@ -298,13 +298,13 @@ def print_comparison(
         for phase in phases:
             for column, rows in interval_table(results, phase, level).items():
                 where = "track average" if column == AVERAGE else column
-                print(f"\n{where}, {_phase_title(phase, options.reference)}")
+                print(f"\n{where}, {_phase_title(phase, options.truth)}")
                 print(format_frame(interval_frame(rows), markdown))
         print_paired(results, phases, options, markdown)
     else:
         per_phase = {p: phase_metrics(results, p) for p in phases}
         for phase, table in per_phase.items():
-            print(f"\n{name}, {_phase_title(phase, options.reference)}")
+            print(f"\n{name}, {_phase_title(phase, options.truth)}")
             print(format_frame(comparison_frame(table), markdown))
         if len(per_phase) > 1:
             print(f"\n{name}: track averages, train-phase estimate beside dev/final")
@@ -420,7 +420,7 @@ def print_run(run: ChallengeRun, options: RunOptions, markdown: bool) -> None:
             for phase in row.metrics
             if phase != "train"
         }
-        print(f"\n{name}: dev/final against the reference in {options.reference}")
+        print(f"\n{name}: dev/final against the reference in {options.truth}")
         held_intervals = _run_intervals(held, None, level) if uncertainty.intervals else None
         print(metrics_table(run.held_out, None, held_intervals))
     for scenario, comparison in run.comparisons.items():

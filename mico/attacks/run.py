@@ -2,7 +2,7 @@
 
 :func:`run_challenge` reads ``save_preds.py``'s ``scores.npz`` of every scenario, writes
 ``prediction.csv`` for every model of every phase, and scores the train phase (which has ground
-truth) and, given a ``reference`` folder, dev/final. Where an attack chooses among several
+truth) and, given a ``truth`` folder, dev/final. Where an attack chooses among several
 configurations, the choice is made on the train models and the train-phase numbers are a
 k-fold cross-validation estimate (:mod:`mico.attacks.selection`). :func:`compare_challenge`
 scores every row of :mod:`mico.attacks.compare` and writes nothing.
@@ -11,7 +11,7 @@ scores every row of :mod:`mico.attacks.compare` and writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,18 +32,10 @@ from mico.attacks.compare import (
     evaluate_row,
     measure_row,
 )
-from mico.attacks.lira import LiraParams
-from mico.attacks.original import (
-    ORIGINAL_LEN_TRAINING,
-    check_original_params,
-    load_original_inputs,
-    original_len_training,
-    original_predictions,
-)
 from mico.attacks.reference import DEFAULT_REFERENCES, check_count
 from mico.attacks.registry import ATTACKS, DEFAULT_ATTACK, get_attack
 from mico.attacks.selection import DEFAULT_FOLDS
-from mico.attacks.truth import reference_solutions
+from mico.attacks.truth import truth_solutions
 from mico.bundle.check import require_layout, scenario_dirs
 from mico.bundle.digests import DigestStore
 from mico.bundle.fileio import check_output_file, write_text_atomic
@@ -64,11 +56,11 @@ from mico.tracks.registry import Task, load_task
 
 log = logging.getLogger(__name__)
 
-#: The stage that trains per-target reference models (:func:`mico.train.references.run_stage`)
+#: The stage that trains per-target models (:func:`mico.train.per_target.run_stage`)
 #: for a run that needs them: ``(options, task, scenario, scores, preds, count)``, attaching
 #: their margins to ``scores``; returns the models trained.  The attacks import no training
 #: code: whoever runs them (``run_lira_mia.py``) passes the stage in.
-ReferenceStage = Callable[["RunOptions", Task, str, ScenarioScores, Path, int], int]
+PerTargetStage = Callable[["RunOptions", Task, str, ScenarioScores, Path, int], int]
 
 
 @dataclass(frozen=True)
@@ -77,10 +69,10 @@ class RunOptions:
 
     ``params``: a fixed configuration of ``attack`` (e.g. the LiRA flags); None chooses among
     the attack's configurations by ``folds``-fold CV on the train phase (or takes its only
-    one). ``reference``: ground truth of dev/final to score them too (the demo's
-    ``reference/``). ``write``: write ``prediction.csv`` files (``--no-write`` scores only).
-    ``original``: LiRA exactly as the published scripts compute it (:mod:`mico.attacks.original`;
-    ``params`` must be :class:`~mico.attacks.lira.LiraParams`).
+    one). ``attack`` may name a variant (:data:`mico.attacks.registry.VARIANTS`): ``original``
+    is LiRA exactly as the published scripts compute it. ``truth``: ground truth of dev/final to
+    score them too (``--truth``, the demo's ``reference/``). ``write``: write ``prediction.csv``
+    files (``--no-write`` scores only).
     """
 
     root: Path
@@ -89,21 +81,22 @@ class RunOptions:
     attack: str = DEFAULT_ATTACK
     params: Params | None = None
     folds: int = DEFAULT_FOLDS
-    reference: Path | None = None
+    truth: Path | None = None
     write: bool = True
-    original: bool = False
     #: Which shadow rows the attack uses: ``train`` (the bundle's train models), ``extra``
-    #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.
+    #: (``train_shadows.py``'s) or ``all``; None: ``all`` where extra shadows exist.  An attack
+    #: that fixes its shadows (:attr:`~mico.attacks.base.Attack.shadows`) overrides it.
     shadows: str | None = None
-    #: Per-target reference models a target (:mod:`mico.train.references`); None: the default
-    #: for an attack that needs them, none otherwise.  The rest say where and how they train.
+    #: Per-target models a target (``--references``, :mod:`mico.train.per_target`); None: the
+    #: default for an attack that needs them, none otherwise.  The rest: where and how they
+    #: train.
     references: int | None = None
     data_dir: Path | None = None
     device: str = "auto"
     workers: int = 0
     ray: str | None = None
-    #: Trains the reference models (:data:`ReferenceStage`); needed only where some are.
-    reference_stage: ReferenceStage | None = None
+    #: Trains the per-target models (:data:`PerTargetStage`); needed only where some are.
+    per_target_stage: PerTargetStage | None = None
     #: Intervals, the bootstrap behind every choice, and epsilon audits.
     uncertainty: Uncertainty = DEFAULT_UNCERTAINTY
 
@@ -121,21 +114,22 @@ def load_scores(
 ) -> ScenarioScores:
     """A scenario's ``scores.npz``, checked against the bundle it claims to come from
     (:mod:`mico.outputs.provenance`; ``digests`` remembers the weight files' digests), keeping the
-    shadow rows ``options.shadows`` asks for.
-
-    ``--original`` always uses the train models alone: that is what the published code had.
+    shadow rows the attack fixes or ``options.shadows`` asks for (:func:`shadow_choice`).
     """
-    scores = load_checked(path, options.root, task, scenario, digests)
-    choice = "train" if options.original else options.shadows
-    if choice is None:
-        return scores
-    return scores.select_shadows(SHADOW_CHOICES[choice])
+    return keep_shadows(
+        load_checked(path, options.root, task, scenario, digests), shadow_choice(options)
+    )
+
+
+def keep_shadows(scores: ScenarioScores, choice: str | None) -> ScenarioScores:
+    """``scores`` with the shadow rows of a ``--shadows`` choice (None: all of them)."""
+    return scores if choice is None else scores.select_shadows(SHADOW_CHOICES[choice])
 
 
 @dataclass
 class ChallengeRun:
     """The outcome of :func:`run_challenge`: train metrics ``{scenario: score dict}``,
-    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with a reference), the train
+    dev/final metrics ``{"<scenario> <phase>": score dict}`` (with ``truth``), the train
     ROC inputs ``{scenario: (truth, predictions)}``, a one-line description, and per scenario
     everything measured (:class:`~mico.attacks.compare.RowResult`: metrics, replicates and
     epsilon bounds per phase); with ``--attack best``, the comparison it chose from."""
@@ -147,6 +141,16 @@ class ChallengeRun:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     measured: dict[str, RowResult] = field(default_factory=dict)
     comparisons: dict[str, ScenarioComparison] = field(default_factory=dict)
+
+
+def shadow_choice(options: RunOptions) -> str | None:
+    """The ``--shadows`` choice in effect: the one the attack fixes (``--original``: train),
+    else ``options.shadows``."""
+    return _fixed_shadows(options) or options.shadows
+
+
+def _fixed_shadows(options: RunOptions) -> str | None:
+    return next((a.shadows for a in _attacks_of(options) if a.shadows is not None), None)
 
 
 def check_options(options: RunOptions) -> Task:
@@ -164,10 +168,6 @@ def check_options(options: RunOptions) -> Task:
         raise InputError(f"--delta must be in [0, 1), got {uncertainty.audit_delta}")
     if not 0 < uncertainty.audit_level < 1:
         raise InputError(f"--audit-level must be in (0, 1), got {uncertainty.audit_level}")
-    if options.original:
-        if not isinstance(options.params, LiraParams):
-            raise InputError("--original reproduces the published LiRA: use it with --attack lira")
-        check_original_params(options.params)
     if options.folds < 2:
         raise InputError("--folds must be at least 2")
     if options.shadows is not None and options.shadows not in SHADOW_CHOICES:
@@ -178,13 +178,10 @@ def check_options(options: RunOptions) -> Task:
         raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
     task = load_task(options.root, options.challenge)
     require_layout(options.root, task)
-    if options.original and task.parts:
-        raise InputError(
-            f"--original reproduces the 2nd place's code, which never ran on {task.challenge}: "
-            "drop --original"
-        )
-    if options.reference is not None and not (options.reference / task.challenge).is_dir():
-        raise FileNotFoundError(f"{options.reference / task.challenge} not found (--reference)")
+    for attack in _attacks_of(options):
+        attack.check_bundle(options.root, task)
+    if options.truth is not None and not (options.truth / task.challenge).is_dir():
+        raise FileNotFoundError(f"{options.truth / task.challenge} not found (--truth)")
     return task
 
 
@@ -193,8 +190,6 @@ def describe(options: RunOptions) -> str:
     if options.attack == BEST_ATTACK:
         return f"{BEST_ROW} (every attack; {options.folds}-fold CV estimate of its choice)"
     attack = get_attack(options.attack)
-    if options.original and options.params is not None:
-        return f"{attack.config(options.params).label}, as the published 2nd-place code"
     if options.params is not None:
         return attack.config(options.params).label
     candidates = attack.configs()
@@ -206,7 +201,7 @@ def describe(options: RunOptions) -> str:
 def run_challenge(options: RunOptions) -> ChallengeRun:
     """Run one attack on every scenario; write and score its predictions (module docstring).
 
-    The predictions are replaced as one set: every input (each ``scores.npz``, the reference
+    The predictions are replaced as one set: every input (each ``scores.npz``, the ``truth``
     solutions, the model folders to write into) is read and checked and every prediction is
     computed before the first file is written, and :mod:`mico.bundle.manifest` records which
     configuration wrote them, so a run stopped half-way is detected by ``save_zip.py``.
@@ -216,23 +211,21 @@ def run_challenge(options: RunOptions) -> ChallengeRun:
         check_output_file(manifest_path(options.root, task.challenge))
     result = ChallengeRun(task, describe(options))
     preds = preds_root(options.root, task.challenge, options.preds_dir)
-    if options.original:
-        _say_original_len_training(options, task)
     scenarios = {s.name: scores_path(preds, s.name) for s in scenario_dirs(options.root, task)}
     digests = DigestStore(digests_path(preds))
     loaded = {
         name: load_scores(path, options, task, name, digests) for name, path in scenarios.items()
     }
     digests.save()
-    count = references_of(options)
+    count = per_target_count(options)
     for name, scores in loaded.items():
-        _attach_references(options, task, name, scores, preds, count)
+        _attach_per_target_models(options, task, name, scores, preds, count)
     if options.write:
         _check_model_folders(options.root, task, loaded)
     truths = {name: _truths(options, task, name, scores) for name, scores in loaded.items()}
     outputs = {}
     for stream, (name, scores) in enumerate(loaded.items()):
-        if options.attack == BEST_ATTACK and not options.original:
+        if options.attack == BEST_ATTACK:
             comparison = _compare_one(options, task, scores, scenarios[name], truths[name], stream)
             result.comparisons[name] = comparison
             best = comparison.rows[BEST_ROW]
@@ -274,7 +267,7 @@ def _attacks_of(options: RunOptions) -> list[Attack]:
 
 
 def _config_of(options: RunOptions) -> Config:
-    """The configuration a run reports (for ``--original``, the LiRA flags it reproduces)."""
+    """The configuration a run reports."""
     fixed = _fixed_config(options)
     if fixed is not None:
         return fixed
@@ -282,8 +275,8 @@ def _config_of(options: RunOptions) -> Config:
     return Config(attack.name, describe(options))
 
 
-def references_of(options: RunOptions) -> int | None:
-    """How many reference models a target the run builds (None: none, and no stage needed):
+def per_target_count(options: RunOptions) -> int | None:
+    """How many per-target models a target the run builds (None: none, and no stage needed):
     ``--references``, else the default where the attack needs them (``--compare`` builds none
     unless asked: they cost training)."""
     if options.references is not None:
@@ -292,7 +285,7 @@ def references_of(options: RunOptions) -> int | None:
     return DEFAULT_REFERENCES if needed else None
 
 
-def _attach_references(
+def _attach_per_target_models(
     options: RunOptions,
     task: Task,
     scenario: str,
@@ -300,37 +293,26 @@ def _attach_references(
     preds: Path,
     count: int | None,
 ) -> None:
-    """Build or reuse the scenario's per-target reference models and attach their margins."""
+    """Build or reuse the scenario's per-target models and attach their margins."""
     if count is None:
         return
-    if options.reference_stage is None:
+    if options.per_target_stage is None:
         raise InputError(
-            f"{scenario}: this run uses {count} reference models a target, and no stage to train "
-            "them was given: pass RunOptions(reference_stage=mico.train.references.run_stage)"
+            f"{scenario}: this run uses {count} per-target models a target, and no stage to train "
+            "them was given: pass RunOptions(per_target_stage=mico.train.per_target.run_stage)"
         )
-    built = options.reference_stage(options, task, scenario, scores, preds, count)
+    built = options.per_target_stage(options, task, scenario, scores, preds, count)
     log.info("%s: %d reference models trained, %d a target in use", scenario, built, count)
-
-
-def _say_original_len_training(options: RunOptions, task: Task) -> None:
-    len_training, from_bundle = original_len_training(options.root, task.challenge)
-    if from_bundle:
-        log.warning(
-            "--original: LEN_TRAINING = %d from bundle.json's len_training (the published "
-            "scripts hard-code %d, which does not fit this bundle)",
-            len_training,
-            ORIGINAL_LEN_TRAINING,
-        )
 
 
 def _truths(
     options: RunOptions, task: Task, scenario: str, scores: ScenarioScores
 ) -> dict[str, np.ndarray]:
-    """``{phase: solution [T, K]}`` of dev/final from ``options.reference`` (empty without)."""
-    if options.reference is None:
+    """``{phase: solution [T, K]}`` of dev/final from ``options.truth`` (empty without)."""
+    if options.truth is None:
         return {}
     return {
-        phase: reference_solutions(options.reference, task, scenario, phase, data.ids, options.root)
+        phase: truth_solutions(options.truth, task, scenario, phase, data.ids, options.root)
         for phase, data in scores.phases.items()
         if phase != "train"
     }
@@ -383,9 +365,9 @@ def configuration(options: RunOptions) -> str:
         name = f"{options.attack}, chosen by {options.folds}-fold CV"
     else:
         name = describe(options)
-    if options.shadows is not None and not options.original:
+    if options.shadows is not None and _fixed_shadows(options) is None:
         name += f", --shadows {options.shadows}"
-    if count := references_of(options):
+    if count := per_target_count(options):
         name += f", {count} reference models a target"
     return name
 
@@ -395,23 +377,10 @@ def attack_scenario(
 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """The train-phase predictions to score (a CV estimate where a choice is made) and the
     predictions to write, ``{phase: [T, K]}``."""
-    if options.original:
-        assert isinstance(options.params, LiraParams)
-        len_training = original_len_training(options.root, task.challenge)[0]
-        inputs = load_original_inputs(
-            scores,
-            path.parent,
-            options.root,
-            task,
-            path.parent.name,
-            options.params.transform,
-            len_training,
-        )
-        predictions = original_predictions(inputs, options.params)
-        return predictions.get("train"), predictions
     attack = get_attack(options.attack)
     if reason := attack.missing(scores, task.challenge):
         raise InputError(f"{path}: {reason}")
+    scores = attack.read_bundle(scores, options.root, task, path.parent.name)
     if warning := attack.warning(scores):
         log.warning("%s: %s", path.parent.name, warning)
     predictor = Predictor(scores)
@@ -449,18 +418,34 @@ def _log_choice(path: Path, row: RowResult) -> None:
 
 def compare_challenge(options: RunOptions) -> tuple[Task, dict[str, ScenarioComparison]]:
     """Every row of the comparison on every scenario (``options.attack``/``params`` unused)."""
+    task, by_choice = compare_shadow_choices(options, [options.shadows])
+    return task, by_choice[options.shadows]
+
+
+def compare_shadow_choices(
+    options: RunOptions, choices: Sequence[str | None]
+) -> tuple[Task, dict[str | None, dict[str, ScenarioComparison]]]:
+    """:func:`compare_challenge` once per ``--shadows`` choice (``--compare --shadows train
+    all``), ``{choice: {scenario: comparison}}``.  Each scenario's ``scores.npz`` is read and
+    checked once, its per-target models attached and its truth read once; every choice cuts its
+    shadow rows from that one copy (``options.shadows`` unused)."""
     task = check_options(options)
+    unknown = [c for c in choices if c is not None and c not in SHADOW_CHOICES]
+    if unknown:
+        raise InputError(f"--shadows must be one of {', '.join(SHADOW_CHOICES)}")
     preds = preds_root(options.root, task.challenge, options.preds_dir)
-    results: dict[str, ScenarioComparison] = {}
+    results: dict[str | None, dict[str, ScenarioComparison]] = {c: {} for c in choices}
     digests = DigestStore(digests_path(preds))
     for stream, scenario in enumerate(scenario_dirs(options.root, task)):
         path = scores_path(preds, scenario.name)
-        scores = load_scores(path, options, task, scenario.name, digests)
+        stored = load_checked(path, options.root, task, scenario.name, digests)
         digests.save()
-        _attach_references(options, task, scenario.name, scores, preds, options.references)
-        truths = _truths(options, task, scenario.name, scores)
-        results[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
-        log.info("%s: %d rows compared", scenario.name, len(results[scenario.name].rows))
+        _attach_per_target_models(options, task, scenario.name, stored, preds, options.references)
+        truths = _truths(options, task, scenario.name, stored)
+        for choice, found in results.items():
+            scores = keep_shadows(stored, choice)
+            found[scenario.name] = _compare_one(options, task, scores, path, truths, stream)
+            log.info("%s: %d rows compared", scenario.name, len(found[scenario.name].rows))
     return task, results
 
 

@@ -51,7 +51,7 @@ DEFAULT_FOLDS = 5
 
 
 @dataclass(frozen=True)
-class Selection:
+class CrossValidation:
     """Outcome of :func:`cross_validate` over C candidates and T targets.
 
     ``chosen``: candidate chosen on all targets (what ``dev``/``final`` get);
@@ -172,7 +172,7 @@ def cross_validate(
     folds: int = DEFAULT_FOLDS,
     rule: Rule = DEFAULT_RULE,
     boots: Sequence[ClusterBootstrap] | None = None,
-) -> Selection:
+) -> CrossValidation:
     """Choose among candidate predictions (each ``[T, K]``) by k-fold CV over the T targets.
 
     See the module docstring. ``solution`` ``[T, K]`` holds 0/1 memberships; ``boots`` are the
@@ -192,4 +192,6 @@ def cross_validate(
     *fold_choice, chosen = _choices(boots, subsets, rule)
     fold_choice = np.array(fold_choice, dtype=np.int64)
     held_out = phase_quantiles(preds)[fold_choice[fold_of], np.arange(sol.shape[0])]
-    return Selection(chosen=chosen, fold_of=fold_of, fold_choice=fold_choice, held_out=held_out)
+    return CrossValidation(
+        chosen=chosen, fold_of=fold_of, fold_choice=fold_choice, held_out=held_out
+    )

@@ -1,9 +1,9 @@
 """What a bundle's answers and claims are: dev/final ground truth, and the epsilon claimed.
 
 MICO never released the dev/final answers; the offline demo writes them beside the bundle
-(same layout, ``solution.csv`` per model) so that ``run_lira_mia.py --reference DIR`` can score
-those phases too.  A reference from another bundle, or a solution that its seeds contradict,
-would be scored silently; :func:`check_reference` refuses both.  :func:`claimed_epsilon` is
+(same layout, ``solution.csv`` per model) so that ``run_lira_mia.py --truth DIR`` can score
+those phases too.  Ground truth from another bundle, or a solution that its seeds contradict,
+would be scored silently; :func:`check_truth` refuses both.  :func:`claimed_epsilon` is
 what ``--audit`` compares its lower bounds with.
 """
 
@@ -21,37 +21,35 @@ from mico.outputs.plan import check_solution
 from mico.tracks.registry import Task
 
 
-def reference_solutions(
-    reference: Path, task: Task, scenario: str, phase: str, ids: np.ndarray, root: Path
+def truth_solutions(
+    truth: Path, task: Task, scenario: str, phase: str, ids: np.ndarray, root: Path
 ) -> np.ndarray:
-    """Ground truth ``[T, K]`` of one phase's models from a reference folder, each checked
-    to be the truth of the bundle's model (:func:`check_reference`)."""
+    """Ground truth ``[T, K]`` of one phase's models from a ``--truth`` folder, each checked
+    to be the truth of the bundle's model (:func:`check_truth`)."""
     length = task.at(scenario).num_challenges
     solutions = []
     for model in ids:
-        truth = model_dir(reference, task.challenge, scenario, phase, int(model))
-        solution = read_solution(truth, length)
-        check_reference(
-            truth, model_dir(root, task.challenge, scenario, phase, int(model)), solution
-        )
+        folder = model_dir(truth, task.challenge, scenario, phase, int(model))
+        solution = read_solution(folder, length)
+        check_truth(folder, model_dir(root, task.challenge, scenario, phase, int(model)), solution)
         solutions.append(solution)
     return np.stack(solutions)
 
 
-def check_reference(truth: Path, model: Path, solution: np.ndarray) -> None:
+def check_truth(truth: Path, model: Path, solution: np.ndarray) -> None:
     """Refuse ground truth that is not the bundle model's: its ``seed_challenge`` must be the
-    model's (another bundle's reference would be scored silently otherwise), and where it
+    model's (another bundle's ground truth would be scored silently otherwise), and where it
     holds ``seed_membership`` its ``solution.csv`` must be the membership that seed gives."""
     seed = truth / SEED_FILES[0]
     if not seed.is_file():
         raise FileNotFoundError(
-            f"{seed}: missing; --reference needs each model's seed_challenge beside its "
+            f"{seed}: missing; --truth needs each model's seed_challenge beside its "
             "solution.csv, to tell that it is this bundle's ground truth"
         )
     if read_seed(seed) != read_seed(model / SEED_FILES[0]):
         raise InputError(
-            f"{truth}: its seed_challenge is not the one of {model}: --reference holds another "
-            "bundle's ground truth; pass the reference made with this bundle"
+            f"{truth}: its seed_challenge is not the one of {model}: --truth holds another "
+            "bundle's ground truth; pass the one made with this bundle"
         )
     membership = truth / SEED_FILES[2]
     if membership.is_file():

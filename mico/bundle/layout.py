@@ -62,14 +62,18 @@ MEMBERS_FILE = "members.npy"
 RECIPE_FILE = "recipe.json"
 
 
-REFERENCE_DIR = "reference"
+#: The demo's dev/final ground truth (``run_lira_mia.py --truth``).  The folder keeps the name
+#: it had before ``--truth`` was (``--reference``), so that existing demo roots still resolve.
+TRUTH_DIR = "reference"
 PREDS_DIR = "preds"
 DATA_DIR = "data"
 SCORES_FILE = "scores.npz"
 #: Content digests of the weight files save_preds and the attacks read (mico.bundle.digests).
 DIGESTS_FILE = "digests.json"
 SHADOWS_DIR = "shadows"
-REFERENCE_MODELS_DIR = "reference_models"
+#: The per-target models (``--attack reference``, mico.train.per_target); the on-disk name is the
+#: attack's, kept so that the models existing roots trained are found and reused.
+PER_TARGET_MODELS_DIR = "reference_models"
 #: The keep matrix of a scenario's extra shadow models (mico.train.design).
 SHADOW_DESIGN_FILE = "design.npz"
 
@@ -145,9 +149,9 @@ def model_dirs(scenario: str | Path, phase: str) -> list[Path]:
     return sorted((entry for entry in found if entry.is_dir()), key=model_id)
 
 
-def reference_root(root: str | Path, reference: str | Path | None = None) -> Path:
-    """Where the demo's hidden ground truth goes: ``reference`` or ``<root>/reference``."""
-    return Path(reference) if reference is not None else Path(root) / REFERENCE_DIR
+def truth_root(root: str | Path, truth: str | Path | None = None) -> Path:
+    """Where the demo's hidden ground truth goes: ``truth`` or ``<root>/reference``."""
+    return Path(truth) if truth is not None else Path(root) / TRUTH_DIR
 
 
 def data_root(root: str | Path, data_dir: str | Path | None = None) -> Path:
@@ -186,14 +190,14 @@ def shadow_design_path(root: str | Path, challenge: str, scenario: str) -> Path:
     return shadows_dir(root, challenge, scenario) / SHADOW_DESIGN_FILE
 
 
-def reference_models_dir(
+def per_target_models_dir(
     root: str | Path, challenge: str, scenario: str, phase: str, model: int
 ) -> Path:
     """``<root>/reference_models/<challenge>/<scenario>/<phase>/model_N``: the per-target
-    reference models of target ``model_N`` (:mod:`mico.train.references`)."""
-    return Path(root) / REFERENCE_MODELS_DIR / challenge / scenario / phase / model_name(model)
+    models of target ``model_N`` (:mod:`mico.train.per_target`)."""
+    return Path(root) / PER_TARGET_MODELS_DIR / challenge / scenario / phase / model_name(model)
 
 
-def reference_cache_path(preds_scenario: str | Path, phase: str, model: int) -> Path:
-    """``<preds>/<scenario>/references/<phase>/model_N.npz``: its reference models' margins."""
+def per_target_cache_path(preds_scenario: str | Path, phase: str, model: int) -> Path:
+    """``<preds>/<scenario>/references/<phase>/model_N.npz``: its per-target models' margins."""
     return Path(preds_scenario) / "references" / phase / f"{model_name(model)}.npz"

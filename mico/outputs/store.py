@@ -153,7 +153,7 @@ class PhaseScores:
     logits: np.ndarray | None = None
     #: Per-target reference models' margins on the target's points, float64 [T, R, K], and
     #: whether each trained on the point, bool [T, R, K]: not in ``scores.npz``, attached by
-    #: :func:`mico.train.references.attach_references`.
+    #: :func:`mico.train.per_target.attach_per_target_models`.
     reference_margin: np.ndarray | None = None
     reference_in: np.ndarray | None = None
 

@@ -60,7 +60,7 @@ class Lazy:
     name: str
 
     @property
-    def __name__(self) -> str:  # as the function's (``Task.model_name``: ``CNN``, ``MLP``)
+    def __name__(self) -> str:  # as the function's (``Task.architecture_name``: ``CNN``, ``MLP``)
         return self.name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -257,7 +257,7 @@ class Task:
         return 2 * self.len_challenge
 
     @property
-    def model_name(self) -> str:
+    def architecture_name(self) -> str:
         """The architecture's class name (``CNN``, ``MLP``)."""
         return self.architecture.__name__
 

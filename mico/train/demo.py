@@ -60,7 +60,7 @@ from mico.bundle.layout import (
     challenge_dir,
     data_root,
     model_dirs,
-    reference_root,
+    truth_root,
 )
 from mico.errors import InputError
 from mico.tracks.devices import resolve_device
@@ -272,9 +272,7 @@ def bundle_json(configs: Sequence[DemoConfig]) -> dict[str, object]:
     }
 
 
-def check_bundle(
-    configs: Sequence[DemoConfig], root: Path, reference_root: Path
-) -> list[tuple[Path, dict]]:
+def check_bundle(configs: Sequence[DemoConfig], root: Path, truth: Path) -> list[tuple[Path, dict]]:
     """Check that the bundle and reference folders are free or hold this very demo.
 
     Returns the marker files still to write (``bundle.json``, the reference's ``demo.json``);
@@ -285,7 +283,7 @@ def check_bundle(
     folder_name = configs[0].folder
     for folder, name, content in (
         (challenge_dir(root, folder_name), BUNDLE_CONFIG, bundle),
-        (reference_root / folder_name, DEMO_MARKER, {"demo": bundle["demo"]}),
+        (truth / folder_name, DEMO_MARKER, {"demo": bundle["demo"]}),
     ):
         path = folder / name
         if path.is_file():
@@ -390,7 +388,7 @@ def run(options: DemoOptions) -> int:
     device = resolve_device(options.device)
     root = Path(options.root)
     data = data_root(root, options.data_dir)
-    reference = reference_root(root, options.reference_dir)
+    reference = truth_root(root, options.reference_dir)
     if options.workers < 0:
         raise InputError(f"--workers must be 0 (automatic) or positive, got {options.workers}")
 

@@ -1,4 +1,8 @@
-"""Per-target reference models: the DP distinguisher's neighbouring datasets, trained.
+"""Per-target models (``--attack reference``): DP's neighbouring datasets, trained.
+
+"Reference models" in the attack's name and on disk (``<root>/reference_models/``, kept so that
+existing roots reuse what they trained); "per-target models" in the code, because a reference
+means ground truth (``--truth``) and shadow models elsewhere.
 
 DDP reveals each dev/final model's ``seed_training``, so its training set is known except for
 which 100 of its 200 challenge points are members (:mod:`mico.tracks.ddp`).  For every target
@@ -15,7 +19,7 @@ the 200 points (seeded by the target), one model trains on ``H_i``, the other on
 
 Models are built by the model farm (:mod:`mico.train.farm`; Ray with ``ray``), written atomically,
 and skipped when complete, so a rerun trains nothing twice.  Their margins on the target's
-challenge points are cached per target (:func:`mico.bundle.layout.reference_cache_path`), validated
+challenge points are cached per target (:func:`mico.bundle.layout.per_target_cache_path`), validated
 against the points and the model files, and attached to the phase's
 :class:`~mico.outputs.store.PhaseScores` for :mod:`mico.attacks.reference`.
 """
@@ -40,8 +44,8 @@ from mico.bundle.layout import (
     digests_path,
     model_dir,
     model_name,
-    reference_cache_path,
-    reference_models_dir,
+    per_target_cache_path,
+    per_target_models_dir,
 )
 from mico.bundle.records import read_seeds, read_solution, solution_line
 from mico.bundle.splits import split_indices
@@ -70,7 +74,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReferenceOptions:
+class PerTargetOptions:
     """How to build references: ``count`` a target (even), the bundle ``root``, where base data
     and caches live, the device, local workers or a Ray ``address``, and the seed."""
 
@@ -85,7 +89,7 @@ class ReferenceOptions:
     batch_size: int = 512
 
 
-def reference_keep(seed: int, scenario: str, model: int, count: int, length: int) -> np.ndarray:
+def per_target_keep(seed: int, scenario: str, model: int, count: int, length: int) -> np.ndarray:
     """bool ``[count, length]``: reference ``r`` trains on challenge point ``k``.
 
     Row ``2i`` is a random half of the points (exactly ``length // 2``), row ``2i + 1`` its
@@ -134,12 +138,12 @@ def read_target(root: Path, task: Task, scenario: str, phase: str, model: int) -
     return Target(phase, model, splits.challenge, splits.training, splits.evaluation)
 
 
-def reference_jobs(
-    options: ReferenceOptions, task: Task, scenario: str, target: Target, privacy: Privacy | None
+def per_target_jobs(
+    options: PerTargetOptions, task: Task, scenario: str, target: Target, privacy: Privacy | None
 ) -> list[ModelJob]:
     """The ``count`` reference models of one target (see the module docstring)."""
-    keep = reference_keep(options.seed, scenario, target.id, options.count, len(target.challenge))
-    base = reference_models_dir(options.root, task.challenge, scenario, target.phase, target.id)
+    keep = per_target_keep(options.seed, scenario, target.id, options.count, len(target.challenge))
+    base = per_target_models_dir(options.root, task.challenge, scenario, target.phase, target.id)
     jobs = []
     tag = zlib.crc32(scenario.encode())
     for index, row in enumerate(keep):
@@ -162,10 +166,10 @@ def reference_jobs(
 def run_stage(
     options: RunOptions, task: Task, scenario: str, scores: ScenarioScores, preds: Path, count: int
 ) -> int:
-    """``run_lira_mia.py``'s reference stage (:data:`mico.attacks.run.ReferenceStage`): build or
+    """``run_lira_mia.py``'s reference stage (:data:`mico.attacks.run.PerTargetStage`): build or
     reuse ``count`` references a target where and how ``options`` say, attach their margins to
     ``scores`` and return the models trained."""
-    reference_options = ReferenceOptions(
+    per_target_options = PerTargetOptions(
         count=count,
         root=Path(options.root),
         data_dir=data_root(options.root, options.data_dir),
@@ -174,11 +178,11 @@ def run_stage(
         workers=options.workers,
         ray=options.ray,
     )
-    return attach_references(scores, task, scenario, reference_options)
+    return attach_per_target_models(scores, task, scenario, per_target_options)
 
 
-def attach_references(
-    scores: ScenarioScores, task: Task, scenario: str, options: ReferenceOptions
+def attach_per_target_models(
+    scores: ScenarioScores, task: Task, scenario: str, options: PerTargetOptions
 ) -> int:
     """Build (or reuse) every target's references, and set ``reference_margin`` and
     ``reference_in`` [T, R, K] on each phase of ``scores``.  Returns the models trained."""
@@ -201,7 +205,7 @@ def attach_references(
         job
         for phase_targets in targets.values()
         for target in phase_targets
-        for job in reference_jobs(options, task, scenario, target, privacy)
+        for job in per_target_jobs(options, task, scenario, target, privacy)
     ]
     pending = sum(not job.complete(part.model_files) for job in jobs)
     count = sum(len(t) for t in targets.values())
@@ -233,7 +237,7 @@ def attach_references(
 
 
 def _build(
-    jobs: list[ModelJob], part: Task, recipe: Recipe, scenario: str, options: ReferenceOptions
+    jobs: list[ModelJob], part: Task, recipe: Recipe, scenario: str, options: PerTargetOptions
 ) -> int:
     """Train the missing reference models locally or on Ray."""
     desc = f"{scenario} references"
@@ -266,17 +270,17 @@ def _target_margins(
     part: Task,
     scenario: str,
     dataset: TensorPairDataset,
-    options: ReferenceOptions,
+    options: PerTargetOptions,
     digests: DigestStore,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(margin [R, K], in [R, K])`` of one target's references, from the cache when it
     matches the points, every model file's contents and the base data, else computed and
     cached."""
-    base = reference_models_dir(options.root, part.challenge, scenario, target.phase, target.id)
+    base = per_target_models_dir(options.root, part.challenge, scenario, target.phase, target.id)
     folders = [base / model_name(r) for r in range(options.count)]
     weights = files_digest((f / name for f in folders for name in part.model_files), digests)
     key = CacheKey(points_digest(target.challenge), weights, dataset.digest)
-    path = reference_cache_path(options.preds / scenario, target.phase, target.id)
+    path = per_target_cache_path(options.preds / scenario, target.phase, target.id)
     length = len(target.challenge)
     keep = np.stack([read_solution(folder, length).astype(bool) for folder in folders])
     shape = (options.count, length)
