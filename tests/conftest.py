@@ -25,6 +25,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers on two cores: each keeps to one BLAS/OpenMP thread (torch's intra-op pool
+    # included), instead of two workers of two threads fighting over the cores.
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
 import download_files
 import mico.fetch.urls
 import save_preds
