@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from scipy import stats as sps
 from scipy.special import expit
 
@@ -21,16 +21,56 @@ from mico.attacks.bayes import (
 )
 from mico.attacks.inputs import scenario_inputs
 from mico.attacks.lira import TRANSFORMS, Lira, LiraParams, lira
-from mico.attacks.nig import PREDICTIVES, PRIORS, NigPrior, fit_prior, log_marginal, sufficient
+from mico.attacks.nig import (
+    PREDICTIVES,
+    PRIORS,
+    NigPrior,
+    fit_prior,
+    log_marginal,
+    sufficient,
+)
 from mico.attacks.signals import transform_margin
 from mico.attacks.stats import STD_FLOOR_REL, inout_stats
 from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
 from tests.test_lira import ref_pooled_var, scenarios
 from tests.test_nig import sequential_posterior
 
+#: The upper bound of the prior's kappa0 in the fit (mico.attacks.nig's box).
+KAPPA_MAX = 1e6
+
+
+#: Found by hypothesis in CI: three points whose single IN score is exactly -1 (cross prior).
+_UNBOUNDED = (
+    np.array(
+        [
+            [0.0, -1.0, -1.0, -1000.0, -50.0, 0.0],
+            [-1.0, 0.0, -50.0, 2.0, 0.0, -1.0],
+            [-50.0, -1000.0, 2.0, -50.0, -1.0, 0.0],
+            [-50.0, 0.0, -1.0, -1.0, 2.0, 2.0],
+            [-50.0, 2.0, 0.0, 0.0, 2.0, 2.0],
+            [1000.0, -1000.0, 2.0, -50.0, 1000.0, 2.0],
+        ]
+    ),
+    np.array(
+        [
+            [1, 0, 1, 1, 0, 1],
+            [0, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 0],
+            [1, 1, 0, 0, 1, 1],
+            [1, 1, 1, 1, 0, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        dtype=bool,
+    ),
+    np.array([[-1.0, 0.0]]),
+    np.array([[5, 4]]),
+    np.array([1]),
+)
+
 
 @settings(max_examples=20, deadline=None)
 @given(data=scenarios(max_shadows=6))
+@example(data=_UNBOUNDED)
 def test_target_prior_is_fitted_without_its_row(data):
     """Each target's prior is the fit on the shadows with its row deleted (compared by what
     the fit maximises and by the prior's variance guess: where the data cannot tell a large
@@ -55,6 +95,12 @@ def test_target_prior_is_fitted_without_its_row(data):
             mine = NigPrior(*(np.broadcast_to(v, (len(ts), len(u)))[t] for v in got.params()))
             if want.beta == 0:
                 assert np.all(mine.beta == 0)
+                continue
+            if max(want.kappa, float(np.max(mine.kappa))) >= KAPPA_MAX * (1 - 1e-9):
+                # The same unbounded case through single scores: points whose one score each
+                # equals the fitted mean (hypothesis: three points of exactly -1) let the
+                # likelihood grow as kappa0 -> infinity and beta0 -> 0; both fits stop on the
+                # box's bounds, at values that depend on the last bits of the statistics.
                 continue
             # The per-target fit must maximise the objective of the data without its row at
             # least as well as a fit on that data alone (the optimiser may stop short on either
