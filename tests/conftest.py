@@ -27,7 +27,8 @@ from filelock import FileLock
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     # Two workers on two cores: each keeps to one BLAS/OpenMP thread (torch's intra-op pool
-    # included), instead of two workers of two threads fighting over the cores.
+    # included), instead of two workers of two threads fighting over the cores (7 min 24 s ->
+    # 5 min 46 s). Set before the imports below, which load torch.
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_variable, "1")
 
