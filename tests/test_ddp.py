@@ -33,6 +33,10 @@ pytestmark = pytest.mark.slow
 
 SCENARIOS = ("cifar10_ddp", "purchase100_ddp")
 
+#: Per-target reference models a target in the module's root: the fewest the design allows
+#: (one IN and one OUT a challenge point), as each CIFAR-10 DP model costs seconds.
+REFERENCES = "2"
+
 
 def args(root: Path, *more: str) -> list[str]:
     return ["--challenge", "ddp", "--root", str(root), "-q", *more]
@@ -40,12 +44,12 @@ def args(root: Path, *more: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ddp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``--demo tiny`` then ``save_preds.py`` and ``--attack reference --references 4``."""
+    """``--demo tiny`` then ``save_preds.py`` and ``--attack reference --references 2``."""
     root = tmp_path_factory.mktemp("ddp")
     assert download_files.main(args(root, "--demo", "tiny")) == 0
     assert save_preds.main(args(root)) == 0
     reference = str(root / "reference")
-    attack = ("--attack", "reference", "--references", "4", "--reference", reference)
+    attack = ("--attack", "reference", "--references", REFERENCES, "--reference", reference)
     assert run_lira_mia.main(args(root, *attack)) == 0
     return root
 
@@ -94,8 +98,8 @@ def test_reference_models_differ_from_the_target_only_in_challenge_points(ddp_ro
     part = task.at("purchase100_ddp")
     target = read_target(ddp_root, task, "purchase100_ddp", "dev", 4)
     folder = per_target_models_dir(ddp_root, "ddp", "purchase100_ddp", "dev", 4)
-    keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(4)])
-    assert (keeps.sum(axis=0) == 2).all() and (keeps.sum(axis=1) == 100).all()
+    keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(2)])
+    assert (keeps.sum(axis=0) == 1).all() and (keeps.sum(axis=1) == 100).all()
     truth = read_solution(ddp_root / "reference/ddp/purchase100_ddp/dev/model_4", 200)
     members = target.challenge[truth == 1]
     assert len(members) + len(target.training) == part.len_training
@@ -110,16 +114,18 @@ def test_end_to_end_zip_and_rerun_trains_nothing(ddp_root: Path, capsys) -> None
     assert {n.split("/")[1] for n in names} == set(SCENARIOS)
     assert all(n.startswith("ddp/") and n.endswith("/prediction.csv") for n in names)
     manifest = json.loads((root / "ddp" / "predictions.json").read_text())
-    assert "4 reference models a target" in json.dumps(manifest)
+    assert "2 reference models a target" in json.dumps(manifest)
     argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
-    argv += ["--references", "4"]
+    argv += ["--references", REFERENCES]
     assert run_lira_mia.main(argv) == 0
     err = capsys.readouterr().err
     assert "0 to train" in err and "0 reference models trained" in err
 
 
 def test_reference_audit_bounds_both_scenarios(ddp_root: Path, capsys) -> None:
-    argv = args(ddp_root, "--attack", "reference", "--references", "4", "--no-write", "--audit")
+    argv = args(
+        ddp_root, "--attack", "reference", "--references", REFERENCES, "--no-write", "--audit"
+    )
     assert run_lira_mia.main(argv) == 0
     out = capsys.readouterr().out.split("Empirical epsilon lower bounds")[1]
     for scenario in SCENARIOS:
@@ -130,7 +136,7 @@ def test_reference_audit_bounds_both_scenarios(ddp_root: Path, capsys) -> None:
 
 
 def test_every_attack_runs_on_ddp(ddp_root: Path, capsys) -> None:
-    assert run_lira_mia.main(args(ddp_root, "--compare", "--references", "4")) == 0
+    assert run_lira_mia.main(args(ddp_root, "--compare", "--references", REFERENCES)) == 0
     out = capsys.readouterr().out
     for row in ("hardness", "reference (CV)", "lira (CV)", "loss"):
         assert row in out
@@ -253,8 +259,8 @@ def test_download_unknown_ddp_scenario(hub, tmp_path: Path, capsys) -> None:
 
 
 def test_references_grow_on_ray(ddp_root: Path, tmp_path: Path, capsys) -> None:
-    """``--ray local`` trains the two new references a target that ``--references 6`` adds
-    (the first four are reused: the design is prefix-stable), written like the pool's."""
+    """``--ray local`` trains the two new references a target that ``--references 4`` adds
+    (the first two are reused: the design is prefix-stable), written like the pool's."""
     root = Path(shutil.copytree(ddp_root, tmp_path / "root", symlinks=True))
     # A bundle of the purchase100_ddp scenario alone, as bundle.json declares it: keep it quick.
     shutil.rmtree(root / "ddp" / "cifar10_ddp")
@@ -263,11 +269,11 @@ def test_references_grow_on_ray(ddp_root: Path, tmp_path: Path, capsys) -> None:
         del config[key]["cifar10_ddp"]
     (root / "ddp" / "bundle.json").write_text(json.dumps(config))
     argv = ["--challenge", "ddp", "--root", str(root), "--attack", "reference", "--no-write"]
-    assert run_lira_mia.main([*argv, "--references", "6", "--ray", "local", "--workers", "2"]) == 0
+    assert run_lira_mia.main([*argv, "--references", "4", "--ray", "local", "--workers", "2"]) == 0
     err = capsys.readouterr().err
     assert "cifar10_ddp" not in err
     assert "purchase100_ddp: 12 reference models trained" in err
     folder = per_target_models_dir(root, "ddp", "purchase100_ddp", "final", 5)
-    keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(6)])
-    assert (keeps.sum(axis=0) == 3).all()
-    assert (folder / "model_5" / "model.pt").is_file()
+    keeps = np.stack([read_solution(folder / f"model_{r}", 200) for r in range(4)])
+    assert (keeps.sum(axis=0) == 2).all()
+    assert (folder / "model_3" / "model.pt").is_file()

@@ -27,7 +27,7 @@ from mico.bundle.layout import (
 )
 from mico.bundle.splits import read_seed, split_indices
 from mico.outputs.inference import true_label_margin
-from mico.outputs.plan import EXTRA, made_for
+from mico.outputs.plan import EXTRA, made_for, plan_scenario
 from mico.outputs.predict import PredictOptions, save_scenario
 from mico.outputs.provenance import check_against_bundle, load_checked
 from mico.outputs.store import ScenarioScores
@@ -142,6 +142,29 @@ def test_a_missing_seed_is_named_before_any_model_runs(tiny_copy, capsys):
     assert listed.strip() == f"{model / 'seed_training'}: missing"
     assert line.startswith("error: ") and "re-download what is missing" in line
     assert not (root / "preds").exists()  # the inf and hi scenarios did not run either
+
+
+def test_a_population_too_large_names_the_fewest_records_of_any_scenario(
+    tiny_purchase, tmp_path, capsys
+):
+    """Scenarios have different numbers of non-challenge records: the error names each one the
+    request exceeds and suggests the fewest, which then works for the whole bundle."""
+    task = load_task(tiny_purchase, CHALLENGE)
+    available = {}
+    for scenario in task.scenarios:
+        plan = plan_scenario(tiny_purchase, task, scenario)
+        available[scenario] = task.dataset_len - len(plan.points)
+    fewest = min(available.values())
+    assert len(set(available.values())) > 1  # the case this test is about
+    request = max(available.values()) + 1
+    argv = ["--challenge", CHALLENGE, "--root", str(tiny_purchase), "--preds-dir", str(tmp_path)]
+    assert save_preds.main([*argv, "--population", str(request)]) == 2
+    listed = ", ".join(f"{count} in {name}" for name, count in available.items())
+    assert capsys.readouterr().err.strip() == (
+        f"error: --population {request} exceeds the non-challenge records of this bundle "
+        f"({listed}): pass --population {fewest} or fewer"
+    )
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("content", ["\u00b2\n".encode(), b"\xff\xfe12\n", b""])

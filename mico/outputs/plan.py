@@ -283,17 +283,25 @@ def find_models(root: Path, task: Task, scenario: str, sources: Sequence[str]) -
     return [ref for source in get_sources(sources) for ref in source.find(root, task, scenario)]
 
 
+class PopulationTooLarge(InputError):
+    """``--population`` asks for more records than a scenario has outside its challenge points;
+    ``available`` is how many it has (scenarios differ, and a run reports the fewest)."""
+
+    def __init__(self, count: int, available: int) -> None:
+        super().__init__(
+            f"--population {count} exceeds the {available} non-challenge records of this "
+            f"bundle: pass --population {available} or fewer"
+        )
+        self.available = available
+
+
 def choose_population(dataset_len: int, exclude: np.ndarray, count: int, seed: int) -> np.ndarray:
     """``count`` sorted dataset indices outside ``exclude`` (the challenge points), seeded."""
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
     candidates = np.setdiff1d(np.arange(dataset_len, dtype=np.int64), exclude)
     if count > len(candidates):
-        available = len(candidates)
-        raise InputError(
-            f"--population {count} exceeds the {available} non-challenge records of this "
-            f"bundle: pass --population {available} or fewer"
-        )
+        raise PopulationTooLarge(count, len(candidates))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=count, replace=False))
 
@@ -403,3 +411,31 @@ def plan_scenario(
     points = np.unique(np.concatenate(challenges))
     chosen = choose_population(task.dataset_len, points, population, population_seed)
     return ScenarioPlan(Path(root), scenario, tuple(sources), models, points, chosen)
+
+
+def plan_scenarios(
+    root: Path,
+    task: Task,
+    scenarios: Sequence[str],
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    population: int = 0,
+    population_seed: int = 0,
+) -> list[ScenarioPlan]:
+    """:func:`plan_scenario` for each of ``scenarios``.
+
+    A ``population`` too large is reported once for every scenario it exceeds, with the
+    fewest records any of them has: the number suggested then works for the whole bundle.
+    """
+    plans, short = [], {}
+    for scenario in scenarios:
+        try:
+            plans.append(plan_scenario(root, task, scenario, sources, population, population_seed))
+        except PopulationTooLarge as error:
+            short[scenario] = error.available
+    if short:
+        listed = ", ".join(f"{count} in {name}" for name, count in short.items())
+        raise InputError(
+            f"--population {population} exceeds the non-challenge records of this bundle "
+            f"({listed}): pass --population {min(short.values())} or fewer"
+        )
+    return plans

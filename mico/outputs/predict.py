@@ -33,7 +33,13 @@ from mico.bundle.fileio import check_output_folder
 from mico.bundle.layout import SCORES_FILE, digests_path, model_cache_path, scores_path
 from mico.errors import InputError
 from mico.outputs.inference import Counter, model_outputs
-from mico.outputs.plan import DEFAULT_SOURCES, PlannedModel, ScenarioPlan, plan_scenario
+from mico.outputs.plan import (
+    DEFAULT_SOURCES,
+    PlannedModel,
+    ScenarioPlan,
+    plan_scenario,
+    plan_scenarios,
+)
 from mico.outputs.provenance import bundle_record
 from mico.outputs.store import (
     READ_ERRORS,
@@ -384,12 +390,10 @@ def dataset_loader(data_dir: Path) -> Callable[[Task], TensorPairDataset]:
 
 def plan_all(root: Path, task: Task, options: PredictOptions) -> list[ScenarioPlan]:
     """Plan every scenario of the bundle (so bad seeds stop the run before any model runs)."""
-    return [
-        plan_scenario(
-            root, task, folder.name, options.sources, options.population, options.population_seed
-        )
-        for folder in scenario_dirs(root, task)
-    ]
+    names = [folder.name for folder in scenario_dirs(root, task)]
+    return plan_scenarios(
+        root, task, names, options.sources, options.population, options.population_seed
+    )
 
 
 @dataclass
