@@ -6,11 +6,12 @@ a clone with nothing beside it passes the suite.
 One fake Hugging Face hub (``tests/fake_hub.py``) serves every download test: :func:`fake_hub`.
 
 The tiny demo of each track (bundle, reference and ``save_preds.py`` outputs with population
-records) is built once per run: about 10-20 s each on 2 cores.  The suite runs on two
-pytest-xdist workers (``pyproject.toml``), and a session fixture is per worker, so the demos are
-built under a file lock in the run's shared temporary folder: the first worker that needs one
-builds it, the other reads it.  Tests must treat it as read-only; a test that writes into a
-bundle takes its own copy with :func:`tiny_copy`.
+records) is built once per run: about 17 s (purchase100) and 30 s (cifar10) on one core.  The
+suite runs on two pytest-xdist workers (``pyproject.toml``), and a session fixture is per
+worker, so the demos are built under a file lock in the run's shared temporary folder: the
+first worker that needs one builds it, the other reads it (:data:`FIRST` schedules the modules
+so that the other is busy meanwhile).  Tests must treat it as read-only; a test that writes
+into a bundle takes its own copy with :func:`tiny_copy`.
 """
 
 from __future__ import annotations
