@@ -174,10 +174,11 @@ def fake_hub(
 
 
 #: The modules sent out first, in this order, as a schedule for the two workers: one builds the
-#: DDP demo with its per-target models (about a minute) while the other builds the two tiny
-#: demos through the golden tests (about 90 s), then SST-2's module (its own RoBERTa demo) goes
-#: to whichever is free.  Every module after them finds the tiny demos built; without this
-#: order a worker sat idle for a minute waiting on the other's build of the CIFAR-10 demo.
+#: DDP demo with its per-target models (about 40 s, the module 70 s) while the other builds the
+#: two tiny demos through the golden tests (about 45 s, the module 60 s), then SST-2's module
+#: (its own RoBERTa demo) goes to whichever is free.  Every module after them finds the tiny
+#: demos built; without this order a worker sat idle for a minute waiting on the other's build
+#: of the CIFAR-10 demo.
 #: ``--no-loadscope-reorder`` (``pyproject.toml``) keeps xdist from sorting files by test count.
 FIRST = ("test_ddp.py", "test_golden.py", "test_sst2.py")
 
