@@ -26,7 +26,6 @@ from mico.attacks.nig import (
     PRIORS,
     NigPrior,
     fit_prior,
-    log_marginal,
     sufficient,
 )
 from mico.attacks.signals import transform_margin
@@ -35,14 +34,8 @@ from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
 from tests.test_lira import ref_pooled_var, scenarios
 from tests.test_nig import sequential_posterior
 
-#: The upper bound of the prior's kappa0 in the fit (mico.attacks.nig's box).
-KAPPA_MAX = 1e6
-#: The lower bound of the prior's variance guess beta0 / alpha0 in the fit, in units of the
-#: pooled within-point variance (mico.attacks.nig's box).
-RATIO_MIN = math.exp(-30.0)
-
-
-#: Found by hypothesis in CI: three points whose single IN score is exactly -1 (cross prior).
+#: Found by hypothesis: three points whose single IN score is exactly -1 (cross prior), where
+#: the marginal likelihood grows without bound as kappa0 -> infinity and beta0 -> 0.
 _UNBOUNDED = (
     np.array(
         [
@@ -70,77 +63,39 @@ _UNBOUNDED = (
     np.array([1]),
 )
 
-#: Found by hypothesis (shrunk, printed to 8 digits): a cross prior's line through two points
-#: of one score each (points 0 and 4 of the OUT side once row 0 is left out).
-_LINE_THROUGH_TWO = (
-    np.array(
-        [
-            [0.40651002, 0.38419802, -0.27092493, 2.51689798, 0.87324486, -0.04754495],
-            [1.74959221, -2.9921263, -0.55436944, 0.61090984, -5.47944782, -4.05442952],
-            [2.10820713, 3.49076259, -1.5426133, 0.48343853, -0.50310422, 0.40501489],
-        ]
-    ),
-    np.array([[0, 0, 0, 0, 0, 0], [1, 0, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0]], dtype=bool),
-    np.array([[0.40651002]]),
-    np.array([[0]]),
-    np.array([0]),
-)
-
 
 @settings(max_examples=20, deadline=None)
 @given(data=scenarios(max_shadows=6))
 @example(data=_UNBOUNDED)
-@example(data=_LINE_THROUGH_TWO)
 def test_target_prior_is_fitted_without_its_row(data):
-    """Each target's prior is the fit on the shadows with its row deleted (compared by what
-    the fit maximises and by the prior's variance guess: where the data cannot tell a large
-    alpha0 from a larger one, the optimiser may stop anywhere along that ridge)."""
+    """Each target's prior is ``fit_prior`` on the statistics of the shadows without its own
+    row (the leave-one-out statistics themselves are checked against plain loops in
+    test_lira), a cross prior following the other side's mean, and its mean placed at the
+    target's points by their covariate: bit for bit.
+
+    Exactly, not by the objective reached: on few points the marginal likelihood may have
+    several maxima or none (unbounded as beta0 -> 0 or kappa0 -> infinity), so two fits of
+    statistics that differ in their last bits may stop far apart (seen: 7.69 against 10.32).
+    """
     sm, si, _, tp, ts = data
     if ts is None or sm.shape[0] < 2:
         ts = np.full(tp.shape[0], -1)
+    every = np.arange(sm.shape[1])[None]
+    covariate = np.random.default_rng(0).normal(size=tp.shape)
+    covariate[:, ::2] = np.nan  # points without an other-side mean
     for family in PRIORS:
+        got = side_priors(sm, ~si, ts, covariate, family=family)
+        mean, kappa, alpha, beta = (np.broadcast_to(v, tp.shape) for v in got.params())
         for t, row in enumerate(ts):
-            keep = np.arange(sm.shape[0]) != row
-            stats = inout_stats(sm[keep], ~si[keep], np.arange(sm.shape[1])[None])
-            n, mean, u = stats.n_in[0], stats.mean_in[0], stats.mean_out[0]
-            ss = sufficient(n, stats.var_in[0])
-            if family != "flat" and np.any((n >= 2) & (ss == 0)) and np.any(ss > 0):
-                # A point of identical scores beside spread ones: with a fitted mean the
-                # marginal likelihood grows without bound as beta0 -> 0 (its maximum does not
-                # exist), so where the fit stops on the bound depends on the last bits.
-                continue
-            want = fit_prior(n, mean, ss, family=family, covariate=u)
-            covariate = np.broadcast_to(u, (len(ts), len(u)))
-            got = side_priors(sm, ~si, ts, covariate, family=family)
-            mine = NigPrior(*(np.broadcast_to(v, (len(ts), len(u)))[t] for v in got.params()))
-            if want.beta == 0:
-                assert np.all(mine.beta == 0)
-                continue
-            if max(want.kappa, float(np.max(mine.kappa))) >= KAPPA_MAX * (1 - 1e-9):
-                # The same unbounded case through single scores: points whose one score each
-                # equals the fitted mean (hypothesis: three points of exactly -1) let the
-                # likelihood grow as kappa0 -> infinity and beta0 -> 0; both fits stop on the
-                # box's bounds, at values that depend on the last bits of the statistics.
-                continue
-            pooled = ss.sum() / np.maximum(n - 1, 0).sum()
-            guess = min(want.beta / want.alpha, float(np.min(mine.beta / mine.alpha)))
-            if guess <= RATIO_MIN * pooled * (1 + 1e-6):
-                # Unbounded again, with few points: a prior mean that passes exactly through
-                # single scores (a cross prior's line through two of them) gains -log(beta0) / 2
-                # at each and loses only alpha0 log(beta0) at every other point, so with
-                # alpha0 near its lower bound the likelihood grows as beta0 -> 0. Both fits run
-                # to the variance guess's lower bound and stop wherever the ridge leaves them.
-                continue
-            # The per-target fit must maximise the objective of the data without its row at
-            # least as well as a fit on that data alone (the optimiser may stop short on either
-            # side: seen 7.49 for the direct fit against 8.60 for the batched one), and where
-            # both reach the same value, agree on the variance guess.
-            got_lm = np.sum(log_marginal(n, mean, ss, mine))
-            want_lm = np.sum(log_marginal(n, mean, ss, want.prior(u)))
-            assert got_lm >= want_lm - 1e-5 * max(1.0, abs(want_lm))
-            if got_lm == pytest.approx(want_lm, rel=1e-7, abs=1e-7):
-                ratio = mine.params()[3] / mine.params()[2]
-                np.testing.assert_allclose(ratio, want.beta / want.alpha, rtol=1e-3)
+            stats = inout_stats(sm, ~si, every, np.array([row]))
+            n = stats.n_in[0]
+            other = stats.mean_out[0] if family == "cross" else None
+            want = fit_prior(
+                n, stats.mean_in[0], sufficient(n, stats.var_in[0]), family=family, covariate=other
+            )
+            assert np.all(kappa[t] == want.kappa) and np.all(alpha[t] == want.alpha)
+            assert np.all(beta[t] == want.beta)
+            np.testing.assert_array_equal(mean[t], want.prior(covariate[t]).params()[0])
 
 
 def naive_law(values, prior, kind, ref):
