@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,9 @@ from mico.attacks.hardness import (
 from mico.attacks.lira import lira
 from mico.attacks.loss import loss_attack
 from mico.attacks.registry import ATTACKS, get_attack
+from mico.attacks.report import print_comparison
 from mico.attacks.rmia import RECOMMENDED_POPULATION, fraction_below, rmia
-from mico.attacks.run import RunOptions, attack_scenario
+from mico.attacks.run import RunOptions, attack_scenario, compare_challenge
 from mico.attacks.selection import (
     Rule,
     best_candidate,
@@ -665,11 +667,11 @@ def test_a_registry_entry_is_all_a_new_attack_needs(monkeypatch, synthetic_root,
     assert run_lira_mia.main([*args, "--attack", "negated"]) == 0
     assert "negated (5-fold CV estimate" in capsys.readouterr().out
     assert run_lira_mia.main([*args, "--compare"]) == 0
-    assert "\nnegated (CV) " in capsys.readouterr().out
-    scores, _ = synthetic_scores(np.random.default_rng(1))
-    result = compare_scenario(scores, available(scores))
+    train = capsys.readouterr().out.split("dev phase")[0]
+    rows = [line.split("  ")[0] for line in train.splitlines()]
+    # The new attack's (CV) row comes last among the attacks, just before "best of all (CV)".
+    assert rows[rows.index(BEST_ROW) - 1] == "negated (CV)"
     assert {"negated plain", "negated square"} <= {c.label for c in every_config()}
-    assert list(result.rows)[-2:] == ["negated (CV)", BEST_ROW]
 
 
 @pytest.fixture(scope="module")
@@ -682,7 +684,8 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
     args = ["--challenge", CHALLENGE, "--root", str(synthetic_root), "--compare", "-q"]
     args += ["--reference", str(synthetic_root / "reference"), "--plot", str(plot)]
     assert run_lira_mia.main(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     for text in ("loss", SUBMITTED_LIRA, "lira online stable_logit gv", "hardness (CV)"):
         assert text in out
     assert "rmia (CV)" in out and BEST_ROW in out and "track average, train phase" in out
@@ -690,17 +693,21 @@ def test_compare_cli_table_reference_and_plot(synthetic_root, capsys):
     assert "95% intervals: cluster bootstrap over target models, 1000 replicates" in out
     assert re.search(r"\nloss +0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]", out)
     assert f"{BEST_ROW} minus each (CV) row, paired bootstrap" in out and " tied" in out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert run_lira_mia.main([*args[:-4], "--markdown"]) == 0
-    captured = capsys.readouterr()
-    assert "| attack | TPR@0.1% | TPR@1% | TPR@10% | AUC |" in captured.out
-    assert re.search(r"\| loss \| 0\.\d{4} \[", captured.out)
     assert "RMIA's score takes 31 values" in captured.err  # 30 population records
-    # The plain tables, as before intervals existed.
-    assert run_lira_mia.main([*args[:-2], "--markdown", "--no-intervals"]) == 0
-    plain = capsys.readouterr().out
-    assert "| attack | TPR@10% inf |" in plain and "| loss |" in plain and "[0." not in plain
-    assert "track averages, train-phase estimate beside dev/final" in plain
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --markdown's two layouts, with intervals and plain (--no-intervals), from one comparison
+    # (the flags reach print_comparison through the CLI in test_ddp).
+    options = run_lira_mia.options_from_args(run_lira_mia.build_parser().parse_args(args[:-2]))
+    task, results = compare_challenge(options)
+    print_comparison(task, results, options, markdown=True)
+    tables = capsys.readouterr().out
+    assert "| attack | TPR@0.1% | TPR@1% | TPR@10% | AUC |" in tables
+    assert re.search(r"\| loss \| 0\.\d{4} \[", tables)
+    plain = replace(options, uncertainty=replace(options.uncertainty, intervals=False))
+    print_comparison(task, results, plain, markdown=True)
+    tables = capsys.readouterr().out
+    assert "| attack | TPR@10% inf |" in tables and "| loss |" in tables and "[0." not in tables
+    assert "track averages, train-phase estimate beside dev/final" in tables
 
 
 @pytest.mark.parametrize("attack", ["hardness", "rmia", "loss"])
