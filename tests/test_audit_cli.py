@@ -23,7 +23,7 @@ from mico.attacks.run import RunOptions, compare_challenge
 from mico.bundle.layout import PREDICTION_FILE
 from mico.bundle.records import read_prediction
 from mico.tracks.registry import load_task
-from tests.test_attacks import write_synthetic_root
+from tests.test_attacks import FAST, FAST_BOOT, write_synthetic_root
 
 CHALLENGE = "purchase100"
 INTERVAL = r"0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]"
@@ -56,7 +56,7 @@ def test_attack_tables_carry_intervals(demo: Path, capsys) -> None:
 
 def test_attack_best_writes_what_compare_chose(demo: Path, capsys) -> None:
     reference = demo / "reference"
-    argv = base(demo, "--attack", BEST_ATTACK, "--reference", str(reference))
+    argv = base(demo, "--attack", BEST_ATTACK, "--reference", str(reference), *FAST_BOOT)
     assert run_lira_mia.main(argv) == 0
     out = capsys.readouterr().out
     for scenario in ("purchase100_inf", "purchase100_hi", "purchase100_lo"):
@@ -68,7 +68,7 @@ def test_attack_best_writes_what_compare_chose(demo: Path, capsys) -> None:
 
     # The comparison without the truth: the choice is made on train models alone, so the files
     # written with --reference must be its predictions.
-    options = RunOptions(root=demo, challenge=CHALLENGE, write=False)
+    options = RunOptions(root=demo, challenge=CHALLENGE, write=False, uncertainty=FAST)
     _, results = compare_challenge(options)
     task = load_task(demo, CHALLENGE)
     for scenario, result in results.items():
@@ -120,14 +120,15 @@ def test_a_bound_above_the_claim_is_one_loud_line(tmp_path: Path, capsys, caplog
 
 def test_report_page_and_numbers(demo: Path, capsys) -> None:
     report = demo.parent / "report"
-    argv = base(demo, "--compare", "--reference", str(demo / "reference"), "--report", str(report))
+    argv = base(demo, "--compare", "--reference", str(demo / "reference"), *FAST_BOOT)
+    argv += ["--report", str(report)]
     assert run_lira_mia.main(argv) == 0
     assert "Empirical epsilon lower bounds" in capsys.readouterr().out  # --report audits
     page = (report / "index.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3  # one ROC per scenario
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the file
     data = json.loads((report / "report.json").read_text())
-    assert data["bootstrap"] == {"replicates": 1000, "seed": 0}
+    assert data["bootstrap"] == {"replicates": 100, "seed": 0}
     for scenario, entry in data["scenarios"].items():
         assert set(entry["roc"]) == {BEST_ROW, "lira offline prob gv"}
         band = entry["roc"][BEST_ROW]

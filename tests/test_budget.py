@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 import run_lira_mia
 from mico.attacks.budget import budget_draws, keep_rows
 from mico.attacks.budget_curve import ALL, CURVE_KEYS, average_curve, check_budgets, scenario_curve
-from mico.attacks.compare import Predictor, Uncertainty, compare_scenario, evaluate_row
+from mico.attacks.compare import Predictor, compare_scenario, evaluate_row
 from mico.attacks.lira import lira
 from mico.attacks.registry import get_attack
-from mico.attacks.selection import Rule
 from mico.outputs.store import PhaseScores, ScenarioScores
 from mico.scoring import metrics
-from tests.test_attacks import CHALLENGE, synthetic_scores, write_synthetic_root
+from tests.test_attacks import CHALLENGE, FAST, FAST_BOOT, synthetic_scores, write_synthetic_root
 
 
 @settings(max_examples=50, deadline=None)
@@ -160,8 +159,6 @@ def test_keep_rows_refuses_bad_rows():
 
 # --- the budget curve (run_lira_mia.py --compare --budget) ------------------------------
 
-FAST = Uncertainty(rule=Rule(n_boot=100))
-
 
 @pytest.fixture(scope="module")
 def curve_scores():
@@ -222,7 +219,7 @@ def test_bad_curve_budgets_are_refused(budgets, repeats, message):
 def test_budget_cli_prints_the_curve_and_draws_it(tmp_path, capsys):
     root = write_synthetic_root(tmp_path / "r")
     plot = tmp_path / "budget.png"
-    args = ["--challenge", CHALLENGE, "--root", str(root), "-q", "--compare", "--bootstrap", "100"]
+    args = ["--challenge", CHALLENGE, "--root", str(root), "-q", "--compare", *FAST_BOOT]
     assert (
         run_lira_mia.main([*args, "--budget", "4", "--budget-repeats", "1", "--plot", str(plot)])
         == 0

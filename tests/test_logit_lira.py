@@ -13,7 +13,13 @@ from mico.attacks.inputs import scenario_inputs
 from mico.attacks.lira import lira
 from mico.attacks.logit_lira import SIGNALS, LogitLira, LogitLiraParams, logit_signal
 from mico.attacks.registry import ATTACKS
-from tests.test_attacks import CHALLENGE, available, synthetic_scores, write_synthetic_root
+from tests.test_attacks import (
+    CHALLENGE,
+    FAST,
+    available,
+    synthetic_scores,
+    write_synthetic_root,
+)
 
 
 def naive_signal(vector, label, signal):
@@ -101,7 +107,9 @@ def test_left_out_of_compare_without_logits_and_refused_alone(tmp_path, capsys):
     scores, _ = synthetic_scores(np.random.default_rng(4), logits=False)
     reason = ATTACKS["logit_lira"].missing(scores, CHALLENGE)
     assert reason is not None and f"save_preds.py --challenge {CHALLENGE} --save-logits" in reason
-    assert "logit_lira (CV)" not in compare_scenario(scores, available(scores)).rows
+    assert (
+        "logit_lira (CV)" not in compare_scenario(scores, available(scores), uncertainty=FAST).rows
+    )
     with pytest.raises(ValueError, match="--save-logits"):
         LogitLira().predict(scenario_inputs(scores)["train"], LogitLiraParams(), None)
 

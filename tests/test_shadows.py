@@ -25,6 +25,7 @@ from mico.tracks.registry import get_task, load_task
 from mico.train import farm
 from mico.train.design import extend_design, load_design
 from mico.train.shadows import extra_shadows, resolve_recipe
+from tests.test_attacks import FAST_BOOT
 
 INF, HI = "purchase100_inf", "purchase100_hi"
 
@@ -235,7 +236,7 @@ def test_compare_shows_each_row_once_per_shadow_choice(tiny_copy, capsys, monkey
 
     root = tiny_copy("purchase100")
     assert run(root, "--models", "2", "--seed", "5") == 0
-    base = ["--challenge", "purchase100", "--root", str(root), "-q", "--compare"]
+    base = ["--challenge", "purchase100", "--root", str(root), "-q", "--compare", *FAST_BOOT]
     assert save_preds.main(base[:5]) == 0
     capsys.readouterr()
     assert run_lira_mia.main([*base, "--shadows", "train"]) == 0
