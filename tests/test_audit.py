@@ -237,6 +237,36 @@ def test_epsilon_from_counts_agrees_with_ml_privacy_meter(inputs, expected):
         assert audit.audit_p_value(canaries, guesses, correct, got, delta) < p
 
 
+def naive_guess_counts(conf, mem, models, grid):
+    """One model at a time: its top ``k`` confidences guessed members, its bottom ``k``
+    non-members (``k`` at most half its points); distinct confidences, so no tie rule."""
+    out = []
+    for k in grid:
+        guesses = correct = 0
+        for model in np.unique(models):
+            ranked = mem[models == model][np.argsort(-conf[models == model])]
+            side = min(k, len(ranked) // 2)
+            correct += int(ranked[:side].sum()) + int((~ranked[len(ranked) - side :]).sum())
+            guesses += 2 * side
+        out.append(audit.AuditCounts(k, conf.size, guesses, correct))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=2, max_size=6), st.integers(0, 2**32 - 1))
+def test_guess_counts_match_a_loop_over_models(sizes, seed):
+    """Models of any size (odd, one point, unequal), ids in any order, both labels present."""
+    rng = np.random.default_rng(seed)
+    models = rng.permutation(np.repeat(rng.permutation(100)[: len(sizes)], sizes))
+    conf = rng.permutation(models.size) / models.size  # distinct
+    mem = rng.random(models.size) < 0.5
+    mem[:2] = True, False
+    grid = (1, 2, 3, 5)
+    assert audit.guess_counts(conf, mem, models, grid) == naive_guess_counts(
+        conf, mem, models, grid
+    )
+
+
 def test_guess_counts_take_each_models_extremes():
     conf = np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3, 0.6, 0.4])
     mem = np.array([1, 0, 0, 1, 1, 0, 1, 0])

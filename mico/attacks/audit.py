@@ -213,15 +213,16 @@ def guess_counts(
     ids, mem = ids[order], mem[order]
     starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1]
     sizes = np.diff(np.r_[starts, ids.size])
+    # Each point's rank in its model (0: its highest confidence) and its model's size.
+    rank = np.arange(ids.size) - np.repeat(starts, sizes)
+    size = np.repeat(sizes, sizes)
     results = []
     for k in grid:
-        guesses = correct = 0
-        for start, size in zip(starts, sizes, strict=True):
-            per_side = min(k, size // 2)
-            block = mem[start : start + size]
-            correct += int(block[:per_side].sum()) + int((~block[size - per_side :]).sum())
-            guesses += 2 * per_side
-        results.append(AuditCounts(k, conf.size, guesses, correct))
+        per_side = np.minimum(k, sizes // 2)
+        side = np.repeat(per_side, sizes)
+        top, bottom = rank < side, rank >= size - side
+        right = np.count_nonzero(mem & top) + np.count_nonzero(~mem & bottom)
+        results.append(AuditCounts(k, conf.size, int(2 * per_side.sum()), int(right)))
     return results
 
 
