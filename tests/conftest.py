@@ -176,23 +176,24 @@ def fake_hub(
 
 #: The modules sent out first, in this order, as a schedule for the two workers: the longest
 #: first (each worker takes the next module when it runs dry, so the run ends on short ones).
-#: One worker builds the DDP demo with its per-target models (the module about 60 s) while the
-#: other builds the two tiny demos through the golden tests (about 30 s, the module 45 s); every
+#: One worker builds the DDP demo with its per-target models (the module about 50 s) while the
+#: other builds the two tiny demos through the golden tests (about 22 s, the module 35 s); every
 #: module after them finds the tiny demos built, and no worker waits on the other's build.  The
-#: rest follow by their measured time (one idle run: attacks 58 s, shadows 34 s, audit_cli 25 s,
-#: audit 23 s, sst2 23 s, then about 16 s each), then the short modules in collection order.
+#: rest follow by their measured time (one idle run: attacks 40 s, shadows 34 s, audit 24 s,
+#: sst2 20 s, download 19 s, budget 17 s, audit_cli 16 s, bayes 14 s), then the short modules
+#: in collection order.
 #: ``--no-loadscope-reorder`` (``pyproject.toml``) keeps xdist from sorting files by test count.
 FIRST = (
     "test_ddp.py",
     "test_golden.py",
     "test_attacks.py",
     "test_shadows.py",
-    "test_audit_cli.py",
     "test_audit.py",
     "test_sst2.py",
-    "test_bayes.py",
     "test_download.py",
     "test_budget.py",
+    "test_audit_cli.py",
+    "test_bayes.py",
 )
 
 
