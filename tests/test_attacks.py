@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def naive_hardness(sm, si, tm, tp, ts, score, variant):
                 if not pool:
                     out[t, k] = 0.0
                     continue
-                sd = float(np.std(pool, ddof=1)) if len(pool) >= 2 else target_std
+                sd = statistics.stdev(pool) if len(pool) >= 2 else target_std
                 sd = max(sd, STD_FLOOR_REL * max(abs(mean_all), scale))
                 out[t, k] = min(max((y - mean_all) / sd, -Z_CAP), Z_CAP)
                 continue

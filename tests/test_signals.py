@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -88,17 +89,17 @@ def naive_reference_side(scores, member, valid, per_point):
         for t in range(n_targets)
     ]
     every = [g for groups in side for g in groups]
-    scenario_num = sum(np.var(g, ddof=1) * (len(g) - 1) for g in every if len(g) >= 2)
+    scenario_num = sum(statistics.variance(g) * (len(g) - 1) for g in every if len(g) >= 2)
     scenario_den = sum(len(g) - 1 for g in every if len(g) >= 2)
     scale = math.sqrt(scenario_num / scenario_den) if scenario_den and scenario_num else 1.0
     mean, std = np.zeros((n_targets, k)), np.zeros((n_targets, k))
     for t, groups in enumerate(side):
-        num = sum(np.var(g, ddof=1) * (len(g) - 1) for g in groups if len(g) >= 2)
+        num = sum(statistics.variance(g) * (len(g) - 1) for g in groups if len(g) >= 2)
         den = sum(len(g) - 1 for g in groups if len(g) >= 2)
         pooled = math.sqrt(num / den) if den else scale
         for p, g in enumerate(groups):
             mean[t, p] = np.mean(g) if g else 0.0
-            sd = float(np.std(g, ddof=1)) if per_point and len(g) >= 2 else pooled
+            sd = statistics.stdev(g) if per_point and len(g) >= 2 else pooled
             std[t, p] = max(sd, STD_FLOOR_REL * max(abs(mean[t, p]), scale))
     return mean, std
 
