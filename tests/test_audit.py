@@ -262,9 +262,8 @@ def test_guess_counts_match_a_loop_over_models(sizes, seed):
     mem = rng.random(models.size) < 0.5
     mem[:2] = True, False
     grid = (1, 2, 3, 5)
-    assert audit.guess_counts(conf, mem, models, grid) == naive_guess_counts(
-        conf, mem, models, grid
-    )
+    want = naive_guess_counts(conf, mem, models, grid)
+    assert audit.guess_counts(conf, mem, models, grid) == want
 
 
 def test_guess_counts_take_each_models_extremes():
