@@ -209,6 +209,9 @@ _DEMO_RECIPE = (("lr", 2e-3), ("dp_lr", 2e-3), ("batch_size", 32), ("dp_batch_si
 
 #: Demo presets.  Unlike MICO's 98.7%, a model trains on half the dataset, so that each point
 #: has OUT models for offline LiRA (MICO's ratio leaves about one OUT model per point).
+#: Training sentences a model of the tiny preset, and so its DP batch (one step an epoch).
+_TINY_TRAINING = 200
+
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         dataset_len=1000,
@@ -224,11 +227,11 @@ PRESETS: dict[str, Preset] = {
     # (rate 1/4) on a 2-core CPU.
     "tiny": Preset(
         dataset_len=360,
-        len_training=200,
+        len_training=_TINY_TRAINING,
         train_models=2,
         eval_models=1,
         epochs=1,
-        recipe_changes=tuple({**dict(_DEMO_RECIPE), "dp_batch_size": 200}.items()),
+        recipe_changes=tuple({**dict(_DEMO_RECIPE), "dp_batch_size": _TINY_TRAINING}.items()),
         architecture=tiny_roberta,
     ),
 }
